@@ -1,0 +1,177 @@
+"""Internal-coordinate maps: pair distances, the seed's 3-atom map, bond angles, dihedrals.
+
+Distances and angles among a rigid set of atoms are consistent maps (their
+level sets are orbits of rigid motions, seed appendix B); dihedrals of a
+flexible molecule are not (bond lengths and angles vary inside a level set).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+from latentlab.maps import geometry
+from latentlab.maps.base import CGMap, Coordinate
+from latentlab.validation import fail
+
+
+def _local(atoms_in_order: list[int], groups: Sequence[Sequence[int]]) -> tuple[list[int], list[tuple[int, ...]]]:
+    """Unique read atoms (first-seen order) and the groups re-indexed into them."""
+    atoms: list[int] = []
+    for g in groups:
+        for a in g:
+            if a not in atoms:
+                atoms.append(int(a))
+    pos = {a: i for i, a in enumerate(atoms)}
+    return atoms, [tuple(pos[int(a)] for a in g) for g in groups]
+
+
+def _check_groups(groups, size: int, argument: str, what: str) -> list[tuple[int, ...]]:
+    out = []
+    for g in groups:
+        g = tuple(int(a) for a in g)
+        if len(g) != size:
+            fail(argument, f"entry {g} has {len(g)} atoms, a {what} needs {size}", f"give {size} atom indices per {what}")
+        if len(set(g)) != size:
+            fail(argument, f"entry {g} repeats an atom", f"a {what} needs {size} different atoms")
+        out.append(g)
+    if not out:
+        fail(argument, f"is empty", f"give at least one {what}")
+    if len(set(out)) != len(out):
+        fail(argument, f"lists the same {what} twice (rank-deficient map)", "remove the duplicate")
+    return out
+
+
+class DistanceMap(CGMap):
+    """Distances between atom pairs, ``Q_p = |x_i - x_j|`` in nm.
+
+    Parameters
+    ----------
+    pairs : sequence of (int, int)
+        Atom index pairs (0-based, whole-system indices).
+    """
+
+    def __init__(self, pairs: Sequence[Sequence[int]], n_atoms: int | None = None, spec: str | None = None):
+        pairs = _check_groups(pairs, 2, "pairs", "distance")
+        atoms, self._pairs = _local([], pairs)
+        self.pairs = pairs
+        super().__init__(atoms, [Coordinate(f"d{i}-{j}", "nm", bounds=(0.0, math.inf)) for i, j in pairs],
+                         n_atoms=n_atoms, spec=spec)
+        self._i = [p[0] for p in self._pairs]
+        self._j = [p[1] for p in self._pairs]
+
+    @classmethod
+    def all_pairs(cls, atoms: Sequence[int], n_atoms: int | None = None, spec: str | None = None) -> "DistanceMap":
+        atoms = list(atoms)
+        if len(atoms) < 2:
+            fail("atoms", f"selects {len(atoms)} atom(s); all-pairs distances need at least 2", "select more atoms")
+        return cls([(atoms[a], atoms[b]) for a in range(len(atoms)) for b in range(a + 1, len(atoms))],
+                   n_atoms=n_atoms, spec=spec)
+
+    def evaluate(self, xs):
+        return geometry.distance(xs[:, self._i], xs[:, self._j])
+
+    def validate_geometry(self, xs):
+        geometry.check_separated(xs, self._pairs, "distance map", self.atoms)
+
+
+class TriangleMap(CGMap):
+    """The seed's 3-atom map ``Q = (r1, r2, cos)`` with vertex b.
+
+    ``r1 = |a - b|``, ``r2 = |c - b|``, ``cos = u1 . u2`` with unit vectors
+    ``u1 = (a - b)/r1``, ``u2 = (c - b)/r2`` (THEORY.md section 1).
+
+    Parameters
+    ----------
+    a, b, c : int
+        Atom indices; b is the vertex.
+    """
+
+    def __init__(self, a: int, b: int, c: int, n_atoms: int | None = None, spec: str | None = None):
+        _check_groups([(a, b, c)], 3, "atoms", "triangle")
+        super().__init__([a, b, c], [Coordinate("r1", "nm", bounds=(0.0, math.inf)),
+                                     Coordinate("r2", "nm", bounds=(0.0, math.inf)),
+                                     Coordinate("cos", "1", bounds=(-1.0, 1.0))], n_atoms=n_atoms, spec=spec)
+
+    def evaluate(self, xs):
+        a, b, c = xs[:, 0], xs[:, 1], xs[:, 2]
+        u = a - b
+        v = c - b
+        r1 = torch.linalg.vector_norm(u, dim=-1)
+        r2 = torch.linalg.vector_norm(v, dim=-1)
+        return torch.stack([r1, r2, (u * v).sum(-1) / (r1 * r2)], dim=-1)
+
+    def validate_geometry(self, xs):
+        geometry.check_separated(xs, [(0, 1), (2, 1)], "triangle map", self.atoms)
+        geometry.check_not_collinear(xs, [(0, 1, 2)], "triangle map", self.atoms)
+
+    def closed_form_effective_mass(self, Q, inverse_masses):
+        """Closed-form ``A(Q)`` of THEORY.md section 1, shape ``(n_frames, 3, 3)``."""
+        ia, ib, ic = (inverse_masses[k].to(Q) for k in range(3))
+        r1, r2, c = Q[:, 0], Q[:, 1], Q[:, 2]
+        s = 1.0 - c * c
+        a11 = (ia + ib).expand_as(r1)
+        a22 = (ic + ib).expand_as(r1)
+        a12 = c * ib
+        a13 = s * ib / r2
+        a23 = s * ib / r1
+        a33 = s * (ia / r1**2 + ic / r2**2 + ib * (1.0 / r1**2 + 1.0 / r2**2 - 2.0 * c / (r1 * r2)))
+        row1 = torch.stack([a11, a12, a13], -1)
+        row2 = torch.stack([a12, a22, a23], -1)
+        row3 = torch.stack([a13, a23, a33], -1)
+        return torch.stack([row1, row2, row3], -2)
+
+
+class AngleMap(CGMap):
+    """Bond angles ``i-j-k`` (vertex j) in rad, in [0, pi]."""
+
+    def __init__(self, triples: Sequence[Sequence[int]], n_atoms: int | None = None, spec: str | None = None):
+        triples = _check_groups(triples, 3, "triples", "angle")
+        atoms, self._triples = _local([], triples)
+        self.triples = triples
+        super().__init__(atoms, [Coordinate(f"angle{i}-{j}-{k}", "rad", bounds=(0.0, math.pi)) for i, j, k in triples],
+                         n_atoms=n_atoms, spec=spec)
+        self._idx = [[t[n] for t in self._triples] for n in range(3)]
+
+    def evaluate(self, xs):
+        i, j, k = self._idx
+        return geometry.angle(xs[:, i], xs[:, j], xs[:, k])
+
+    def validate_geometry(self, xs):
+        geometry.check_separated(xs, [(t[0], t[1]) for t in self._triples] + [(t[2], t[1]) for t in self._triples],
+                                 "angle map", self.atoms)
+        geometry.check_not_collinear(xs, self._triples, "angle map", self.atoms)
+
+
+class DihedralMap(CGMap):
+    """Dihedral angles ``i-j-k-l`` in rad, periodic on (-pi, pi].
+
+    Parameters
+    ----------
+    quads : sequence of (int, int, int, int)
+    names : sequence of str, optional
+        E.g. ``["phi", "psi"]``.
+    """
+
+    def __init__(self, quads: Sequence[Sequence[int]], n_atoms: int | None = None, names: Sequence[str] | None = None,
+                 spec: str | None = None):
+        quads = _check_groups(quads, 4, "quads", "dihedral")
+        atoms, self._quads = _local([], quads)
+        self.quads = quads
+        names = list(names) if names is not None else [f"dihedral{i}-{j}-{k}-{l}" for i, j, k, l in quads]
+        if len(names) != len(quads):
+            fail("names", f"has {len(names)} names for {len(quads)} dihedrals", "give one name per dihedral")
+        super().__init__(atoms, [Coordinate(n, "rad", periodic=True) for n in names], n_atoms=n_atoms, spec=spec)
+        self._idx = [[q[n] for q in self._quads] for n in range(4)]
+
+    def evaluate(self, xs):
+        i, j, k, l = self._idx
+        return geometry.dihedral(xs[:, i], xs[:, j], xs[:, k], xs[:, l])
+
+    def validate_geometry(self, xs):
+        pairs = [(q[n], q[n + 1]) for q in self._quads for n in range(3)]
+        geometry.check_separated(xs, pairs, "dihedral map", self.atoms)
+        triples = [q[:3] for q in self._quads] + [q[1:] for q in self._quads]
+        geometry.check_not_collinear(xs, triples, "dihedral map", self.atoms)
