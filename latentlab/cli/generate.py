@@ -1,0 +1,57 @@
+"""``latentlab generate SYSTEM --ns NS --out PATH``: all-atom data with OpenMM."""
+
+from __future__ import annotations
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "generate",
+        help="run OpenMM and save positions, forces and energies (resumable)",
+        description="Generate an all-atom reference data set with OpenMM (see latentlab.data.generate for the recipes).",
+    )
+    p.add_argument("system", metavar="SYSTEM", help="alanine-dipeptide | chignolin | protein (chignolin and protein need --pdb)")
+    p.add_argument("--ns", type=float, required=True, help="total simulated time in ns (with --resume: the new total)")
+    p.add_argument("--out", required=True, help="output HDF5 file")
+    p.add_argument("--temperature", type=float, default=300.0, help="K (default 300)")
+    p.add_argument("--save-every", type=float, default=1.0, help="ps between saved frames (default 1)")
+    p.add_argument("--allatom-every", type=float, default=None,
+                   help="ps between all-atom frames when --select keeps a subset (default: 10 x --save-every)")
+    p.add_argument("--select", default=None,
+                   help="mdtraj selection of the atoms saved at every frame (default: preset; chignolin 'name CA'; 'all' for all)")
+    p.add_argument("--pdb", default=None, help="starting structure (water and ions are stripped, hydrogens added)")
+    p.add_argument("--platform", default="auto", choices=["auto", "CPU", "CUDA", "OpenCL", "Reference"],
+                   help="OpenMM platform; auto = CUDA if present, else the faster of CPU and Reference")
+    p.add_argument("--threads", type=int, default=1, help="OpenMM CPU threads (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (velocities and Langevin noise)")
+    p.add_argument("--timestep", type=float, default=None, help="fs (default: preset, 1 for alanine-dipeptide, 4 with HMR)")
+    p.add_argument("--constraints", choices=["none", "hbonds"], default=None, help="default: preset")
+    p.add_argument("--hmr", type=float, default=None, metavar="AMU",
+                   help="hydrogen mass for repartitioning (0 = off; default: preset, 4 for proteins)")
+    p.add_argument("--friction", type=float, default=1.0, help="Langevin friction in 1/ps (default 1)")
+    p.add_argument("--equilibrate", type=float, default=None, help="ps simulated and discarded before saving (default: preset)")
+    p.add_argument("--checkpoint-every", type=float, default=60.0, help="seconds of wall time between checkpoints (default 60)")
+    p.add_argument("--resume", action="store_true", help="continue OUT.partial/ or extend a finished OUT to --ns")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT / OUT.partial/")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--name", default=None, help="data-set name stored in the file (default: file name)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from latentlab.data.generate import PRESETS, GenerateConfig, generate
+
+    select = args.select
+    allatom_every = args.allatom_every
+    effective_select = select if select is not None else PRESETS.get(args.system, {}).get("selection")
+    if effective_select not in (None, "", "all") and allatom_every is None:
+        allatom_every = 10.0 * args.save_every
+    cfg = GenerateConfig(
+        system=args.system, ns=args.ns, out=args.out, temperature=args.temperature, save_every_ps=args.save_every,
+        allatom_every_ps=allatom_every if effective_select not in (None, "", "all") else None, selection=select,
+        pdb=args.pdb, platform=args.platform, threads=args.threads, seed=args.seed, timestep_fs=args.timestep,
+        constraints=args.constraints, hydrogen_mass=args.hmr, friction=args.friction, equilibrate_ps=args.equilibrate,
+        checkpoint_every_s=args.checkpoint_every, resume=args.resume, overwrite=args.overwrite,
+        progress=not args.no_progress, name=args.name,
+    )
+    generate(cfg)
+    return 0

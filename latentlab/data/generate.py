@@ -1,0 +1,627 @@
+"""Generate all-atom reference data with OpenMM (positions, forces, energies).
+
+Systems (presets)
+-----------------
+``alanine-dipeptide``
+    ACE-ALA-NME in vacuum, Amber ff14SB (``amber14-all.xml``), no cutoff,
+    **no constraints**, 1 fs Langevin (``LangevinMiddleIntegrator``, friction
+    1/ps).  Stored forces are the full forces ``-grad U`` on every atom.
+``chignolin``
+    A chignolin PDB (e.g. 1UAO) with water and ions stripped, Amber ff14SB +
+    GBn2 implicit solvent (``implicit/gbn2.xml``), no cutoff, bonds to
+    hydrogen constrained (``HBonds``) with hydrogen mass repartitioning
+    (hydrogen mass 4 amu, taken from the bonded heavy atom) and a 4 fs step.
+    The primary block holds CA atoms only, at the dense stride; the forces on
+    them are *aggregated* over each CA's constraint group (CA + its
+    hydrogens), which removes the constraint forces exactly (the constraint
+    forces are internal to the rigid group and cancel in the sum; Kraemer et
+    al., JCTC 19, 8, 2023, "aggforce").  An ``allatom`` block keeps all atoms
+    at a coarser stride with raw forces and the constraint groups.
+``protein``
+    Any protein PDB (``--pdb``), same recipe as chignolin.
+
+Stored masses are always the physical masses (HMR only changes the dynamics,
+not the configurational Boltzmann distribution).
+
+Resumable runs
+--------------
+While running, ``OUT.partial/`` holds ``run.json`` (parameters), numbered
+segment files ``seg-NNNNN.npz`` and ``checkpoint.npz`` (the OpenMM State as
+XML + how many segments/frames it corresponds to).  Every file there is
+written to a temporary name and moved into place with ``os.replace``; a
+segment is written *before* the checkpoint that counts it, so a kill at any
+moment loses at most the frames since the last checkpoint, and those are
+re-simulated from the checkpointed state (no duplicates, no gaps in time).
+On completion the segments are assembled into ``OUT`` (atomic replace) and
+``OUT.partial/`` is removed.  ``--resume`` continues ``OUT.partial/`` or
+extends a finished ``OUT`` (its final state is stored in the file) to a
+larger ``--ns``.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import sys
+import time as _time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from latentlab.validation import check_nonnegative, check_positive, fail
+
+PRESETS = {
+    "alanine-dipeptide": dict(
+        forcefield=["amber14-all.xml"], solvent="vacuum", constraints="none", timestep_fs=1.0,
+        hydrogen_mass=0.0, selection=None, default_map="dihedrals:phi-psi", equilibrate_ps=10.0,
+    ),
+    "chignolin": dict(
+        forcefield=["amber14-all.xml", "implicit/gbn2.xml"], solvent="implicit GBn2", constraints="hbonds",
+        timestep_fs=4.0, hydrogen_mass=4.0, selection="name CA", default_map="triangle:name CA and (resid 0 5 9)",
+        equilibrate_ps=100.0,
+    ),
+    "protein": dict(
+        forcefield=["amber14-all.xml", "implicit/gbn2.xml"], solvent="implicit GBn2", constraints="hbonds",
+        timestep_fs=4.0, hydrogen_mass=4.0, selection=None, default_map="", equilibrate_ps=100.0,
+    ),
+}
+
+# Settings that must not change between a run and its --resume.
+_FROZEN = ("system", "temperature", "save_every_ps", "allatom_every_ps", "selection", "timestep_fs", "constraints",
+           "hydrogen_mass", "friction", "forcefield", "seed")
+
+
+@dataclass
+class GenerateConfig:
+    """Parameters of one generation run (units: ns, ps, fs, K, amu, 1/ps)."""
+
+    system: str
+    ns: float
+    out: str
+    temperature: float = 300.0
+    save_every_ps: float = 1.0
+    allatom_every_ps: float | None = None
+    selection: str | None = None
+    pdb: str | None = None
+    platform: str = "auto"
+    threads: int = 1
+    seed: int = 0
+    timestep_fs: float | None = None
+    constraints: str | None = None
+    hydrogen_mass: float | None = None
+    friction: float = 1.0
+    equilibrate_ps: float | None = None
+    forcefield: list = field(default_factory=list)
+    checkpoint_every_s: float = 60.0
+    resume: bool = False
+    overwrite: bool = False
+    progress: bool = True
+    name: str | None = None
+
+    def resolved(self) -> "GenerateConfig":
+        """Fill preset defaults and validate; returns a new config."""
+        if self.system not in PRESETS:
+            fail("system", f"got {self.system!r}", f"use one of {', '.join(PRESETS)} (protein needs --pdb)")
+        p = PRESETS[self.system]
+        c = GenerateConfig(**asdict(self))
+        c.forcefield = list(c.forcefield or p["forcefield"])
+        c.timestep_fs = p["timestep_fs"] if c.timestep_fs is None else c.timestep_fs
+        c.constraints = p["constraints"] if c.constraints is None else c.constraints.lower()
+        c.hydrogen_mass = p["hydrogen_mass"] if c.hydrogen_mass is None else c.hydrogen_mass
+        c.equilibrate_ps = p["equilibrate_ps"] if c.equilibrate_ps is None else c.equilibrate_ps
+        if c.selection is None:
+            c.selection = p["selection"]
+        if c.selection in ("", "all"):
+            c.selection = None
+        c.name = c.name or os.path.splitext(os.path.basename(c.out))[0]
+        check_positive(c.ns, "ns", "ns")
+        check_positive(c.temperature, "temperature", "K")
+        check_positive(c.save_every_ps, "save_every", "ps")
+        check_positive(c.timestep_fs, "timestep", "fs")
+        check_nonnegative(c.friction, "friction", "1/ps")
+        check_nonnegative(c.equilibrate_ps, "equilibrate", "ps")
+        check_nonnegative(c.hydrogen_mass, "hydrogen_mass", "amu")
+        if c.constraints not in ("none", "hbonds"):
+            fail("constraints", f"got {c.constraints!r}", "use 'none' or 'hbonds'")
+        if c.threads < 1:
+            fail("threads", f"got {c.threads}", "pass at least 1")
+        if c.platform not in ("auto", "CPU", "CUDA", "OpenCL", "Reference"):
+            fail("platform", f"got {c.platform!r}", "use auto, CPU, CUDA, OpenCL or Reference")
+        steps = c.save_every_ps * 1000.0 / c.timestep_fs
+        if abs(steps - round(steps)) > 1e-6 or round(steps) < 1:
+            fail("save_every", f"{c.save_every_ps} ps is not a whole number of {c.timestep_fs} fs steps",
+                 f"use a multiple of {c.timestep_fs / 1000} ps")
+        if c.allatom_every_ps is not None:
+            if c.selection is None:
+                fail("allatom_every", "only makes sense with a selection (the primary block is already all atoms)",
+                     "drop --allatom-every or add --select")
+            ratio = c.allatom_every_ps / c.save_every_ps
+            if abs(ratio - round(ratio)) > 1e-6 or round(ratio) < 1:
+                fail("allatom_every", f"{c.allatom_every_ps} ps is not a multiple of --save-every {c.save_every_ps} ps",
+                     "choose a whole multiple of --save-every")
+        if c.system == "protein" and not c.pdb:
+            fail("pdb", "system 'protein' needs a structure", "pass --pdb FILE.pdb")
+        if c.system == "chignolin" and not c.pdb:
+            fail("pdb", "chignolin is built from a PDB file that latentlab does not ship",
+                 "pass --pdb 1uao.pdb (download from https://www.rcsb.org/structure/1UAO)")
+        if c.pdb and not os.path.exists(c.pdb):
+            raise FileNotFoundError(f"pdb: {c.pdb} does not exist. Fix: check the path")
+        if c.hydrogen_mass and c.hydrogen_mass > 0 and c.timestep_fs > 2.0 and c.constraints == "none":
+            fail("timestep", f"{c.timestep_fs} fs without constraints is unstable",
+                 "use --constraints hbonds with --timestep 4, or --timestep 1 without constraints")
+        return c
+
+    @property
+    def save_steps(self) -> int:
+        return int(round(self.save_every_ps * 1000.0 / self.timestep_fs))
+
+    @property
+    def allatom_stride(self) -> int | None:
+        return None if self.allatom_every_ps is None else int(round(self.allatom_every_ps / self.save_every_ps))
+
+    @property
+    def total_frames(self) -> int:
+        return int(round(self.ns * 1000.0 / self.save_every_ps))
+
+
+# --------------------------------------------------------------------------- system setup
+
+
+def build_system(cfg: GenerateConfig):
+    """Return ``(topology, positions, system, physical_masses)`` for a resolved config."""
+    import openmm.app as app
+    import openmm.unit as u
+
+    from latentlab.data.structures import ALANINE_DIPEPTIDE_PDB
+
+    ff = app.ForceField(*cfg.forcefield)
+    if cfg.system == "alanine-dipeptide" and not cfg.pdb:
+        pdb = app.PDBFile(ALANINE_DIPEPTIDE_PDB)
+        topology, positions = pdb.topology, pdb.positions
+    else:
+        try:
+            pdb = app.PDBFile(cfg.pdb)
+        except Exception as err:  # OpenMM raises various types for malformed files
+            raise ValueError(f"pdb: {cfg.pdb} could not be read as PDB ({err}). Fix: pass a valid PDB file") from None
+        modeller = app.Modeller(pdb.topology, pdb.positions)
+        modeller.deleteWater()
+        ions = [a for a in modeller.topology.atoms() if a.residue.name in ("NA", "CL", "K", "MG", "CA", "ZN", "Na+", "Cl-", "SOD", "CLA")
+                and len(list(a.residue.atoms())) == 1]
+        modeller.delete(ions)
+        modeller.delete([r for r in modeller.topology.residues() if r.name in ("HOH", "WAT", "SOL")])
+        try:
+            modeller.addHydrogens(ff)
+        except Exception as err:
+            raise ValueError(f"pdb: could not add hydrogens with {cfg.forcefield} ({err}). Fix: check residue names / use a cleaned PDB (pdbfixer)") from None
+        topology, positions = modeller.topology, modeller.positions
+    constraints = app.HBonds if cfg.constraints == "hbonds" else None
+    kwargs = dict(nonbondedMethod=app.NoCutoff, constraints=constraints, rigidWater=False)
+    try:
+        plain = ff.createSystem(topology, **kwargs)
+        system = ff.createSystem(topology, hydrogenMass=cfg.hydrogen_mass * u.amu, **kwargs) if cfg.hydrogen_mass else plain
+    except Exception as err:
+        raise ValueError(f"forcefield: {cfg.forcefield} has no parameters for this structure ({err}). "
+                         "Fix: use a standard protein PDB (strip ligands) or other force-field files") from None
+    masses = np.array([plain.getParticleMass(i).value_in_unit(u.amu) for i in range(plain.getNumParticles())])
+    return topology, positions, system, masses
+
+
+def constraint_groups(system, masses: np.ndarray) -> np.ndarray:
+    """Group id per atom: atoms connected by constraints share the id of the heaviest atom.
+
+    Returns shape (n_atoms,) int.  Unconstrained atoms are their own group.
+    """
+    n = system.getNumParticles()
+    parent = list(range(n))
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for k in range(system.getNumConstraints()):
+        i, j, _ = system.getConstraintParameters(k)
+        ri, rj = find(i), find(j)
+        if ri != rj:
+            parent[ri] = rj
+    roots = np.array([find(i) for i in range(n)])
+    groups = np.arange(n)
+    for r in np.unique(roots):
+        members = np.nonzero(roots == r)[0]
+        groups[members] = members[np.argmax(masses[members])]
+    return groups
+
+
+def aggregate_forces(forces: np.ndarray, groups: np.ndarray, atoms: np.ndarray) -> np.ndarray:
+    """Constraint-free forces on ``atoms``: sum of the forces over each atom's constraint group.
+
+    Parameters
+    ----------
+    forces : np.ndarray, shape (n_frames, n_atoms, 3), kJ/mol/nm
+    groups : np.ndarray, shape (n_atoms,), int (see :func:`constraint_groups`)
+    atoms : np.ndarray, shape (n_sel,), int — each must be the root (heaviest atom) of its group
+
+    Returns
+    -------
+    np.ndarray, shape (n_frames, n_sel, 3)
+
+    Notes
+    -----
+    A constraint force acts along the constrained bond with equal and opposite
+    parts on its two atoms, so it cancels in the sum over a rigid group; the
+    summed force is the derivative of U along a rigid translation of the group,
+    which is a direction the constrained dynamics can move in (Kraemer et al.,
+    J. Chem. Theory Comput. 19, 8 (2023)).
+    """
+    atoms = np.asarray(atoms)
+    bad = atoms[groups[atoms] != atoms]
+    if bad.size:
+        fail("atoms", f"atoms {bad[:5].tolist()} are constrained to a heavier atom (e.g. hydrogens)",
+             "select heavy atoms only (their force includes their hydrogens), or generate with --constraints none")
+    slot = np.full(len(groups), -1)
+    slot[atoms] = np.arange(len(atoms))
+    member_slot = slot[groups]  # (n_atoms,)
+    keep = member_slot >= 0
+    out = np.zeros((forces.shape[0], len(atoms), 3), dtype=np.float64)
+    np.add.at(out, (slice(None), member_slot[keep]), forces[:, keep].astype(np.float64))
+    return out
+
+
+def make_platform(name: str, threads: int, system, integrator_factory, positions):
+    """Return ``(openmm.Platform, properties)``; ``auto`` = CUDA if present, else the faster of CPU/Reference."""
+    import openmm
+
+    available = [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
+
+    def props(pname):
+        return {"Threads": str(threads)} if pname == "CPU" else ({"Precision": "mixed"} if pname in ("CUDA", "OpenCL") else {})
+
+    if name != "auto":
+        if name not in available:
+            fail("platform", f"{name} is not available here (available: {', '.join(available)})", "use --platform auto")
+        return openmm.Platform.getPlatformByName(name), props(name)
+    if "CUDA" in available:
+        return openmm.Platform.getPlatformByName("CUDA"), props("CUDA")
+    timings = {}
+    for pname in ("CPU", "Reference"):
+        if pname not in available:
+            continue
+        integ = integrator_factory()
+        ctx = openmm.Context(system, integ, openmm.Platform.getPlatformByName(pname), props(pname))
+        ctx.setPositions(positions)
+        integ.step(3)
+        t0 = _time.perf_counter()
+        integ.step(20)
+        timings[pname] = _time.perf_counter() - t0
+        del ctx, integ
+    best = min(timings, key=timings.get)
+    return openmm.Platform.getPlatformByName(best), props(best)
+
+
+def _versions() -> dict:
+    import platform as _pf
+
+    import mdtraj
+    import openmm
+
+    from importlib.metadata import version
+
+    return {"openmm": openmm.__version__, "mdtraj": mdtraj.__version__, "numpy": np.__version__,
+            "latentlab": version("latentlab"), "python": _pf.python_version()}
+
+
+def _pdb_text(topology, xyz_nm: np.ndarray, atoms: np.ndarray | None = None) -> str:
+    """PDB text of one frame (optionally an atom subset) via mdtraj."""
+    import tempfile
+
+    import mdtraj as md
+
+    traj = md.Trajectory(np.asarray(xyz_nm, dtype=np.float32)[None], md.Topology.from_openmm(topology))
+    if atoms is not None:
+        traj = traj.atom_slice(atoms)
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "top.pdb")
+        traj.save_pdb(path)
+        with open(path) as fh:
+            return fh.read()
+
+
+def _atomic_savez(path: str, **arrays) -> None:
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class Generator:
+    """Runs one resumable generation (see module docstring)."""
+
+    def __init__(self, cfg: GenerateConfig, log=print):
+        self.cfg = cfg.resolved()
+        self.log = log
+        self.work = self.cfg.out + ".partial"
+
+    # -- bookkeeping -------------------------------------------------------
+    def _check_paths(self) -> None:
+        cfg = self.cfg
+        out_dir = os.path.dirname(os.path.abspath(cfg.out))
+        if not os.path.isdir(out_dir):
+            raise FileNotFoundError(f"out: directory {out_dir} does not exist. Fix: create it or choose another --out")
+        if cfg.resume:
+            if not os.path.isdir(self.work) and not os.path.exists(cfg.out):
+                fail("resume", f"nothing to resume: neither {self.work}/ nor {cfg.out} exists", "run without --resume")
+            return
+        if cfg.overwrite:
+            shutil.rmtree(self.work, ignore_errors=True)
+            return
+        if os.path.isdir(self.work):
+            fail("out", f"an interrupted run exists in {self.work}/", "pass --resume to continue it, or --overwrite to start again")
+        if os.path.exists(cfg.out):
+            fail("out", f"{cfg.out} exists", "pass --resume to extend it, --overwrite to replace it, or choose another --out")
+
+    def _frozen(self) -> dict:
+        return {k: getattr(self.cfg, k) for k in _FROZEN}
+
+    def _segments(self) -> list[str]:
+        return sorted(glob.glob(os.path.join(self.work, "seg-*.npz")))
+
+    # -- main ---------------------------------------------------------------
+    def run(self) -> str:
+        import openmm
+        import openmm.unit as u
+        from openmm import XmlSerializer
+
+        cfg = self.cfg
+        self._check_paths()
+        topology, positions, system, masses = build_system(cfg)
+        groups = constraint_groups(system, masses)
+        n_atoms = system.getNumParticles()
+        if cfg.selection:
+            import mdtraj as md
+
+            try:
+                sel = md.Topology.from_openmm(topology).select(cfg.selection)
+            except Exception as err:
+                raise ValueError(f"select: {cfg.selection!r} is not a valid mdtraj selection ({err}). Fix: e.g. --select 'name CA'") from None
+            if len(sel) == 0:
+                fail("select", f"{cfg.selection!r} selects no atoms", "check the selection, e.g. 'name CA'")
+            aggregate_forces(np.zeros((1, n_atoms, 3)), groups, sel)  # validates the selection early
+        else:
+            sel = None
+
+        def integrator_factory():
+            integ = openmm.LangevinMiddleIntegrator(cfg.temperature * u.kelvin, cfg.friction / u.picosecond,
+                                                   cfg.timestep_fs * u.femtosecond)
+            return integ
+
+        platform, props = make_platform(cfg.platform, cfg.threads, system, integrator_factory, positions)
+
+        # State: fresh, from OUT.partial/, or from a finished OUT.
+        state_xml, n_segments, n_frames, n_full, step = None, 0, 0, 0, 0
+        if cfg.resume and os.path.isdir(self.work):
+            with open(os.path.join(self.work, "run.json")) as fh:
+                saved = json.load(fh)
+            self._check_same(saved["frozen"])
+            ck = os.path.join(self.work, "checkpoint.npz")
+            if os.path.exists(ck):
+                with np.load(ck) as z:
+                    state_xml = str(z["state_xml"])
+                    n_segments, n_frames, n_full, step = (int(z[k]) for k in ("n_segments", "n_frames", "n_full", "step"))
+            for path in self._segments()[n_segments:]:  # written after the last checkpoint: re-simulated
+                os.remove(path)
+            static_path = os.path.join(self.work, "static.npz")
+            static = dict(np.load(static_path)) if state_xml is not None and os.path.exists(static_path) else None
+            if state_xml is None:
+                n_segments = n_frames = n_full = step = 0
+            self.log(f"resuming {self.work}/ at {n_frames} frames ({n_frames * cfg.save_every_ps / 1000:.4f} ns)")
+        else:
+            os.makedirs(self.work, exist_ok=cfg.resume)
+            static = None
+            if cfg.resume and os.path.exists(cfg.out):  # extend a finished file
+                from latentlab.data.store import read_h5
+
+                prim = read_h5(cfg.out)
+                self._check_same(json.loads(prim["attrs"].get("generate_config", "{}")).get("frozen", {}))
+                if "resume_state_xml" not in prim:
+                    fail("resume", f"{cfg.out} has no stored final state", "regenerate it, or choose another --out")
+                state_xml = prim["resume_state_xml"]
+                blocks = {"positions": prim["positions"], "forces": prim["forces"], "energies": prim["energies"], "time": prim["time"]}
+                if prim["has_allatom"]:
+                    full = read_h5(cfg.out, "allatom")
+                    blocks.update({"full_" + k: full[k] for k in ("positions", "forces", "energies", "time")})
+                n_frames = len(prim["time"])
+                n_full = len(blocks["full_time"]) if "full_time" in blocks else 0
+                step = int(round(prim["time"][-1] * 1000.0 / cfg.timestep_fs))
+                _atomic_savez(os.path.join(self.work, "seg-00000.npz"), **blocks)
+                n_segments = 1
+                self.log(f"extending {cfg.out} from {n_frames} frames")
+            with open(os.path.join(self.work, "run.json.tmp"), "w") as fh:
+                json.dump({"frozen": self._frozen(), "config": asdict(cfg)}, fh, indent=1)
+            os.replace(os.path.join(self.work, "run.json.tmp"), os.path.join(self.work, "run.json"))
+
+        integrator = integrator_factory()
+        seed_mix = (cfg.seed * 1_000_003 + n_segments * 7919 + 12345) % (2**31 - 1) + 1
+        integrator.setRandomNumberSeed(seed_mix)
+        context = openmm.Context(system, integrator, platform, props)
+        if state_xml is None:
+            context.setPositions(positions)
+            openmm.LocalEnergyMinimizer.minimize(context, 10.0, 0)
+            context.setVelocitiesToTemperature(cfg.temperature * u.kelvin, seed_mix)
+            n_eq = int(round(cfg.equilibrate_ps * 1000.0 / cfg.timestep_fs))
+            if n_eq:
+                self.log(f"equilibrating {cfg.equilibrate_ps} ps ({n_eq} steps, not saved)")
+                integrator.step(n_eq)
+            xyz0 = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(u.nanometer)
+            static = dict(
+                masses=masses, groups=groups, sel=np.asarray(sel if sel is not None else np.arange(n_atoms)),
+                topology_pdb=np.array(_pdb_text(topology, xyz0)),
+                sel_pdb=np.array(_pdb_text(topology, xyz0, sel) if sel is not None else ""),
+            )
+            _atomic_savez(os.path.join(self.work, "static.npz"), **static)
+            context.setTime(0.0)
+            context.setStepCount(0)
+        else:
+            context.setState(XmlSerializer.deserialize(state_xml))
+            if static is None:  # extending a finished file
+                xyz0 = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(u.nanometer)
+                static = dict(masses=masses, groups=groups, sel=np.asarray(sel if sel is not None else np.arange(n_atoms)),
+                              topology_pdb=np.array(prim.get("topology_pdb", "")) if sel is None else np.array(read_h5(cfg.out, "allatom").get("topology_pdb", "")),
+                              sel_pdb=np.array(prim.get("topology_pdb", "")) if sel is not None else np.array(""))
+                _atomic_savez(os.path.join(self.work, "static.npz"), **static)
+
+        self.platform_name = platform.getName()
+        self._loop(context, integrator, static, n_segments, n_frames, n_full, step)
+        return self._assemble(context, static)
+
+    def _check_same(self, saved: dict) -> None:
+        now = self._frozen()
+        diff = {k: (saved.get(k), now[k]) for k in now if k in saved and saved.get(k) != now[k]}
+        if diff:
+            fail("resume", f"settings differ from the interrupted run: {diff} (saved, now)",
+                 "resume with the same options (only --ns, --platform and --threads may change)")
+
+    def _loop(self, context, integrator, static, n_segments, n_frames, n_full, step) -> None:
+        import openmm.unit as u
+        from openmm import XmlSerializer
+
+        cfg = self.cfg
+        total = cfg.total_frames
+        if n_frames >= total:
+            self.log(f"already {n_frames} frames >= {total} requested; nothing to simulate")
+            return
+        sel = static["sel"]
+        groups = static["groups"]
+        aggregate = bool(cfg.selection) and bool((groups != np.arange(len(groups))).any())
+        stride = cfg.allatom_stride
+        buf = {k: [] for k in ("positions", "forces", "energies", "time", "full_positions", "full_forces", "full_energies", "full_time")}
+        nm, kjmol, kjmolnm = u.nanometer, u.kilojoule_per_mole, u.kilojoule_per_mole / u.nanometer
+
+        def flush():
+            nonlocal n_segments
+            if not buf["time"]:
+                return
+            arrays = {k: np.asarray(v) for k, v in buf.items() if v}
+            seg = os.path.join(self.work, f"seg-{n_segments:05d}.npz")
+            _atomic_savez(seg, **arrays)  # 1. the frames
+            n_segments += 1
+            state = context.getState(getPositions=True, getVelocities=True, getParameters=True)
+            _atomic_savez(os.path.join(self.work, "checkpoint.npz"),  # 2. the state that follows them
+                          state_xml=np.array(XmlSerializer.serialize(state)), n_segments=n_segments,
+                          n_frames=n_frames, n_full=n_full, step=step)
+            for v in buf.values():
+                v.clear()
+
+        bar = None
+        if cfg.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=round(cfg.ns * 1000.0, 6), initial=round(n_frames * cfg.save_every_ps, 6), unit="ps",
+                       desc=f"generate {cfg.system}", mininterval=2.0, file=sys.stderr, dynamic_ncols=True)
+        t_start = _time.perf_counter()
+        t_flush = t_start
+        frames_this_run = 0
+        try:
+            while n_frames < total:
+                integrator.step(cfg.save_steps)
+                step += cfg.save_steps
+                st = context.getState(getPositions=True, getForces=True, getEnergy=True)
+                xyz = st.getPositions(asNumpy=True).value_in_unit(nm)
+                f = st.getForces(asNumpy=True).value_in_unit(kjmolnm)
+                e = st.getPotentialEnergy().value_in_unit(kjmol)
+                t = step * cfg.timestep_fs / 1000.0
+                n_frames += 1
+                frames_this_run += 1
+                if cfg.selection:
+                    buf["positions"].append(xyz[sel].astype(np.float32))
+                    fs = aggregate_forces(f[None], groups, sel)[0] if aggregate else f[sel]
+                    buf["forces"].append(fs.astype(np.float32))
+                else:
+                    buf["positions"].append(xyz.astype(np.float32))
+                    buf["forces"].append(f.astype(np.float32))
+                buf["energies"].append(e)
+                buf["time"].append(t)
+                if stride and n_frames % stride == 0:
+                    n_full += 1
+                    buf["full_positions"].append(xyz.astype(np.float32))
+                    buf["full_forces"].append(f.astype(np.float32))
+                    buf["full_energies"].append(e)
+                    buf["full_time"].append(t)
+                now = _time.perf_counter()
+                if now - t_flush >= cfg.checkpoint_every_s or n_frames == total or len(buf["time"]) >= 20000:
+                    flush()
+                    t_flush = now
+                if bar is not None:
+                    elapsed = now - t_start
+                    ns_day = frames_this_run * cfg.save_every_ps / 1000.0 / max(elapsed, 1e-9) * 86400.0
+                    bar.set_postfix_str(f"{ns_day:.1f} ns/day", refresh=False)
+                    bar.update(cfg.save_every_ps)
+        finally:
+            if bar is not None:
+                bar.close()
+        elapsed = _time.perf_counter() - t_start
+        self.ns_per_day = frames_this_run * cfg.save_every_ps / 1000.0 / max(elapsed, 1e-9) * 86400.0
+        self.log(f"simulated {frames_this_run * cfg.save_every_ps / 1000.0:.4f} ns in {elapsed:.1f} s "
+                 f"({self.ns_per_day:.1f} ns/day on {self.platform_name})")
+
+    def _assemble(self, context, static) -> str:
+        import openmm.unit as u  # noqa: F401
+        from openmm import XmlSerializer
+
+        from latentlab.data.store import write_h5
+
+        cfg = self.cfg
+        ck = os.path.join(self.work, "checkpoint.npz")
+        with np.load(ck) as z:
+            n_segments = int(z["n_segments"])
+            state_xml = str(z["state_xml"])
+        parts = {}
+        for path in self._segments()[:n_segments]:
+            with np.load(path) as z:
+                for k in z.files:
+                    parts.setdefault(k, []).append(z[k])
+        cat = {k: np.concatenate(v) for k, v in parts.items()}
+        time = cat["time"]
+        expected = np.arange(1, len(time) + 1) * cfg.save_every_ps
+        if not np.allclose(time, expected, atol=1e-6 * max(1.0, expected[-1])):
+            raise RuntimeError("internal error: frame times are not contiguous; the partial run is kept for inspection")
+        sel = static["sel"]
+        masses, groups = static["masses"], static["groups"]
+        aggregated = bool(cfg.selection) and bool((groups != np.arange(len(groups))).any())
+        prim_groups = None if cfg.selection else (groups if aggregated or (groups != np.arange(len(groups))).any() else None)
+        attrs = dict(
+            name=cfg.name, temperature=float(cfg.temperature), default_map=PRESETS[cfg.system]["default_map"],
+            forces_aggregated=aggregated, forcefield=",".join(cfg.forcefield), solvent=PRESETS[cfg.system]["solvent"],
+            nonbonded_method="NoCutoff", integrator="LangevinMiddleIntegrator", timestep_ps=cfg.timestep_fs / 1000.0,
+            friction_per_ps=float(cfg.friction), constraints=cfg.constraints, hydrogen_mass_amu=float(cfg.hydrogen_mass),
+            seed=int(cfg.seed), save_every_ps=float(cfg.save_every_ps), selection=cfg.selection or "all",
+            platform=getattr(self, "platform_name", ""), versions=_versions(), system=cfg.system,
+            equilibrate_ps=float(cfg.equilibrate_ps), command=" ".join(sys.argv),
+            generate_config=json.dumps({"frozen": self._frozen()}),
+        )
+        primary = dict(positions=cat["positions"], forces=cat["forces"], energies=cat["energies"], time=time,
+                       masses=masses[sel] if cfg.selection else masses,
+                       topology_pdb=str(static["sel_pdb"]) if cfg.selection else str(static["topology_pdb"]),
+                       constraint_group=prim_groups)
+        allatom = None
+        if cfg.selection and "full_time" in cat:
+            allatom = dict(positions=cat["full_positions"], forces=cat["full_forces"], energies=cat["full_energies"],
+                           time=cat["full_time"], masses=masses, topology_pdb=str(static["topology_pdb"]),
+                           constraint_group=groups, attrs={"atom_indices": np.asarray(sel, dtype=np.int64),
+                                                           "forces_aggregated": False})
+        write_h5(cfg.out, primary, attrs, allatom=allatom, resume_state_xml=state_xml)
+        shutil.rmtree(self.work, ignore_errors=True)
+        self.log(f"wrote {cfg.out}: {len(time)} frames x {primary['positions'].shape[1]} atoms"
+                 + (f", all-atom block {len(cat['full_time'])} frames" if allatom else "")
+                 + f" ({os.path.getsize(cfg.out) / 1e6:.2f} MB)")
+        del XmlSerializer
+        return cfg.out
+
+
+def generate(cfg: GenerateConfig, log=print) -> str:
+    """Run (or resume) a generation; returns the output path."""
+    return Generator(cfg, log=log).run()

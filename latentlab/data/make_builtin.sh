@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Regenerate the built-in data sets (latentlab/data/builtin/*.h5), one run at a
+# time.  Every command is resumable: rerun this script after an interruption.
+# Usage: latentlab/data/make_builtin.sh [path/to/1uao.pdb] [threads]
+set -euo pipefail
+PDB=${1:-/work/shared/data/1uao.pdb}
+THREADS=${2:-1}
+D=$(cd "$(dirname "$0")" && pwd)/builtin
+run() {  # run OUT args...: start, or resume if a partial/finished file exists
+    local out=$1; shift
+    if [ -e "$out" ] || [ -d "$out.partial" ]; then latentlab generate "$@" --out "$out" --resume
+    else latentlab generate "$@" --out "$out"; fi
+}
+# alanine dipeptide, vacuum, ff14SB, no constraints, 1 fs: 100 ns, a frame every 8 ps (12,500 frames)
+run "$D/alanine-dipeptide.h5" alanine-dipeptide --ns 100 --save-every 8 --temperature 300 --seed 1 --threads "$THREADS" --name alanine-dipeptide
+# the same at 350 K and 400 K (20 ns, a frame every 4 ps, 5,000 frames each)
+run "$D/alanine-dipeptide-350K.h5" alanine-dipeptide --ns 20 --save-every 4 --temperature 350 --seed 2 --threads "$THREADS" --name alanine-dipeptide-350K
+run "$D/alanine-dipeptide-400K.h5" alanine-dipeptide --ns 20 --save-every 4 --temperature 400 --seed 3 --threads "$THREADS" --name alanine-dipeptide-400K
+# chignolin (1UAO), GBn2, ff14SB, HBonds + HMR 4 fs: CA every 0.5 ps, all atoms every 5 ps
+run "$D/chignolin.h5" chignolin --pdb "$PDB" --ns "${CHIGNOLIN_NS:-5}" --save-every 0.5 --allatom-every 5 --temperature 300 --seed 4 --threads "$THREADS" --name chignolin
