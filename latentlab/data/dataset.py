@@ -1,0 +1,521 @@
+"""The in-memory data set: positions, forces, energies, masses, topology, temperature.
+
+One representation with ``from_*`` constructors (STYLE.md item 3):
+
+- :meth:`Dataset.from_arrays` — bare arrays with explicit masses and temperature,
+  in nm/kJ/mol or Angstrom/kcal/mol (converted on the way in);
+- :meth:`Dataset.from_h5` — the project's own HDF5 files (:mod:`latentlab.data.store`);
+- :meth:`Dataset.from_trajectory` — any mdtraj-readable trajectory + topology,
+  forces from ``.npy``/``.npz``.
+
+Every constructor validates once: shapes, lengths, finite values (NaN/inf
+frames are refused with their frame numbers unless ``drop_nonfinite=True``),
+masses, temperature > 0, and a length-unit heuristic that refuses positions
+that look like Angstrom when nm was declared (and the reverse).
+
+Units inside a Dataset are always nm, ps, amu, kJ/mol, K; forces are
+``F = -grad U`` in kJ/mol/nm.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from latentlab.units import ANGSTROM_TO_NM, KB, KCAL_TO_KJ
+from latentlab.validation import check_positive, fail
+
+UNITS = {"length": "nm", "time": "ps", "mass": "amu", "energy": "kJ/mol", "force": "kJ/mol/nm", "temperature": "K"}
+LENGTH_UNITS = {"nm": 1.0, "angstrom": ANGSTROM_TO_NM, "a": ANGSTROM_TO_NM, "å": ANGSTROM_TO_NM}
+ENERGY_UNITS = {"kj/mol": 1.0, "kcal/mol": KCAL_TO_KJ}
+
+#: Plausible median nearest-neighbour (or bonded) distance range in nm for
+#: molecules: covalent bonds 0.1-0.16 nm, CA-CA 0.38 nm, CG beads up to ~0.6 nm.
+_NN_RANGE_NM = (0.06, 0.6)
+
+
+def _length_factor(unit: str) -> float:
+    key = str(unit).strip().lower()
+    if key not in LENGTH_UNITS:
+        fail("length_unit", f"got {unit!r}", "use 'nm' or 'angstrom'")
+    return LENGTH_UNITS[key]
+
+
+def _energy_factor(unit: str) -> float:
+    key = str(unit).strip().lower().replace(" ", "")
+    if key not in ENERGY_UNITS:
+        fail("energy_unit", f"got {unit!r}", "use 'kJ/mol' or 'kcal/mol'")
+    return ENERGY_UNITS[key]
+
+
+def typical_neighbour_distance(positions: np.ndarray, topology=None) -> float | None:
+    """Median bonded distance (if the topology has bonds) or median nearest-neighbour distance, nm.
+
+    ``positions``: shape (n_frames, n_atoms, 3).  Uses up to 5 frames.  None for one atom.
+    """
+    x = np.asarray(positions[:5], dtype=np.float64)
+    if x.shape[1] < 2:
+        return None
+    if topology is not None:
+        bonds = np.array([(a.index, b.index) for a, b in topology.bonds], dtype=int)
+        if len(bonds):
+            d = np.linalg.norm(x[:, bonds[:, 0]] - x[:, bonds[:, 1]], axis=-1)
+            return float(np.median(d))
+    sub = x[:, :400]
+    d = np.linalg.norm(sub[:, :, None] - sub[:, None], axis=-1)
+    d[:, np.arange(sub.shape[1]), np.arange(sub.shape[1])] = np.inf
+    return float(np.median(d.min(axis=-1)))
+
+
+def check_length_unit(positions_nm: np.ndarray, declared: str, topology=None, argument: str = "positions") -> None:
+    """Refuse positions whose typical bond/neighbour distance contradicts the declared unit.
+
+    ``positions_nm`` are already converted to nm from ``declared``.
+    """
+    d = typical_neighbour_distance(positions_nm, topology)
+    if d is None or not np.isfinite(d):
+        return
+    lo, hi = _NN_RANGE_NM
+    factor = _length_factor(declared)
+    if d > hi and factor == 1.0:
+        fail(argument, f"look like Angstrom, not nm: the typical neighbour distance is {d:.3g} nm (expected {lo}-{hi} nm)",
+             "declare the unit: length_unit='angstrom' (CLI: --length-unit angstrom), or divide by 10")
+    if d < lo and factor != 1.0:
+        fail(argument, f"look like nm, not Angstrom: after converting from Angstrom the typical neighbour distance is "
+             f"{d:.3g} nm (expected {lo}-{hi} nm)", "declare length_unit='nm' (CLI: --length-unit nm)")
+    if d > hi or d < lo:
+        fail(argument, f"typical neighbour distance {d:.3g} nm is outside the plausible {lo}-{hi} nm for a molecule",
+             "check the length unit, or pass check_units=False for a non-molecular system")
+
+
+def _as_frames(value, argument: str, n_atoms: int | None = None) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        fail(argument, f"could not be read as a numeric array ({err})", "pass a numeric array of shape (n_frames, n_atoms, 3)")
+    if arr.ndim == 2 and arr.shape[-1] == 3:
+        fail(argument, f"has shape {arr.shape}, a single frame", f"add a frame axis: {argument}[None] has shape (1, n_atoms, 3)")
+    if arr.ndim != 3 or arr.shape[-1] != 3:
+        fail(argument, f"has shape {arr.shape}, expected (n_frames, n_atoms, 3)",
+             "reshape to (n_frames, n_atoms, 3), e.g. x.reshape(n_frames, -1, 3)")
+    if arr.shape[0] == 0:
+        fail(argument, "has no frames", "pass at least one frame")
+    if n_atoms is not None and arr.shape[1] != n_atoms:
+        fail(argument, f"has {arr.shape[1]} atoms but positions have {n_atoms}", "pass arrays for the same atoms in the same order")
+    return arr
+
+
+def _bad_frames(arr: np.ndarray) -> np.ndarray:
+    axes = tuple(range(1, arr.ndim))
+    return ~np.isfinite(arr).all(axis=axes) if axes else ~np.isfinite(arr)
+
+
+def _frame_list(idx: np.ndarray) -> str:
+    shown = ", ".join(str(int(i)) for i in idx[:10])
+    return shown + (" ..." if len(idx) > 10 else "")
+
+
+@dataclass
+class Dataset:
+    """A data set of configurations with forces.
+
+    Attributes
+    ----------
+    positions : np.ndarray, shape=(n_frames, n_atoms, 3), float32, nm
+    forces : np.ndarray or None, shape=(n_frames, n_atoms, 3), float32, kJ/mol/nm
+        ``F = -grad U``.  If ``forces_aggregated`` they are already summed over
+        each atom's constraint group (constraint-free; see :meth:`cg_forces`).
+    energies : np.ndarray or None, shape=(n_frames,), float64, kJ/mol
+    masses : np.ndarray, shape=(n_atoms,), float64, amu (physical masses)
+    temperature : float, K
+    topology : mdtraj.Topology or None
+    time : np.ndarray or None, shape=(n_frames,), ps
+    default_map : str
+        Map spec (see :func:`latentlab.maps.parse_map`) the data set suggests, or "".
+    name : str
+    constraint_group : np.ndarray or None, shape=(n_atoms,), int
+        Atoms sharing an id are rigidly bound by constraints (id = heaviest atom).
+    forces_aggregated : bool
+    metadata : dict
+        Provenance (force field, timestep, ...), as stored in the file.
+    source : str
+        Where the data came from (path or built-in name).
+    """
+
+    positions: np.ndarray
+    forces: np.ndarray | None
+    energies: np.ndarray | None
+    masses: np.ndarray
+    temperature: float
+    topology: object = None
+    time: np.ndarray | None = None
+    default_map: str = ""
+    name: str = ""
+    constraint_group: np.ndarray | None = None
+    forces_aggregated: bool = False
+    metadata: dict = field(default_factory=dict)
+    source: str = ""
+    allatom_path: str | None = None
+
+    units = UNITS
+
+    # ------------------------------------------------------------------ basic properties
+    @property
+    def n_frames(self) -> int:
+        return int(self.positions.shape[0])
+
+    @property
+    def n_atoms(self) -> int:
+        return int(self.positions.shape[1])
+
+    def __len__(self) -> int:
+        return self.n_frames
+
+    @property
+    def kT(self) -> float:
+        """Thermal energy in kJ/mol."""
+        return KB * self.temperature
+
+    @property
+    def has_forces(self) -> bool:
+        return self.forces is not None
+
+    @property
+    def has_energies(self) -> bool:
+        return self.energies is not None
+
+    @property
+    def has_topology(self) -> bool:
+        return self.topology is not None
+
+    @property
+    def has_allatom(self) -> bool:
+        return self.allatom_path is not None
+
+    def __repr__(self) -> str:
+        return (f"Dataset(name={self.name!r}, frames={self.n_frames}, atoms={self.n_atoms}, T={self.temperature} K, "
+                f"forces={self.has_forces}, energies={self.has_energies}, topology={self.has_topology})")
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_arrays(cls, positions, forces=None, *, masses=None, temperature=None, energies=None, topology=None,
+                    time=None, length_unit: str = "nm", energy_unit: str = "kJ/mol", drop_nonfinite: bool = False,
+                    check_units: bool = True, name: str = "", default_map: str = "", constraint_group=None,
+                    forces_aggregated: bool = False, metadata: dict | None = None, source: str = "arrays") -> "Dataset":
+        """Build a data set from arrays, converting units and validating everything once.
+
+        Parameters
+        ----------
+        positions : array, shape=(n_frames, n_atoms, 3), in ``length_unit``
+        forces : array, shape=(n_frames, n_atoms, 3), in ``energy_unit`` / ``length_unit``, optional
+            ``F = -grad U`` (not the gradient).
+        masses : array, shape=(n_atoms,), amu
+            Required unless ``topology`` is given (then element masses are used).
+        temperature : float, K, > 0
+        energies : array, shape=(n_frames,), in ``energy_unit``, optional
+        topology : mdtraj.Topology or path to a PDB, optional
+        time : array, shape=(n_frames,), ps, optional
+        length_unit : {"nm", "angstrom"}
+        energy_unit : {"kJ/mol", "kcal/mol"}
+        drop_nonfinite : bool
+            Drop frames with NaN/inf in positions, forces or energies instead of refusing them.
+        check_units : bool
+            Apply the nm/Angstrom heuristic (typical neighbour distance 0.06-0.6 nm).
+        """
+        if temperature is None:
+            fail("temperature", "is required for bare arrays", "pass temperature=... in K (CLI: --temperature K)")
+        temperature = check_positive(temperature, "temperature", "K")
+        lf = _length_factor(length_unit)
+        ef = _energy_factor(energy_unit)
+        if isinstance(topology, (str, os.PathLike)):
+            topology = load_topology(str(topology))
+        x = _as_frames(positions, "positions")
+        n_frames, n_atoms = x.shape[:2]
+        f = None if forces is None else _as_frames(forces, "forces", n_atoms)
+        if f is not None and f.shape[0] != n_frames:
+            fail("forces", f"has {f.shape[0]} frames but positions has {n_frames}",
+                 "pass one force frame per position frame (same trajectory, same stride)")
+        e = None
+        if energies is not None:
+            e = np.asarray(energies, dtype=np.float64).reshape(-1) if np.ndim(energies) <= 1 or np.size(energies) == n_frames else None
+            if e is None or e.shape[0] != n_frames:
+                fail("energies", f"has shape {np.shape(energies)}, expected ({n_frames},)", "pass one potential energy per frame")
+        t = None
+        if time is not None:
+            t = np.asarray(time, dtype=np.float64).reshape(-1)
+            if t.shape[0] != n_frames:
+                fail("time", f"has {t.shape[0]} entries but positions has {n_frames} frames", "pass one time (ps) per frame")
+        if topology is not None and topology.n_atoms != n_atoms:
+            fail("topology", f"has {topology.n_atoms} atoms but positions have {n_atoms}",
+                 "use the topology of exactly the atoms in the positions, in the same order")
+        if masses is None:
+            if topology is None:
+                fail("masses", "are required without a topology", "pass masses=[...] in amu, one per atom (CLI: --masses m1,m2,...)")
+            masses = [a.element.mass if a.element is not None else 0.0 for a in topology.atoms]
+        m = np.asarray(masses, dtype=np.float64).reshape(-1) if np.ndim(masses) <= 1 else np.asarray(masses, dtype=np.float64)
+        if m.ndim != 1 or m.shape[0] != n_atoms:
+            fail("masses", f"has {m.size if m.ndim == 1 else m.shape} entries but the system has {n_atoms} atoms",
+                 "pass one mass per atom in amu, in the order of the positions")
+        if not np.isfinite(m).all() or (m <= 0).any():
+            fail("masses", f"has non-positive or non-finite entries at atoms {np.nonzero(~(m > 0))[0][:10].tolist()}",
+                 "masses must be finite and > 0 amu")
+        # NaN / inf frames.
+        bad = _bad_frames(x)
+        if f is not None:
+            bad |= _bad_frames(f)
+        if e is not None:
+            bad |= ~np.isfinite(e)
+        if bad.any():
+            idx = np.nonzero(bad)[0]
+            if not drop_nonfinite:
+                fail("data", f"{len(idx)} frame(s) contain NaN or inf (frame indices {_frame_list(idx)})",
+                     "repair or remove them, or pass drop_nonfinite=True (CLI: --drop-nonfinite) to drop them")
+            keep = ~bad
+            if not keep.any():
+                fail("data", "every frame contains NaN or inf", "check the input files")
+            x, f = x[keep], (f[keep] if f is not None else None)
+            e = e[keep] if e is not None else None
+            t = t[keep] if t is not None else None
+        x = x * lf
+        if check_units:
+            check_length_unit(x, length_unit, topology)
+        if f is not None:
+            f = f * (ef / lf)
+        if e is not None:
+            e = e * ef
+        cg = None if constraint_group is None else np.asarray(constraint_group, dtype=np.int64)
+        if cg is not None and cg.shape != (n_atoms,):
+            fail("constraint_group", f"has shape {cg.shape}, expected ({n_atoms},)", "pass one group id per atom")
+        return cls(positions=x.astype(np.float32), forces=None if f is None else f.astype(np.float32), energies=e,
+                   masses=m, temperature=temperature, topology=topology, time=t, default_map=default_map, name=name,
+                   constraint_group=cg, forces_aggregated=forces_aggregated, metadata=dict(metadata or {}), source=source)
+
+    @classmethod
+    def from_h5(cls, path: str, block: str = "primary", drop_nonfinite: bool = False) -> "Dataset":
+        """Load a latentlab HDF5 file (layout in :mod:`latentlab.data.store`)."""
+        from latentlab.data.store import read_h5
+
+        raw = read_h5(path, block)
+        attrs = raw["attrs"]
+        if "positions" not in raw:
+            fail("data", f"{path} has no positions", "regenerate or re-import the file")
+        topology = topology_from_pdb_text(raw["topology_pdb"]) if raw.get("topology_pdb") else None
+        meta = {k: v for k, v in attrs.items() if k not in ("format", "format_version", "units", "temperature", "name", "default_map")}
+        ds = cls.from_arrays(
+            raw["positions"], raw.get("forces"), masses=raw["masses"], temperature=attrs.get("temperature"),
+            energies=raw.get("energies"), topology=topology, time=raw.get("time"), drop_nonfinite=drop_nonfinite,
+            check_units=False, name=str(attrs.get("name", os.path.splitext(os.path.basename(path))[0])),
+            default_map=str(attrs.get("default_map", "")), constraint_group=raw.get("constraint_group"),
+            forces_aggregated=bool(attrs.get("forces_aggregated", False)), metadata=meta, source=os.path.abspath(path),
+        )
+        if block == "primary" and raw.get("has_allatom"):
+            ds.allatom_path = os.path.abspath(path)
+        return ds
+
+    @classmethod
+    def from_trajectory(cls, trajectory: str, topology: str | None = None, forces=None, *, temperature=None,
+                        masses=None, energies=None, length_unit: str = "nm", energy_unit: str = "kJ/mol",
+                        drop_nonfinite: bool = False, name: str = "", default_map: str = "") -> "Dataset":
+        """Load any mdtraj-readable trajectory (+ topology) with forces from ``.npy``/``.npz``.
+
+        mdtraj converts trajectory coordinates to nm itself; ``length_unit``
+        and ``energy_unit`` describe the *forces* (``energy_unit/length_unit``)
+        and energies.
+        """
+        import mdtraj as md
+
+        _require_file(trajectory, "trajectory")
+        if topology is not None:
+            _require_file(topology, "topology")
+        try:
+            traj = md.load(trajectory, top=topology) if topology is not None else md.load(trajectory)
+        except Exception as err:  # mdtraj raises many types for unreadable files
+            hint = "pass --topology TOP.pdb" if topology is None else "check that the trajectory matches the topology"
+            fail("trajectory", f"mdtraj could not read {trajectory} ({type(err).__name__}: {err})", hint)
+        f = _load_array(forces, "forces") if isinstance(forces, (str, os.PathLike)) else forces
+        if f is not None:
+            # Trajectory coordinates are nm already; forces are in energy_unit per length_unit:
+            # per Angstrom -> per nm divides by 0.1.
+            f = np.asarray(f, dtype=np.float64) / _length_factor(length_unit)
+        e = _load_array(energies, "energies") if isinstance(energies, (str, os.PathLike)) else energies
+        ds = cls.from_arrays(traj.xyz, f,
+                             masses=masses, temperature=temperature, energies=e, topology=traj.topology,
+                             time=traj.time if traj.time is not None and len(traj.time) == traj.n_frames else None,
+                             length_unit="nm", energy_unit=energy_unit, drop_nonfinite=drop_nonfinite,
+                             name=name or os.path.splitext(os.path.basename(trajectory))[0], default_map=default_map,
+                             source=os.path.abspath(trajectory))
+        return ds
+
+    # ------------------------------------------------------------------ views
+    def allatom(self) -> "Dataset":
+        """The all-atom block stored alongside a subset primary block (e.g. chignolin's CA set)."""
+        if self.allatom_path is None:
+            fail("allatom", f"data set {self.name!r} has no all-atom block", "use the data set itself (it is all-atom)")
+        return Dataset.from_h5(self.allatom_path, block="allatom")
+
+    def select_frames(self, frames) -> "Dataset":
+        """A new data set with the given frames (index array, slice or boolean mask)."""
+        idx = np.arange(self.n_frames)[frames]
+        sub = lambda a: None if a is None else a[idx]  # noqa: E731
+        return Dataset(positions=self.positions[idx], forces=sub(self.forces), energies=sub(self.energies),
+                       masses=self.masses, temperature=self.temperature, topology=self.topology, time=sub(self.time),
+                       default_map=self.default_map, name=self.name, constraint_group=self.constraint_group,
+                       forces_aggregated=self.forces_aggregated, metadata=dict(self.metadata), source=self.source,
+                       allatom_path=self.allatom_path)
+
+    def cg_forces(self, atoms=None) -> np.ndarray:
+        """Constraint-free forces on ``atoms``, shape (n_frames, len(atoms), 3), kJ/mol/nm.
+
+        Without constraints (or if the stored forces are already aggregated)
+        these are the stored forces.  With constraint groups, the force on a
+        heavy atom is summed over its group (the atom and its constrained
+        hydrogens): constraint forces cancel in that sum (Kraemer et al.,
+        J. Chem. Theory Comput. 19, 8 (2023)).  Positions of the group move
+        with the heavy atom under rigid translations, so maps that read heavy
+        atoms only can use these forces with ``B grad U`` unchanged.
+        """
+        if self.forces is None:
+            fail("forces", f"data set {self.name!r} has no forces", "load or generate data with forces")
+        atoms = np.arange(self.n_atoms) if atoms is None else np.asarray(atoms, dtype=int)
+        if self.forces_aggregated or self.constraint_group is None or (self.constraint_group == np.arange(self.n_atoms)).all():
+            return self.forces[:, atoms]
+        from latentlab.data.generate import aggregate_forces
+
+        return aggregate_forces(self.forces, self.constraint_group, atoms).astype(np.float32)
+
+    def constraint_free_forces(self) -> np.ndarray:
+        """Forces for force matching, shape (n_frames, n_atoms, 3): each group's total force on its root atom, 0 on the rest.
+
+        Suitable for any map that reads only group roots (heavy atoms).
+        """
+        if self.forces is None:
+            fail("forces", f"data set {self.name!r} has no forces", "load or generate data with forces")
+        if self.forces_aggregated or self.constraint_group is None:
+            return self.forces
+        out = np.zeros_like(self.forces)
+        roots = np.unique(self.constraint_group)
+        out[:, roots] = self.cg_forces(roots)
+        return out
+
+    def map(self, spec: str | None = None):
+        """Build a CG map for this data set from a spec string (default: :attr:`default_map`)."""
+        from latentlab.maps import parse_map
+
+        spec = spec or self.default_map
+        if not spec:
+            fail("map", f"data set {self.name!r} has no default map", "pass a map spec, e.g. --map 'distances:0-1'")
+        return parse_map(spec, topology=self.topology, n_atoms=self.n_atoms, masses=self.masses, positions=self.positions)
+
+    def tensors(self, dtype=None):
+        """``(positions, forces)`` as torch tensors (forces constraint-free; None if absent)."""
+        import torch
+
+        dtype = dtype or torch.float64
+        pos = torch.as_tensor(self.positions, dtype=dtype)
+        frc = None if self.forces is None else torch.as_tensor(self.constraint_free_forces(), dtype=dtype)
+        return pos, frc
+
+    # ------------------------------------------------------------------ output
+    def info(self) -> dict:
+        """Summary for ``latentlab info --json``."""
+        out = {
+            "name": self.name, "source": self.source, "frames": self.n_frames, "atoms": self.n_atoms,
+            "temperature": self.temperature, "has_forces": self.has_forces, "has_energies": self.has_energies,
+            "has_topology": self.has_topology, "default_map": self.default_map, "units": dict(UNITS),
+            "forces_aggregated": self.forces_aggregated, "has_constraint_groups": self.constraint_group is not None,
+            "has_allatom": self.has_allatom,
+        }
+        if self.time is not None and len(self.time):
+            out["time_ps"] = [float(self.time[0]), float(self.time[-1])]
+        for key in ("forcefield", "solvent", "timestep_ps", "friction_per_ps", "constraints", "hydrogen_mass_amu",
+                    "save_every_ps", "seed", "platform", "selection", "system"):
+            if key in self.metadata:
+                v = self.metadata[key]
+                out[key] = v.item() if hasattr(v, "item") else v
+        if self.source and os.path.isfile(self.source):
+            out["file_bytes"] = os.path.getsize(self.source)
+        if self.has_allatom:
+            import h5py
+
+            with h5py.File(self.allatom_path, "r") as fh:
+                out["allatom_frames"] = int(fh["allatom/positions"].shape[0])
+                out["allatom_atoms"] = int(fh["allatom/positions"].shape[1])
+        return out
+
+    def save(self, path: str) -> str:
+        """Write this data set to ``path`` in the latentlab HDF5 format (atomically)."""
+        from latentlab.data.store import write_h5
+
+        attrs = {k: v for k, v in self.metadata.items() if isinstance(v, (str, int, float, bool, np.generic))}
+        attrs.update(name=self.name, temperature=float(self.temperature), default_map=self.default_map,
+                     forces_aggregated=bool(self.forces_aggregated))
+        write_h5(path, dict(positions=self.positions, forces=self.forces, energies=self.energies, time=self.time,
+                            masses=self.masses, topology_pdb=topology_to_pdb_text(self.topology, self.positions[0]),
+                            constraint_group=self.constraint_group), attrs)
+        return path
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _require_file(path, argument: str) -> None:
+    if not os.path.exists(str(path)):
+        raise FileNotFoundError(f"{argument}: {path} does not exist. Fix: check the path")
+
+
+def _load_array(path, argument: str) -> np.ndarray:
+    """Load ``.npy`` or ``.npz`` (key ``argument`` or the only array)."""
+    path = str(path)
+    _require_file(path, argument)
+    try:
+        obj = np.load(path, allow_pickle=False)
+    except Exception as err:
+        fail(argument, f"{path} could not be read as .npy/.npz ({type(err).__name__}: {err})", "save it with numpy.save / numpy.savez")
+    if isinstance(obj, np.lib.npyio.NpzFile):
+        with obj:
+            keys = list(obj.files)
+            if argument in keys:
+                return obj[argument]
+            if len(keys) == 1:
+                return obj[keys[0]]
+            fail(argument, f"{path} holds arrays {keys} and none is named '{argument}'", f"save the array under the key '{argument}'")
+    return obj
+
+
+def load_topology(path: str):
+    """An mdtraj topology from a PDB (or any file mdtraj reads a topology from)."""
+    import mdtraj as md
+
+    _require_file(path, "topology")
+    try:
+        return md.load_topology(path)
+    except Exception as err:
+        fail("topology", f"mdtraj could not read a topology from {path} ({type(err).__name__}: {err})", "pass a PDB file")
+
+
+def topology_from_pdb_text(text: str):
+    import tempfile
+
+    import mdtraj as md
+
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "top.pdb")
+        with open(path, "w") as fh:
+            fh.write(text)
+        return md.load_topology(path)
+
+
+def topology_to_pdb_text(topology, xyz_nm) -> str | None:
+    if topology is None:
+        return None
+    import tempfile
+
+    import mdtraj as md
+
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "top.pdb")
+        md.Trajectory(np.asarray(xyz_nm, dtype=np.float32)[None], topology).save_pdb(path)
+        with open(path) as fh:
+            return fh.read()
