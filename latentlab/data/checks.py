@@ -21,6 +21,7 @@ Kraemer et al., J. Chem. Theory Comput. 19, 8 (2023) (constraint-aware forces).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -195,7 +196,8 @@ def pmf_consistency(xi, mean_force_samples, kT: float, bins: int = 40, range_=No
     nb = len(blocks)
 
     def jk(a):
-        with np.errstate(invalid="ignore"):
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN bins outside the sampled range
             return np.sqrt((nb - 1) / nb * np.nansum((a - np.nanmean(a, axis=0)) ** 2, axis=0))
 
     diff_err = jk(reps_i - reps_h)

@@ -102,6 +102,9 @@ def write_h5(path: str, primary: dict, attrs: dict, allatom: dict | None = None,
         raise FileNotFoundError(f"out: directory {directory} does not exist. Fix: create it first or choose another --out")
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".h5", dir=directory)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file ordinary permissions
     try:
         with h5py.File(tmp, "w") as fh:
             fh.attrs["format"] = FORMAT

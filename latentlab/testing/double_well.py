@@ -93,13 +93,25 @@ class DoubleWell2D:
         return -4.0 * self.s, 4.0 * self.s
 
     def _zx(self) -> float:
+        key = ("zx", self.barrier, self.s, self.tilt, self.temperature)
+        cache = self.__dict__.setdefault("_cache", {})
+        if key not in cache:
+            cache[key] = self._zx_uncached()
+        return cache[key]
+
+    def _zx_uncached(self) -> float:
         lo, hi = self._x_range()
         w = lambda x: np.exp(-(self.energy_x(x) - self._umin()) / self.kT)  # noqa: E731
         return integrate.quad(w, lo, hi, points=[-self.s, 0.0, self.s], epsabs=0, epsrel=1e-12, limit=200)[0]
 
     def _umin(self) -> float:
-        grid = np.linspace(*self._x_range(), 200001)
-        return float(self.energy_x(grid).min())
+        """Minimum of U_x on a fine grid (a shift that keeps exp(-U/kT) in range), cached."""
+        key = ("umin", self.barrier, self.s, self.tilt)
+        cache = self.__dict__.setdefault("_cache", {})
+        if key not in cache:
+            grid = np.linspace(*self._x_range(), 200001)
+            cache[key] = float(self.energy_x(grid).min())
+        return cache[key]
 
     def marginal_x(self, x) -> np.ndarray:
         """Exact normalised density p(x), 1/nm."""

@@ -1,0 +1,119 @@
+"""The data commands: generate, import, info, datasets, plot (public contract: names, options, JSON keys)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from latentlab.cli import main
+
+INFO_KEYS = {"frames", "atoms", "temperature", "has_forces", "has_energies", "has_topology"}
+DATASETS_KEYS = {"name", "frames", "atoms", "temperature", "has_forces", "default_map"}
+
+
+def _json(capsys, argv):
+    capsys.readouterr()
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_generate_then_info_json_shows_forces_and_energies(tmp_path, capsys):
+    out = str(tmp_path / "x.h5")
+    assert main(["generate", "alanine-dipeptide", "--ns", "0.002", "--save-every", "0.1", "--equilibrate", "0.1",
+                 "--platform", "Reference", "--no-progress", "--out", out]) == 0
+    info = _json(capsys, ["info", out, "--json"])
+    assert INFO_KEYS <= set(info)
+    assert (info["frames"], info["atoms"], info["temperature"]) == (20, 22, 300.0)
+    assert info["has_forces"] and info["has_energies"] and info["has_topology"]
+    assert info["default_map"] == "dihedrals:phi-psi"
+
+
+def test_import_npy_with_units_then_info(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    base = np.array([[0.0, 0.0, 0.0], [1.5, 0.0, 0.0], [2.0, 1.4, 0.0]])  # Angstrom
+    pos = base + 0.05 * rng.normal(size=(30, 3, 3))
+    np.save(tmp_path / "pos.npy", pos)
+    np.save(tmp_path / "frc.npy", rng.normal(size=(30, 3, 3)))
+    np.save(tmp_path / "e.npy", rng.normal(size=30))
+    out = str(tmp_path / "imp.h5")
+    assert main(["import", "--positions", str(tmp_path / "pos.npy"), "--forces", str(tmp_path / "frc.npy"),
+                 "--energies", str(tmp_path / "e.npy"), "--masses", "12,14,16", "--temperature", "310",
+                 "--length-unit", "angstrom", "--energy-unit", "kcal/mol", "--out", out]) == 0
+    info = _json(capsys, ["info", out, "--json"])
+    assert (info["frames"], info["atoms"], info["temperature"]) == (30, 3, 310.0)
+    assert info["has_forces"] and info["has_energies"] and not info["has_topology"]
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--masses", "12,14"], "2 entries but the system has 3 atoms"),
+    (["--masses", "12,14,abc"], "could not parse"),
+    (["--masses", "12,14,16", "--length-unit", "nm"], "look like Angstrom"),
+    (["--masses", "12,14,16", "--forces", "MISSING"], "does not exist"),
+])
+def test_import_errors_are_one_clean_line_and_write_nothing(tmp_path, capsys, extra, match):
+    base = np.array([[0.0, 0.0, 0.0], [1.5, 0.0, 0.0], [2.0, 1.4, 0.0]])
+    np.save(tmp_path / "pos.npy", np.repeat(base[None], 5, 0))
+    extra = [str(tmp_path / "nope.npy") if e == "MISSING" else e for e in extra]
+    argv = ["import", "--positions", str(tmp_path / "pos.npy"), "--temperature", "300", "--length-unit", "angstrom",
+            "--out", str(tmp_path / "o.h5")] + extra
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error:" in err and "Traceback" not in err
+    import re
+
+    assert re.search(match, err), err
+    assert not os.path.exists(tmp_path / "o.h5")
+    assert sorted(os.listdir(tmp_path)) == ["pos.npy"]
+
+
+def test_import_refuses_temperature_zero(tmp_path, capsys):
+    np.save(tmp_path / "pos.npy", np.zeros((2, 1, 3)))
+    assert main(["import", "--positions", str(tmp_path / "pos.npy"), "--masses", "1", "--temperature", "0",
+                 "--out", str(tmp_path / "o.h5")]) == 2
+    assert "temperature" in capsys.readouterr().err
+
+
+def test_datasets_json_lists_required_keys(capsys):
+    rows = _json(capsys, ["datasets", "--json"])
+    names = [r["name"] for r in rows]
+    assert {"three-atom", "double-well", "gaussian-mixture"} <= set(names)
+    for r in rows:
+        assert DATASETS_KEYS <= set(r)
+    for r in rows:
+        if r["name"] == "alanine-dipeptide":
+            assert r["default_map"] == "dihedrals:phi-psi" and r["frames"] >= 10000
+        if r["name"] == "chignolin":
+            assert r["default_map"] == "triangle:name CA and (resid 0 5 9)" and r["frames"] >= 10000
+
+
+def test_info_accepts_builtin_names(capsys):
+    info = _json(capsys, ["info", "double-well", "--json"])
+    assert info["atoms"] == 1 and info["has_forces"]
+
+
+def test_info_unknown_data_is_clean_error(capsys):
+    assert main(["info", "no-such-data-set"]) == 2
+    assert "neither a file nor a built-in" in capsys.readouterr().err
+
+
+def test_plot_writes_png(tmp_path):
+    out = tmp_path / "dw.png"
+    assert main(["plot", "double-well", "--out", str(out), "--bins", "20"]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    assert sorted(os.listdir(tmp_path)) == ["dw.png"]
+
+
+def test_plot_with_explicit_map_on_three_atom(tmp_path):
+    out = tmp_path / "t.png"
+    assert main(["plot", "three-atom", "--map", "distances:0-1", "--out", str(out)]) == 0
+    assert out.exists()
+
+
+def test_plot_bad_map_is_clean_error(tmp_path, capsys):
+    assert main(["plot", "three-atom", "--map", "nonsense:1", "--out", str(tmp_path / "x.png")]) == 2
+    assert "spec" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []

@@ -1,0 +1,203 @@
+"""OpenMM generation: file layout, resumability, atomic output, constraint-free forces."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from latentlab.cli import main
+from latentlab.data import load
+from latentlab.data.generate import GenerateConfig, aggregate_forces, generate
+
+CHIGNOLIN_PDB = "/work/shared/data/1uao.pdb"
+
+
+def _tiny(tmp_path, name="ala.h5", **kw):
+    cfg = dict(system="alanine-dipeptide", ns=0.002, out=str(tmp_path / name), save_every_ps=0.1,
+               equilibrate_ps=0.1, platform="Reference", progress=False)
+    cfg.update(kw)
+    return generate(GenerateConfig(**cfg), log=lambda *a: None)
+
+
+def test_generate_alanine_writes_documented_layout(tmp_path):
+    path = _tiny(tmp_path)
+    with h5py.File(path, "r") as fh:
+        assert fh.attrs["format"] == "latentlab-dataset"
+        assert fh["positions"].shape == (20, 22, 3) and fh["positions"].dtype == np.float32
+        assert fh["forces"].shape == (20, 22, 3) and fh["forces"].dtype == np.float32
+        assert fh["energies"].shape == (20,) and fh["energies"].dtype == np.float64
+        assert fh["masses"].shape == (22,)
+        for key in ("temperature", "forcefield", "timestep_ps", "friction_per_ps", "seed", "versions", "default_map",
+                    "constraints"):
+            assert key in fh.attrs, key
+        assert fh.attrs["default_map"] == "dihedrals:phi-psi"
+        assert fh.attrs["constraints"] == "none"
+        assert json.loads(fh.attrs["versions"])["openmm"]
+    ds = load(path)
+    np.testing.assert_allclose(ds.time, 0.1 * np.arange(1, 21), atol=1e-9)
+    # physical masses (C 12.01, H 1.008), bonds in nm
+    assert ds.masses.min() == pytest.approx(1.008, abs=1e-3) and ds.masses.max() == pytest.approx(16.0, abs=0.01)
+    bonds = np.array([(a.index, b.index) for a, b in ds.topology.bonds])
+    d = np.linalg.norm(ds.positions[:, bonds[:, 0]] - ds.positions[:, bonds[:, 1]], axis=-1)
+    assert 0.09 < d.min() and d.max() < 0.17
+    assert not os.path.exists(path + ".partial")
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
+
+
+def test_generated_forces_are_minus_gradient_of_energy(tmp_path):
+    """F = -grad U in kJ/mol/nm: a small displacement along F lowers U by |F|^2 h."""
+    import openmm
+    import openmm.app as app
+    import openmm.unit as u
+
+    from latentlab.data.structures import ALANINE_DIPEPTIDE_PDB
+
+    ds = load(_tiny(tmp_path))
+    pdb = app.PDBFile(ALANINE_DIPEPTIDE_PDB)
+    system = app.ForceField("amber14-all.xml").createSystem(pdb.topology, nonbondedMethod=app.NoCutoff, constraints=None)
+    ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    x = ds.positions[3].astype(np.float64)
+    f = ds.forces[3].astype(np.float64)
+    h = 1e-6  # nm^2 / (kJ/mol) scale: displacement h*F
+    energies = []
+    for s in (-1.0, 1.0):
+        ctx.setPositions((x + s * h * f) * u.nanometer)
+        energies.append(ctx.getState(getEnergy=True).getPotentialEnergy().value_in_unit(u.kilojoule_per_mole))
+    dU = (energies[1] - energies[0]) / 2.0
+    assert dU == pytest.approx(-h * (f**2).sum(), rel=2e-2)
+    ctx.setPositions(x * u.nanometer)
+    e = ctx.getState(getEnergy=True).getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
+    assert e == pytest.approx(ds.energies[3], abs=0.05)
+
+
+def test_alanine_structure_is_l_alanine_in_c7eq(tmp_path):
+    """The built structure is L-Ala (N-C-CA-CB improper ~ +120 deg, as in 1UAO) and starts at negative phi."""
+    import mdtraj as md
+
+    from latentlab.data.structures import ALANINE_DIPEPTIDE_PDB
+
+    t = md.load(ALANINE_DIPEPTIDE_PDB)
+    ala = [r for r in t.topology.residues if r.name == "ALA"][0]
+    g = {a.name: a.index for a in ala.atoms}
+    improper = np.degrees(md.compute_dihedrals(t, [[g["N"], g["C"], g["CA"], g["CB"]]])[0, 0])
+    assert 100 < improper < 140
+    assert np.degrees(md.compute_phi(t)[1][0, 0]) < 0
+
+
+def test_generate_refuses_existing_output_and_changed_settings(tmp_path):
+    path = _tiny(tmp_path)
+    with pytest.raises(ValueError, match="exists.*--resume"):
+        _tiny(tmp_path)
+    with pytest.raises(ValueError, match="settings differ"):
+        _tiny(tmp_path, ns=0.004, resume=True, temperature=350.0)
+    assert load(path).n_frames == 20
+
+
+def test_generate_resume_extends_finished_file_without_gaps(tmp_path):
+    path = _tiny(tmp_path)
+    first = load(path)
+    _tiny(tmp_path, ns=0.005, resume=True)
+    ds = load(path)
+    assert ds.n_frames == 50
+    np.testing.assert_allclose(ds.time, 0.1 * np.arange(1, 51), atol=1e-9)
+    np.testing.assert_array_equal(ds.positions[:20], first.positions)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(ns=-1), "ns"),
+    (dict(temperature=0), "temperature"),
+    (dict(save_every_ps=0.00015), "whole number"),
+    (dict(system="water-box"), "system"),
+    (dict(system="protein"), "--pdb"),
+    (dict(constraints="allbonds"), "constraints"),
+])
+def test_generate_rejects_bad_options(tmp_path, kw, match):
+    with pytest.raises(ValueError, match=match):
+        _tiny(tmp_path, **kw)
+    assert os.listdir(tmp_path) == []
+
+
+def test_generate_missing_pdb_is_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        _tiny(tmp_path, system="protein", pdb=str(tmp_path / "nope.pdb"))
+
+
+def test_aggregate_forces_cancels_internal_pair_forces():
+    """A constraint force (equal and opposite on the bonded pair) drops out of the group sum."""
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(4, 5, 3))
+    groups = np.array([0, 0, 2, 2, 4])  # atoms 1 -> 0 and 3 -> 2 are constrained hydrogens
+    g = rng.normal(size=(4, 3))
+    f_con = f.copy()
+    f_con[:, 0] += g
+    f_con[:, 1] -= g
+    np.testing.assert_allclose(aggregate_forces(f_con, groups, np.array([0, 2, 4])),
+                               aggregate_forces(f, groups, np.array([0, 2, 4])), atol=1e-12)
+    with pytest.raises(ValueError, match="heavy atoms only"):
+        aggregate_forces(f, groups, np.array([1]))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists(CHIGNOLIN_PDB), reason=f"{CHIGNOLIN_PDB} not available")
+def test_generate_chignolin_ca_block_holds_aggregated_forces(tmp_path):
+    path = str(tmp_path / "chig.h5")
+    generate(GenerateConfig(system="chignolin", pdb=CHIGNOLIN_PDB, ns=0.004, out=path, save_every_ps=0.2,
+                            allatom_every_ps=0.4, equilibrate_ps=0.2, platform="CPU", progress=False), log=lambda *a: None)
+    ca = load(path)
+    full = ca.allatom()
+    assert (ca.n_atoms, full.n_atoms) == (10, 138)
+    assert ca.forces_aggregated and full.constraint_group is not None
+    assert [a.name for a in ca.topology.atoms] == ["CA"] * 10
+    idx = np.asarray(h5py.File(path, "r")["allatom"].attrs["atom_indices"])
+    # every 2nd CA frame is an all-atom frame: aggregating the raw forces reproduces the CA block
+    np.testing.assert_allclose(full.cg_forces(idx), ca.forces[1::2], rtol=1e-5, atol=1e-2)
+    np.testing.assert_allclose(full.positions[:, idx], ca.positions[1::2], atol=1e-6)
+    # HBonds constraints hold: every H is at its constrained distance from its group root
+    h = np.nonzero(full.constraint_group != np.arange(full.n_atoms))[0]
+    d = np.linalg.norm(full.positions[:, h] - full.positions[:, full.constraint_group[h]], axis=-1)
+    assert d.std(axis=0).max() < 1e-4
+    # stored masses are physical, not repartitioned
+    assert full.masses[h].max() < 1.1
+
+
+@pytest.mark.slow
+def test_generate_killed_and_resumed_has_no_lost_or_duplicated_frames(tmp_path):
+    out = str(tmp_path / "kill.h5")
+    cmd = [sys.executable, "-m", "latentlab.cli", "generate", "alanine-dipeptide", "--ns", "1", "--save-every", "0.05",
+           "--equilibrate", "0.1", "--checkpoint-every", "0.2", "--platform", "Reference", "--no-progress", "--out", out]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ck = out + ".partial/checkpoint.npz"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"the generate subprocess exited early with code {proc.returncode}")
+            if os.path.exists(ck) and len([f for f in os.listdir(out + ".partial") if f.startswith("seg-")]) >= 3:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the run never wrote three checkpointed segments")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not os.path.exists(out), "killed before the end, so the output must not exist yet"
+    with np.load(ck) as z:
+        n_saved = int(z["n_frames"])
+        n_segments = int(z["n_segments"])
+    segs = sorted(f for f in os.listdir(out + ".partial") if f.startswith("seg-"))[:n_segments]
+    saved = np.concatenate([np.load(os.path.join(out + ".partial", f))["positions"] for f in segs])
+    assert len(saved) == n_saved > 0
+    assert main(cmd[3:] + ["--resume"]) == 0
+    ds = load(out)
+    assert ds.n_frames == 20000
+    np.testing.assert_allclose(ds.time, 0.05 * np.arange(1, 20001), atol=1e-6)
+    assert len(np.unique(ds.time)) == ds.n_frames
+    np.testing.assert_array_equal(ds.positions[:n_saved], saved)  # checkpointed frames survive unchanged
+    assert not os.path.exists(out + ".partial")
