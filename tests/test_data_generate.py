@@ -201,3 +201,18 @@ def test_generate_killed_and_resumed_has_no_lost_or_duplicated_frames(tmp_path):
     assert len(np.unique(ds.time)) == ds.n_frames
     np.testing.assert_array_equal(ds.positions[:n_saved], saved)  # checkpointed frames survive unchanged
     assert not os.path.exists(out + ".partial")
+
+
+def test_generate_resume_of_complete_file_is_a_no_op(tmp_path):
+    path = _tiny(tmp_path)
+    before = os.path.getmtime(path)
+    assert _tiny(tmp_path, resume=True) == path
+    assert os.path.getmtime(path) == before
+    assert not os.path.exists(path + ".partial")
+
+
+def test_generate_resume_of_a_run_killed_before_its_first_checkpoint_starts_again(tmp_path):
+    out = tmp_path / "ala.h5"
+    os.makedirs(str(out) + ".partial")  # what a kill during set-up leaves behind
+    _tiny(tmp_path, resume=True)
+    assert load(str(out)).n_frames == 20

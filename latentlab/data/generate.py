@@ -403,25 +403,30 @@ class Generator:
 
         # State: fresh, from OUT.partial/, or from a finished OUT.
         state_xml, n_segments, n_frames, n_full, step = None, 0, 0, 0, 0
+        ck = os.path.join(self.work, "checkpoint.npz")
+        if cfg.resume and os.path.isdir(self.work) and (not os.path.exists(ck) or not os.path.exists(os.path.join(self.work, "run.json"))):
+            # killed before the first checkpoint: nothing in OUT.partial/ is worth keeping
+            shutil.rmtree(self.work)
+            if not os.path.exists(cfg.out):
+                self.log(f"{self.work}/ held no checkpoint; starting again")
         if cfg.resume and os.path.isdir(self.work):
             with open(os.path.join(self.work, "run.json")) as fh:
                 saved = json.load(fh)
             self._check_same(saved["frozen"])
-            ck = os.path.join(self.work, "checkpoint.npz")
-            if os.path.exists(ck):
-                with np.load(ck) as z:
-                    state_xml = str(z["state_xml"])
-                    n_segments, n_frames, n_full, step = (int(z[k]) for k in ("n_segments", "n_frames", "n_full", "step"))
+            with np.load(ck) as z:
+                state_xml = str(z["state_xml"])
+                n_segments, n_frames, n_full, step = (int(z[k]) for k in ("n_segments", "n_frames", "n_full", "step"))
             for path in self._segments()[n_segments:]:  # written after the last checkpoint: re-simulated
                 os.remove(path)
-            static_path = os.path.join(self.work, "static.npz")
-            static = dict(np.load(static_path)) if state_xml is not None and os.path.exists(static_path) else None
-            if state_xml is None:
-                n_segments = n_frames = n_full = step = 0
+            static = dict(np.load(os.path.join(self.work, "static.npz")))
             self.log(f"resuming {self.work}/ at {n_frames} frames ({n_frames * cfg.save_every_ps / 1000:.4f} ns)")
         else:
             os.makedirs(self.work, exist_ok=cfg.resume)
             static = None
+            # run.json first: a directory with a checkpoint always has it
+            with open(os.path.join(self.work, "run.json.tmp"), "w") as fh:
+                json.dump({"frozen": self._frozen(), "config": asdict(cfg)}, fh, indent=1)
+            os.replace(os.path.join(self.work, "run.json.tmp"), os.path.join(self.work, "run.json"))
             if cfg.resume and os.path.exists(cfg.out):  # extend a finished file
                 from latentlab.data.store import read_h5
 
@@ -435,14 +440,23 @@ class Generator:
                     full = read_h5(cfg.out, "allatom")
                     blocks.update({"full_" + k: full[k] for k in ("positions", "forces", "energies", "time")})
                 n_frames = len(prim["time"])
+                if n_frames >= cfg.total_frames:
+                    shutil.rmtree(self.work, ignore_errors=True)
+                    self.log(f"{cfg.out} already has {n_frames} frames >= {cfg.total_frames} requested; nothing to do")
+                    return cfg.out
                 n_full = len(blocks["full_time"]) if "full_time" in blocks else 0
                 step = int(round(prim["time"][-1] * 1000.0 / cfg.timestep_fs))
+                full_pdb = read_h5(cfg.out, "allatom").get("topology_pdb", "") if prim["has_allatom"] else prim.get("topology_pdb", "")
+                static = dict(masses=masses, groups=groups, sel=np.asarray(sel if sel is not None else np.arange(n_atoms)),
+                              topology_pdb=np.array(full_pdb or ""),
+                              sel_pdb=np.array(prim.get("topology_pdb", "") if sel is not None else ""))
+                _atomic_savez(os.path.join(self.work, "static.npz"), **static)
                 _atomic_savez(os.path.join(self.work, "seg-00000.npz"), **blocks)
                 n_segments = 1
+                # checkpoint at once: a kill before the first new segment must still resume from here
+                _atomic_savez(os.path.join(self.work, "checkpoint.npz"), state_xml=np.array(state_xml),
+                              n_segments=n_segments, n_frames=n_frames, n_full=n_full, step=step)
                 self.log(f"extending {cfg.out} from {n_frames} frames")
-            with open(os.path.join(self.work, "run.json.tmp"), "w") as fh:
-                json.dump({"frozen": self._frozen(), "config": asdict(cfg)}, fh, indent=1)
-            os.replace(os.path.join(self.work, "run.json.tmp"), os.path.join(self.work, "run.json"))
 
         integrator = integrator_factory()
         seed_mix = (cfg.seed * 1_000_003 + n_segments * 7919 + 12345) % (2**31 - 1) + 1
@@ -467,13 +481,6 @@ class Generator:
             context.setStepCount(0)
         else:
             context.setState(XmlSerializer.deserialize(state_xml))
-            if static is None:  # extending a finished file
-                xyz0 = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(u.nanometer)
-                static = dict(masses=masses, groups=groups, sel=np.asarray(sel if sel is not None else np.arange(n_atoms)),
-                              topology_pdb=np.array(prim.get("topology_pdb", "")) if sel is None else np.array(read_h5(cfg.out, "allatom").get("topology_pdb", "")),
-                              sel_pdb=np.array(prim.get("topology_pdb", "")) if sel is not None else np.array(""))
-                _atomic_savez(os.path.join(self.work, "static.npz"), **static)
-
         self.platform_name = platform.getName()
         self._loop(context, integrator, static, n_segments, n_frames, n_full, step)
         return self._assemble(context, static)
