@@ -239,8 +239,10 @@ class Dataset:
                  "pass one force frame per position frame (same trajectory, same stride)")
         e = None
         if energies is not None:
-            e = np.asarray(energies, dtype=np.float64).reshape(-1) if np.ndim(energies) <= 1 or np.size(energies) == n_frames else None
-            if e is None or e.shape[0] != n_frames:
+            e = np.asarray(energies, dtype=np.float64)
+            if e.size == n_frames:
+                e = e.reshape(-1)
+            if e.ndim != 1 or e.shape[0] != n_frames:
                 fail("energies", f"has shape {np.shape(energies)}, expected ({n_frames},)", "pass one potential energy per frame")
         t = None
         if time is not None:

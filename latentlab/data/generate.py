@@ -483,7 +483,7 @@ class Generator:
             context.setState(XmlSerializer.deserialize(state_xml))
         self.platform_name = platform.getName()
         self._loop(context, integrator, static, n_segments, n_frames, n_full, step)
-        return self._assemble(context, static)
+        return self._assemble(static)
 
     def _check_same(self, saved: dict) -> None:
         now = self._frozen()
@@ -575,10 +575,7 @@ class Generator:
         self.log(f"simulated {frames_this_run * cfg.save_every_ps / 1000.0:.4f} ns in {elapsed:.1f} s "
                  f"({self.ns_per_day:.1f} ns/day on {self.platform_name})")
 
-    def _assemble(self, context, static) -> str:
-        import openmm.unit as u  # noqa: F401
-        from openmm import XmlSerializer
-
+    def _assemble(self, static) -> str:
         from latentlab.data.store import write_h5
 
         cfg = self.cfg
@@ -599,7 +596,8 @@ class Generator:
         sel = static["sel"]
         masses, groups = static["masses"], static["groups"]
         aggregated = bool(cfg.selection) and bool((groups != np.arange(len(groups))).any())
-        prim_groups = None if cfg.selection else (groups if aggregated or (groups != np.arange(len(groups))).any() else None)
+        has_constraints = bool((groups != np.arange(len(groups))).any())
+        prim_groups = groups if (has_constraints and not cfg.selection) else None
         attrs = dict(
             name=cfg.name, temperature=float(cfg.temperature), default_map=PRESETS[cfg.system]["default_map"],
             forces_aggregated=aggregated, forcefield=",".join(cfg.forcefield), solvent=PRESETS[cfg.system]["solvent"],
@@ -625,7 +623,6 @@ class Generator:
         self.log(f"wrote {cfg.out}: {len(time)} frames x {primary['positions'].shape[1]} atoms"
                  + (f", all-atom block {len(cat['full_time'])} frames" if allatom else "")
                  + f" ({os.path.getsize(cfg.out) / 1e6:.2f} MB)")
-        del XmlSerializer
         return cfg.out
 
 
