@@ -109,7 +109,12 @@ class ThreeAtomSystem:
 
     def effective_mass(self, Q: torch.Tensor) -> torch.Tensor:
         """Closed-form ``A(Q)``, ``(n, 3) -> (n, 3, 3)``."""
-        return self.cg_map().closed_form_effective_mass(Q, 1.0 / self.masses_tensor(Q.dtype, Q.device))
+        key = (Q.dtype, Q.device)
+        cache = self.__dict__.setdefault("_mass_cache", {})
+        if key not in cache:
+            cache[key] = (self.cg_map(), 1.0 / self.masses_tensor(Q.dtype, Q.device))
+        cg_map, inverse_masses = cache[key]
+        return cg_map.closed_form_effective_mass(Q, inverse_masses)
 
     # ------------------------------------------------------------------ exact answers
     def _bond_moment(self, power: int) -> float:

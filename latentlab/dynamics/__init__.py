@@ -1,0 +1,6 @@
+"""Langevin dynamics directly in the CG (latent) space (THEORY.md section 4)."""
+
+from latentlab.dynamics.langevin import LangevinState, LatentLangevin, latent_potential
+from latentlab.dynamics.statistics import integrated_autocorrelation_time, mean_and_stderr
+
+__all__ = ["LangevinState", "LatentLangevin", "latent_potential", "integrated_autocorrelation_time", "mean_and_stderr"]

@@ -1,0 +1,440 @@
+"""Latent Langevin dynamics with a position-dependent mass.
+
+With ``H(Q, P) = 1/2 P^T A(Q) P + V(Q)`` (THEORY.md section 4)::
+
+    dQ = A(Q) P dt
+    dP = -grad V dt - 1/2 grad_Q (P^T A(Q) P) dt - gamma A(Q) P dt + sqrt(2 gamma kT) dW
+
+whose stationary density is ``exp(-H / kT)``.  One step is the symmetric
+splitting ``O(h/2) H(h) O(h/2)``:
+
+* ``O``: the friction/noise part at fixed Q, solved exactly in the eigenbasis
+  ``A = U diag(w) U^T``:
+  ``P <- U [exp(-gamma w t) U^T P + sqrt(kT (1 - exp(-2 gamma w t)) / w) xi]``.
+* ``H``: the implicit generalized leapfrog (Stormer-Verlet for non-separable
+  H, as in Riemannian-manifold HMC): a fixed-point solve for the half-step
+  momentum, a fixed-point solve for the new position, an explicit half kick.
+  It is symplectic and time-reversible when the fixed points converge.
+* optional Metropolis test of each H step (generalised HMC): accept with
+  ``min(1, exp(-(H1 - H0)/kT))``, otherwise restore Q and flip P; then the
+  chain samples ``exp(-H/kT)`` exactly for any step size.
+
+Bounded coordinates (a cosine in [-1, 1], a bond angle in [0, pi]) are
+reflected with their momentum flipped; periodic ones (dihedrals) are wrapped
+to (-pi, pi].  Walkers whose state becomes non-finite, whose energy jumps by
+more than ``blowup_kT`` kT in one step, or whose fixed-point solve fails are
+re-seeded (fresh position from their start or from a healthy walker, fresh
+momentum) and counted.
+
+Units: Q in its own units (nm, rad, 1), P conjugate to Q, time ps, energies
+kJ/mol, ``kT`` in kJ/mol.  ``gamma`` multiplies ``A P`` and so has units of
+amu/ps; the friction rates are ``gamma`` times the eigenvalues of A.
+
+Costs per step: one batched evaluation of V and grad V and of A and dA/dQ at
+the new position (re-used by the next step), plus a few evaluations of A
+alone inside the position fixed point.
+
+References
+----------
+Leimkuhler & Matthews, Molecular Dynamics (Springer 2015): splitting methods, exact OU step.
+Girolami & Calderhead, J. R. Stat. Soc. B 73, 123 (2011): generalized leapfrog for RMHMC.
+Horowitz, Phys. Lett. B 268, 247 (1991): generalised hybrid Monte Carlo.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+import torch.autograd.forward_ad as fwAD
+from torch.func import jacfwd, vmap
+
+from latentlab.conventions import logdet_coefficient
+from latentlab.validation import as_tensor, check_finite, check_nonnegative, check_positive, fail
+
+Potential = Callable[[torch.Tensor], torch.Tensor]  # (W, N) -> (W,)
+MassFunction = Callable[[torch.Tensor], torch.Tensor]  # (W, N) -> (W, N, N)
+
+
+def latent_potential(pmf: Potential, effective_mass: MassFunction, kT: float, convention: str = "consistent") -> Potential:
+    """``V(Q) = A_pmf(Q) + c kT ln det A(Q)`` for a named convention (see :mod:`latentlab.conventions`).
+
+    Parameters
+    ----------
+    pmf : callable, (n_walkers, n_cg) -> (n_walkers,), kJ/mol
+    effective_mass : callable, (n_walkers, n_cg) -> (n_walkers, n_cg, n_cg)
+    kT : float, kJ/mol
+    convention : {"consistent", "seed_eq9", "pmf"}
+    """
+    c = logdet_coefficient(convention)
+    check_positive(kT, "kT", "kJ/mol")
+    if c == 0.0:
+        return pmf
+
+    def potential(Q):
+        return pmf(Q) + c * kT * torch.logdet(effective_mass(Q))
+
+    return potential
+
+
+@dataclass
+class LangevinState:
+    """State of a batch of walkers and the quantities cached at its positions.
+
+    Attributes
+    ----------
+    Q : torch.Tensor, shape=(n_walkers, n_cg)
+    P : torch.Tensor, shape=(n_walkers, n_cg)
+    V, grad_V : (n_walkers,), (n_walkers, n_cg)
+    A, dA : (n_walkers, n_cg, n_cg), (n_walkers, n_cg, n_cg, n_cg) with ``dA[w, i, j, k] = dA_ij / dQ_k``
+    eigvals, eigvecs : eigen-decomposition of A (for the friction step)
+    start : (n_walkers, n_cg)
+        Where each walker started (used for re-seeding).
+    """
+
+    Q: torch.Tensor
+    P: torch.Tensor
+    V: torch.Tensor
+    grad_V: torch.Tensor
+    A: torch.Tensor
+    dA: torch.Tensor
+    eigvals: torch.Tensor
+    eigvecs: torch.Tensor
+    start: torch.Tensor
+    step: int = 0
+    counters: dict = field(default_factory=lambda: {"steps": 0, "proposals": 0, "accepted": 0, "reseeded": 0,
+                                                    "not_converged": 0, "reflections": 0})
+
+    @property
+    def n_walkers(self) -> int:
+        return self.Q.shape[0]
+
+    def kinetic_energy(self) -> torch.Tensor:
+        """``1/2 P^T A P`` per walker, ``(n_walkers,)`` kJ/mol."""
+        return 0.5 * torch.einsum("wi,wij,wj->w", self.P, self.A, self.P)
+
+    def hamiltonian(self) -> torch.Tensor:
+        """``H = 1/2 P^T A P + V`` per walker, ``(n_walkers,)`` kJ/mol."""
+        return self.kinetic_energy() + self.V
+
+
+class LatentLangevin:
+    """Batched Langevin sampler for ``H = 1/2 P^T A(Q) P + V(Q)``.
+
+    Parameters
+    ----------
+    potential : callable, (n_walkers, n_cg) -> (n_walkers,), kJ/mol
+        V(Q), a torch function (a trained network or a closed form). Use
+        :meth:`from_pmf` to build it from a potential of mean force and a convention.
+    effective_mass : callable, (n_walkers, n_cg) -> (n_walkers, n_cg, n_cg)
+        A(Q), symmetric positive definite; written with batched torch ops
+        (its Q-derivative is taken with ``torch.func.jacfwd`` under ``vmap``).
+    kT : float, kJ/mol
+    dt : float, ps
+    gamma : float, amu/ps
+        Friction; 0 gives Hamiltonian dynamics (for energy-drift checks).
+    periodic : sequence of bool, optional
+        Coordinates wrapped to (-pi, pi].
+    bounds : sequence of (lo, hi) or None, optional
+        Coordinates reflected at these walls (infinite bounds are ignored).
+    metropolis : bool
+        Accept/reject each Hamiltonian step (exact for any dt).
+    max_iterations : int
+        Fixed-point iterations per implicit half-step.
+    tolerance : float
+        Relative tolerance of the fixed-point solves (scaled to the dtype).
+    blowup_kT : float
+        A walker whose H changes by more than this many kT in one step is re-seeded.
+    device, dtype : torch device and floating dtype of the walkers.
+    seed : int, optional
+        Seed of the sampler's own random generator.
+    """
+
+    def __init__(self, potential: Potential, effective_mass: MassFunction, kT: float, dt: float, gamma: float,
+                 periodic: Sequence[bool] | None = None, bounds: Sequence | None = None, metropolis: bool = False,
+                 max_iterations: int = 20, tolerance: float | None = None, blowup_kT: float = 1000.0,
+                 device=None, dtype=torch.float64, seed: int | None = None):
+        self.potential = potential
+        self.effective_mass = effective_mass
+        self.kT = check_positive(kT, "kT", "kJ/mol")
+        self.dt = check_positive(dt, "dt", "ps")
+        self.gamma = check_nonnegative(gamma, "gamma", "amu/ps")
+        self.metropolis = bool(metropolis)
+        if int(max_iterations) < 1:
+            fail("max_iterations", f"got {max_iterations}", "use at least 1 fixed-point iteration")
+        self.max_iterations = int(max_iterations)
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.dtype = dtype
+        # Fixed points to ~1e-10 in float64 (reversibility to round-off in practice), 100 eps in float32.
+        self.tolerance = float(tolerance) if tolerance is not None else max(100 * torch.finfo(dtype).eps, 1e-10)
+        self.blowup_kT = check_positive(blowup_kT, "blowup_kT")
+        self._periodic = periodic
+        self._bounds = bounds
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(seed if seed is not None else torch.seed() % (2**63))
+
+        self._dual_ok = True
+
+    @classmethod
+    def from_pmf(cls, pmf: Potential, effective_mass: MassFunction, kT: float, convention: str = "consistent",
+                 **kwargs) -> "LatentLangevin":
+        """Sampler whose V is built from a potential of mean force by :func:`latent_potential`."""
+        return cls(latent_potential(pmf, effective_mass, kT, convention), effective_mass, kT, **kwargs)
+
+    # ------------------------------------------------------------------ set-up
+    def _masks(self, n_cg: int):
+        per = [False] * n_cg if self._periodic is None else [bool(p) for p in self._periodic]
+        bnd = [None] * n_cg if self._bounds is None else list(self._bounds)
+        if len(per) != n_cg:
+            fail("periodic", f"has {len(per)} entries for {n_cg} coordinates", "give one flag per CG coordinate")
+        if len(bnd) != n_cg:
+            fail("bounds", f"has {len(bnd)} entries for {n_cg} coordinates", "give one (lo, hi) or None per coordinate")
+        lo = torch.full((n_cg,), -math.inf, dtype=self.dtype, device=self.device)
+        hi = torch.full((n_cg,), math.inf, dtype=self.dtype, device=self.device)
+        for i, b in enumerate(bnd):
+            if b is not None and not per[i]:
+                lo[i], hi[i] = float(b[0]), float(b[1])
+                if not lo[i] < hi[i]:
+                    fail("bounds", f"coordinate {i} has lo >= hi ({b})", "give lo < hi")
+        return torch.tensor(per, device=self.device), lo, hi
+
+    def init(self, Q0, n_walkers: int | None = None) -> LangevinState:
+        """Start walkers at ``Q0`` with momenta drawn from ``N(0, kT A(Q)^-1)``.
+
+        Parameters
+        ----------
+        Q0 : array, shape=(n_walkers, n_cg) or (n_cg,)
+            Starting points; a single point is repeated ``n_walkers`` times.
+        """
+        q = as_tensor(Q0, "Q0", dtype=self.dtype, device=self.device)
+        if q.dim() == 1:
+            q = q[None].expand(int(n_walkers or 1), -1).clone()
+        if q.dim() != 2:
+            fail("Q0", f"has shape {tuple(q.shape)}, expected (n_walkers, n_cg) or (n_cg,)", "pass CG coordinates")
+        check_finite(q, "Q0")
+        self.periodic, self.lo, self.hi = self._masks(q.shape[1])
+        outside = ((q < self.lo) | (q > self.hi)).any(1)
+        if bool(outside.any()):
+            fail("Q0", f"walkers {torch.nonzero(outside).flatten().tolist()[:5]} start outside the coordinate bounds",
+                 "start inside the bounds (e.g. |cos| < 1)")
+        q = self._wrap(q)
+        v, gv, a, da = self._evaluate(q)
+        if not bool(torch.isfinite(v).all() & torch.isfinite(gv).all() & torch.isfinite(a).all()):
+            fail("Q0", "V, grad V or A is not finite at the starting points", "start where the potential is defined")
+        try:
+            w, u = torch.linalg.eigh(a)
+        except RuntimeError:
+            fail("effective_mass", "A(Q0) could not be diagonalised", "check that A is symmetric positive definite")
+        if bool((w[:, 0] <= 0).any()):
+            fail("effective_mass", "A(Q0) is not positive definite", "check the map (rank-deficient?) or the starting point")
+        state = LangevinState(q, torch.zeros_like(q), v, gv, a, da, w, u, q.clone())
+        state.P = self._momenta(state.eigvals, state.eigvecs)
+        return state
+
+    # ------------------------------------------------------------------ pieces
+    def mass_derivative(self, q: torch.Tensor) -> torch.Tensor:
+        """``dA_ij/dQ_k`` of shape ``(W, N, N, N)``, exact (forward-mode AD).
+
+        One forward pass of A over ``N`` stacked copies of the walkers carrying
+        the unit tangents (about 2x faster than ``vmap(jacfwd)`` on CPU);
+        falls back to ``vmap(jacfwd)`` for functions without forward-AD support.
+        """
+        w, n = q.shape
+        if self._dual_ok:
+            try:
+                tangent = torch.eye(n, dtype=q.dtype, device=q.device).repeat_interleave(w, 0)  # (N W, N)
+                with fwAD.dual_level():
+                    out = fwAD.unpack_dual(self.effective_mass(fwAD.make_dual(q.repeat(n, 1), tangent))).tangent
+                if out is not None:
+                    return out.reshape(n, w, n, n).permute(1, 2, 3, 0)
+            except (RuntimeError, NotImplementedError):
+                pass
+            self._dual_ok = False
+        return vmap(jacfwd(lambda x: self.effective_mass(x[None])[0]))(q)
+
+    def _evaluate(self, q: torch.Tensor):
+        """V, grad V, A, dA/dQ at ``q (W, N)``: the one expensive evaluation per step."""
+        with torch.enable_grad():
+            qr = q.detach().requires_grad_(True)
+            v = self.potential(qr)
+            if v.shape != (q.shape[0],):
+                fail("potential", f"returned shape {tuple(v.shape)}, expected ({q.shape[0]},)", "return one energy per walker")
+            (gv,) = torch.autograd.grad(v.sum(), qr)
+        a = self.effective_mass(q)
+        da = self.mass_derivative(q)
+        return v.detach(), gv.detach(), a.detach(), da.detach()
+
+    def _momenta(self, w, u):
+        xi = torch.randn(w.shape, generator=self.generator, device=self.device, dtype=self.dtype)
+        return torch.einsum("wij,wj->wi", u, xi * torch.sqrt(self.kT / w))
+
+    def _friction(self, state: LangevinState, t: float) -> None:
+        """Exact OU update of P over time t at fixed Q."""
+        if self.gamma == 0.0:
+            return
+        w, u = state.eigvals, state.eigvecs
+        x = self.gamma * w * t
+        decay = torch.exp(-x)
+        noise = torch.sqrt(self.kT * (-torch.expm1(-2.0 * x)) / w)
+        xi = torch.randn(w.shape, generator=self.generator, device=self.device, dtype=self.dtype)
+        pu = torch.einsum("wji,wj->wi", u, state.P)  # U^T P
+        state.P = torch.einsum("wij,wj->wi", u, decay * pu + noise * xi)
+
+    def _wrap(self, q):
+        if bool(self.periodic.any()):
+            wrapped = torch.remainder(q + math.pi, 2 * math.pi) - math.pi
+            wrapped = torch.where(wrapped == -math.pi, torch.full_like(wrapped, math.pi), wrapped)
+            q = torch.where(self.periodic, wrapped, q)
+        return q
+
+    def _reflect(self, q):
+        """Reflect into [lo, hi]; returns the new q and a mask of coordinates whose momentum flips."""
+        below = q < self.lo
+        above = q > self.hi
+        q = torch.where(below, 2 * self.lo - q, q)
+        q = torch.where(above, 2 * self.hi - q, q)
+        return q, below | above
+
+    def _quad_force(self, p, da):
+        """``1/2 grad_Q (P^T A P)`` from the cached dA, ``(W, N)``."""
+        return 0.5 * torch.einsum("wi,wijk,wj->wk", p, da, p)
+
+    def _hamiltonian_step(self, state: LangevinState):
+        h = self.dt
+        q0, p0 = state.Q, state.P
+        tol = self.tolerance
+        converged = torch.ones(q0.shape[0], dtype=torch.bool, device=self.device)
+        # (1) implicit half kick: P_half = P - h/2 [grad V(Q) + 1/2 grad_Q P_half^T A(Q) P_half]
+        p_half = p0 - 0.5 * h * (state.grad_V + self._quad_force(p0, state.dA))
+        for _ in range(self.max_iterations):
+            new = p0 - 0.5 * h * (state.grad_V + self._quad_force(p_half, state.dA))
+            change = (new - p_half).abs().amax(1) / (1.0 + new.abs().amax(1))
+            p_half = new
+            if bool((change <= tol).all()):
+                break
+        converged &= change <= 10 * tol
+        # (2) implicit drift: Q1 = Q + h/2 [A(Q) + A(Q1)] P_half
+        a0p = torch.einsum("wij,wj->wi", state.A, p_half)
+        q1 = q0 + h * a0p
+        for _ in range(self.max_iterations):
+            qa, _ = self._reflect(q1)
+            a1 = self.effective_mass(self._wrap(qa))
+            new = q0 + 0.5 * h * (a0p + torch.einsum("wij,wj->wi", a1, p_half))
+            change = (new - q1).abs().amax(1) / (1.0 + new.abs().amax(1))
+            q1 = new
+            if bool((change <= tol).all()):
+                break
+        converged &= change <= 10 * tol
+        q1, flip = self._reflect(q1)
+        q1 = self._wrap(q1)
+        p_half = torch.where(flip, -p_half, p_half)
+        state.counters["reflections"] += int(flip.any(1).sum())
+        # (3) explicit half kick at Q1 (the step's one full evaluation)
+        v1, gv1, a1, da1 = self._evaluate(q1)
+        p1 = p_half - 0.5 * h * (gv1 + self._quad_force(p_half, da1))
+        return q1, p1, v1, gv1, a1, da1, converged
+
+    # ------------------------------------------------------------------ the step
+    def step(self, state: LangevinState, n_steps: int = 1) -> LangevinState:
+        """Advance all walkers by ``n_steps`` steps of ``O(h/2) H(h) O(h/2)`` in place."""
+        for _ in range(int(n_steps)):
+            self._friction(state, 0.5 * self.dt)
+            h0 = state.hamiltonian()
+            q1, p1, v1, gv1, a1, da1, converged = self._hamiltonian_step(state)
+            h1 = 0.5 * torch.einsum("wi,wij,wj->w", p1, a1, p1) + v1
+            finite = torch.isfinite(h1) & torch.isfinite(q1).all(1) & torch.isfinite(p1).all(1)
+            try:
+                w1, u1 = torch.linalg.eigh(torch.where(finite[:, None, None], a1, state.A))
+            except RuntimeError:  # a non-symmetric or NaN A slipped through
+                w1, u1 = state.eigvals.clone(), state.eigvecs.clone()
+                finite &= False
+            finite &= w1[:, 0] > 0
+            healthy = finite & converged & ((h1 - h0).abs() <= self.blowup_kT * self.kT)
+            accept = healthy
+            if self.metropolis:
+                log_u = torch.log(torch.rand(h0.shape, generator=self.generator, device=self.device, dtype=self.dtype))
+                accept = healthy & (log_u <= -(h1 - h0) / self.kT)
+                state.counters["proposals"] += state.n_walkers
+                state.counters["accepted"] += int(accept.sum())
+            reject = ~accept if self.metropolis else torch.zeros_like(accept)
+            m1, m2, m3 = accept[:, None], accept[:, None, None], accept[:, None, None, None]
+            state.Q = torch.where(m1, q1, state.Q)
+            state.P = torch.where(m1, p1, torch.where(reject[:, None], -state.P, state.P))
+            state.V = torch.where(accept, v1, state.V)
+            state.grad_V = torch.where(m1, gv1, state.grad_V)
+            state.A = torch.where(m2, a1, state.A)
+            state.dA = torch.where(m3, da1, state.dA)
+            state.eigvals = torch.where(m1, w1, state.eigvals)
+            state.eigvecs = torch.where(m2, u1, state.eigvecs)
+            sick = ~healthy
+            state.counters["not_converged"] += int((~converged & finite).sum())
+            if bool(sick.any()):
+                self._reseed(state, sick)
+            self._friction(state, 0.5 * self.dt)
+            state.step += 1
+            state.counters["steps"] += 1
+        return state
+
+    def _reseed(self, state: LangevinState, sick: torch.Tensor) -> None:
+        """Restart sick walkers at their start point with fresh momenta, and count them."""
+        idx = torch.nonzero(sick).flatten()
+        state.counters["reseeded"] += int(idx.numel())
+        q = state.start[idx]
+        v, gv, a, da = self._evaluate(q)
+        w, u = torch.linalg.eigh(a)
+        state.Q[idx], state.V[idx], state.grad_V[idx], state.A[idx], state.dA[idx] = q, v, gv, a, da
+        state.eigvals[idx], state.eigvecs[idx] = w, u
+        state.P[idx] = self._momenta(w, u)
+
+    # ------------------------------------------------------------------ running
+    def run(self, state: LangevinState, n_steps: int, record_every: int = 1, progress: bool = False,
+            callback: Callable[[LangevinState], bool | None] | None = None) -> dict:
+        """Run ``n_steps`` and record every ``record_every``-th state.
+
+        Parameters
+        ----------
+        callback : callable, optional
+            Called with the state after each record; returning True stops the run
+            (cancellation from a UI).
+
+        Returns
+        -------
+        dict with ``Q (n_records, n_walkers, n_cg)``, ``kinetic (n_records, n_walkers)``
+        (``P^T A P``, kJ/mol), ``H (n_records, n_walkers)``, ``time (n_records,)`` ps.
+        """
+        n_records = int(n_steps) // int(record_every)
+        qs, kin, hs, times = [], [], [], []
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=n_records * record_every, unit="step", desc="latent Langevin")
+        for _ in range(n_records):
+            self.step(state, record_every)
+            qs.append(state.Q.clone())
+            kin.append(2.0 * state.kinetic_energy())
+            hs.append(state.hamiltonian())
+            times.append(state.step * self.dt)
+            if bar is not None:
+                bar.update(record_every)
+            if callback is not None and callback(state):
+                break
+        if bar is not None:
+            bar.close()
+        return {"Q": torch.stack(qs) if qs else state.Q.new_zeros(0, state.n_walkers, state.Q.shape[1]),
+                "kinetic": torch.stack(kin) if kin else state.Q.new_zeros(0, state.n_walkers),
+                "H": torch.stack(hs) if hs else state.Q.new_zeros(0, state.n_walkers),
+                "time": torch.tensor(times, dtype=torch.float64)}
+
+    def diagnostics(self, state: LangevinState, record: dict | None = None) -> dict:
+        """Acceptance rate, re-seeds, non-converged solves and (from a run record) kinetic temperature."""
+        c = state.counters
+        out = {"steps": c["steps"], "reseeded": c["reseeded"], "not_converged": c["not_converged"],
+               "reflections": c["reflections"],
+               "acceptance_rate": (c["accepted"] / c["proposals"]) if c["proposals"] else None}
+        if record is not None and len(record["time"]):
+            n_cg = record["Q"].shape[-1]
+            out["kinetic_temperature_ratio"] = float(record["kinetic"].mean()) / (n_cg * self.kT)
+        return out
