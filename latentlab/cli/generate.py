@@ -9,7 +9,7 @@ def register(subparsers) -> None:
         help="run OpenMM and save positions, forces and energies (resumable)",
         description="Generate an all-atom reference data set with OpenMM (see latentlab.data.generate for the recipes).",
     )
-    p.add_argument("system", metavar="SYSTEM", help="alanine-dipeptide | chignolin | protein (chignolin and protein need --pdb)")
+    p.add_argument("system", metavar="SYSTEM", help="alanine-dipeptide | chignolin | protein (protein needs --pdb; chignolin too unless the built-in set exists)")
     p.add_argument("--ns", type=float, required=True, help="total simulated time in ns (with --resume: the new total)")
     p.add_argument("--out", required=True, help="output HDF5 file")
     p.add_argument("--temperature", type=float, default=300.0, help="K (default 300)")

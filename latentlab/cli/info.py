@@ -10,6 +10,8 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--topology", default=None, help="topology for trajectories / .npy positions")
     p.add_argument("--temperature", type=float, default=None, help="K, for trajectories / .npy positions")
+    p.add_argument("--block", default="primary", choices=["primary", "allatom"],
+                   help="which block of a latentlab file (allatom: chignolin's all-atom frames)")
     p.set_defaults(func=run)
 
 
@@ -18,7 +20,7 @@ def run(args) -> int:
 
     from latentlab.data import load
 
-    ds = load(args.data, topology=args.topology, temperature=args.temperature)
+    ds = load(args.data, topology=args.topology, temperature=args.temperature, block=args.block)
     info = ds.info()
     if args.json:
         print(json.dumps(info, indent=1, default=str))

@@ -12,6 +12,8 @@ def register(subparsers) -> None:
     p.add_argument("--bins", type=int, default=60, help="histogram bins per axis (default 60)")
     p.add_argument("--topology", default=None, help="topology for trajectories / .npy positions")
     p.add_argument("--temperature", type=float, default=None, help="K, for trajectories / .npy positions")
+    p.add_argument("--block", default="primary", choices=["primary", "allatom"],
+                   help="which block of a latentlab file (allatom: chignolin's all-atom frames)")
     p.set_defaults(func=run)
 
 
@@ -29,7 +31,7 @@ def run(args) -> int:
     out_dir = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(out_dir):
         raise FileNotFoundError(f"out: directory {out_dir} does not exist. Fix: create it first")
-    ds = load(args.data, topology=args.topology, temperature=args.temperature)
+    ds = load(args.data, topology=args.topology, temperature=args.temperature, block=args.block)
     tmp = args.out + ".tmp.png"
     try:
         plot_latent_histograms(ds, args.map, tmp, bins=args.bins)

@@ -41,6 +41,7 @@ larger ``--ns``.
 from __future__ import annotations
 
 import glob
+import io
 import json
 import os
 import shutil
@@ -143,8 +144,8 @@ class GenerateConfig:
                      "choose a whole multiple of --save-every")
         if c.system == "protein" and not c.pdb:
             fail("pdb", "system 'protein' needs a structure", "pass --pdb FILE.pdb")
-        if c.system == "chignolin" and not c.pdb:
-            fail("pdb", "chignolin is built from a PDB file that latentlab does not ship",
+        if c.system == "chignolin" and not c.pdb and not os.path.exists(_builtin_chignolin()):
+            fail("pdb", "chignolin is built from a PDB file that latentlab does not ship (and the built-in data set is absent)",
                  "pass --pdb 1uao.pdb (download from https://www.rcsb.org/structure/1UAO)")
         if c.pdb and not os.path.exists(c.pdb):
             raise FileNotFoundError(f"pdb: {c.pdb} does not exist. Fix: check the path")
@@ -169,6 +170,10 @@ class GenerateConfig:
 # --------------------------------------------------------------------------- system setup
 
 
+def _builtin_chignolin() -> str:
+    return os.path.join(os.path.dirname(__file__), "builtin", "chignolin.h5")
+
+
 def build_system(cfg: GenerateConfig):
     """Return ``(topology, positions, system, physical_masses)`` for a resolved config."""
     import openmm.app as app
@@ -182,7 +187,13 @@ def build_system(cfg: GenerateConfig):
         topology, positions = pdb.topology, pdb.positions
     else:
         try:
-            pdb = app.PDBFile(cfg.pdb)
+            if cfg.system == "chignolin" and not cfg.pdb:
+                # the all-atom topology stored in the built-in data set (generated from 1UAO)
+                from latentlab.data.store import read_h5
+
+                pdb = app.PDBFile(io.StringIO(read_h5(_builtin_chignolin(), "allatom")["topology_pdb"]))
+            else:
+                pdb = app.PDBFile(cfg.pdb)
         except Exception as err:  # OpenMM raises various types for malformed files
             raise ValueError(f"pdb: {cfg.pdb} could not be read as PDB ({err}). Fix: pass a valid PDB file") from None
         modeller = app.Modeller(pdb.topology, pdb.positions)
