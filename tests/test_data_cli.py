@@ -117,3 +117,32 @@ def test_plot_bad_map_is_clean_error(tmp_path, capsys):
     assert main(["plot", "three-atom", "--map", "nonsense:1", "--out", str(tmp_path / "x.png")]) == 2
     assert "spec" in capsys.readouterr().err
     assert os.listdir(tmp_path) == []
+
+
+def _need_builtin(name):
+    from latentlab.data import builtin_path
+
+    if not os.path.exists(builtin_path(name)):
+        pytest.skip(f"built-in {name!r} not generated (run latentlab/data/make_builtin.sh)")
+
+
+def test_plot_builtin_alanine_default_map(tmp_path):
+    _need_builtin("alanine-dipeptide")
+    out = tmp_path / "ala.png"
+    assert main(["plot", "alanine-dipeptide", "--out", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_chignolin_default_map_is_the_seeds_triangle():
+    """CA of residues 1, 6, 10 in the order a, b (vertex, residue 6), c."""
+    _need_builtin("chignolin")
+    from latentlab.data import load
+
+    ds = load("chignolin")
+    cg_map = ds.map()
+    assert ds.default_map == "triangle:name CA and (resid 0 5 9)"
+    assert tuple(cg_map.atoms) == (0, 5, 9)
+    assert [ds.topology.atom(i).residue.index for i in cg_map.atoms] == [0, 5, 9]
+    assert cg_map.names[:2] == ["r1", "r2"] or len(cg_map.names) == 3
+    full = ds.allatom()
+    assert full.n_atoms == 138 and full.n_frames >= ds.n_frames // 10 - 1
