@@ -43,6 +43,8 @@ class ConsistencyReport:
     ----------
     level_set : dict
         ``median``, ``p95``, ``max`` of the level-set spread, ``n_frames``, ``n_moves``, ``step_nm``.
+    level_set_values : np.ndarray
+        Every level-set spread value (one per frame and move).
     binned : dict
         ``median``, ``p95``, ``max`` over bins, ``n_bins_used``, ``bins`` (per dimension), ``min_count``.
     bin_edges : list of np.ndarray
@@ -59,6 +61,7 @@ class ConsistencyReport:
     binned: dict
     bin_edges: list = field(default_factory=list)
     bin_spread: np.ndarray | None = None
+    level_set_values: np.ndarray | None = None
 
     @property
     def score(self) -> float:
@@ -218,4 +221,4 @@ def check_consistency(cg_map: CGMap, positions, masses, n_bins: int = 20, min_co
     level = _summary(ls)
     level.update({"n_frames": int(n_f), "n_moves": int(n_moves_done), "step_nm": step,
                   "projection_failures": int((residual >= 1e-8).sum())})
-    return ConsistencyReport(cg_map.spec, cg_map.names, level, binned, edges[:2], shown)
+    return ConsistencyReport(cg_map.spec, cg_map.names, level, binned, edges[:2], shown, ls)

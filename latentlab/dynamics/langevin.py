@@ -261,7 +261,10 @@ class LatentLangevin:
             v = self.potential(qr)
             if v.shape != (q.shape[0],):
                 fail("potential", f"returned shape {tuple(v.shape)}, expected ({q.shape[0]},)", "return one energy per walker")
-            (gv,) = torch.autograd.grad(v.sum(), qr)
+            if v.requires_grad:
+                (gv,) = torch.autograd.grad(v.sum(), qr)
+            else:  # V does not depend on Q (a flat potential)
+                gv = torch.zeros_like(qr)
         a = self.effective_mass(q)
         da = self.mass_derivative(q)
         return v.detach(), gv.detach(), a.detach(), da.detach()

@@ -43,8 +43,9 @@ def dihedral(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, d: torch.Tensor)
     b3 = d - c
     n1 = torch.linalg.cross(b1, b2, dim=-1)
     n2 = torch.linalg.cross(b2, b3, dim=-1)
-    m = torch.linalg.cross(n1, b2 / torch.linalg.vector_norm(b2, dim=-1, keepdim=True), dim=-1)
-    return torch.atan2((m * n2).sum(-1), (n1 * n2).sum(-1))
+    # atan2(|b2| b1 . n2, n1 . n2) (Blondel & Karplus 1996), the form mdtraj uses.
+    y = torch.linalg.vector_norm(b2, dim=-1) * (b1 * n2).sum(-1)
+    return torch.atan2(y, (n1 * n2).sum(-1))
 
 
 def check_separated(xs: torch.Tensor, pairs, what: str, labels) -> None:

@@ -1,0 +1,199 @@
+"""Latent Langevin sampler: exact answers, integrator properties, boundaries, failures, diagnostics."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from latentlab.demo import three_atom_demo
+from latentlab.dynamics import LatentLangevin, integrated_autocorrelation_time, mean_and_stderr
+
+from conftest import DEVICES
+
+
+def test_autocorrelation_time_of_ar1_process():
+    # AR(1) x_t = phi x_{t-1} + e_t has tau_int = (1 + phi) / (1 - phi).
+    rng = np.random.default_rng(0)
+    phi, n, w = 0.8, 4000, 200  # sd of the tau estimate ~0.15 here
+    x = np.zeros((n, w))
+    e = rng.normal(size=(n, w))
+    for t in range(1, n):
+        x[t] = phi * x[t - 1] + e[t]
+    tau = integrated_autocorrelation_time(x[200:])
+    assert abs(tau - 9.0) < 0.6
+    mean, se, _ = mean_and_stderr(x[200:])
+    assert abs(mean) < 4 * se
+
+
+def gaussian_sampler(a_matrix, kcov, **kw):
+    """Sampler for V = 1/2 Q^T K Q with a constant mass matrix; exact covariance kT K^-1."""
+    a_const = torch.as_tensor(a_matrix, dtype=torch.float64)
+    k = torch.as_tensor(kcov, dtype=torch.float64)
+
+    def potential(q):
+        return 0.5 * torch.einsum("wi,ij,wj->w", q, k.to(q), q)
+
+    def mass(q):
+        return a_const.to(q).expand(q.shape[0], -1, -1)
+
+    return LatentLangevin(potential, mass, kT=2.5, **kw)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gaussian_with_constant_mass_samples_exact_covariance(device):
+    k = torch.tensor([[40.0, 10.0], [10.0, 20.0]])
+    a = torch.tensor([[0.2, 0.05], [0.05, 0.1]])
+    sampler = gaussian_sampler(a, k, dt=0.01, gamma=20.0, seed=1, device=device)
+    state = sampler.init(torch.zeros(2), n_walkers=2000)
+    sampler.step(state, 200)
+    rec = sampler.run(state, 600, record_every=3)
+    q = rec["Q"].cpu()
+    cov_exact = 2.5 * torch.linalg.inv(k.double())
+    for i, j in [(0, 0), (1, 1), (0, 1)]:
+        series = q[..., i] * q[..., j]
+        m, se, _ = mean_and_stderr(series)
+        assert abs(m - float(cov_exact[i, j])) < 4 * se, (i, j, m, float(cov_exact[i, j]), se)
+    ratio = sampler.diagnostics(state, rec)["kinetic_temperature_ratio"]
+    assert abs(ratio - 1) < 0.01
+
+
+def test_hamiltonian_step_is_time_reversible():
+    from latentlab.testing import ThreeAtomSystem
+
+    system = ThreeAtomSystem()
+    sampler = LatentLangevin.from_pmf(system.pmf, system.effective_mass, system.kT, dt=0.004, gamma=0.0, seed=3,
+                                      bounds=system.cg_map().bounds)
+    q0 = system.sample_cg(64, seed=3)
+    state = sampler.init(q0)
+    p0 = state.P.clone()
+    for _ in range(10):
+        state.Q, state.P, state.V, state.grad_V, state.A, state.dA, _ = sampler._hamiltonian_step(state)
+    state.P = -state.P
+    for _ in range(10):
+        state.Q, state.P, state.V, state.grad_V, state.A, state.dA, _ = sampler._hamiltonian_step(state)
+    torch.testing.assert_close(state.Q, q0, rtol=0, atol=1e-8)
+    torch.testing.assert_close(-state.P, p0, rtol=0, atol=1e-6 * float(p0.abs().max()))
+
+
+def test_energy_drift_at_zero_friction_is_small_and_second_order():
+    from latentlab.testing import ThreeAtomSystem
+
+    system = ThreeAtomSystem()
+    drifts = []
+    for dt in (0.004, 0.002):
+        sampler = LatentLangevin.from_pmf(system.pmf, system.effective_mass, system.kT, dt=dt, gamma=0.0, seed=5,
+                                          bounds=system.cg_map().bounds)
+        state = sampler.init(system.sample_cg(256, seed=5))
+        h0 = state.hamiltonian()
+        rec = sampler.run(state, int(round(2.0 / dt)), record_every=10)
+        drifts.append(float((rec["H"] - h0).abs().max() / system.kT))
+    assert drifts[0] < 0.05  # |H - H0| < 0.05 kT over 2 ps
+    assert 2.5 < drifts[0] / drifts[1] < 6.0  # error ~ dt^2: halving dt divides it by ~4
+
+
+@pytest.mark.slow
+def test_three_atom_consistent_convention_is_exact_and_seed_eq9_is_biased():
+    result = three_atom_demo(n_walkers=1500, dt=0.002, production=4.0, burn_in=1.0, seed=7)
+    consistent = result["conventions"]["consistent"]
+    for name in ("mean_r1", "var_r1", "mean_r2", "var_cos"):
+        assert abs(consistent[name]["z"]) < 4, (name, consistent[name])
+    assert abs(result["kinetic_temperature_ratio"] - 1) < 0.01
+    # The seed's eq. 9 samples p(Q)/det A: mean r1 shifts by ~0.013 nm (THEORY.md table: 0.418 vs 0.40538).
+    seed = result["conventions"]["seed_eq9"]
+    assert seed["mean_r1"]["z"] > 20 and seed["mean_r2"]["z"] > 20
+    assert 0.010 < seed["mean_r1"]["sampled"] - seed["mean_r1"]["exact"] < 0.016
+
+
+@pytest.mark.slow
+def test_metropolis_is_exact_where_the_plain_integrator_is_biased():
+    kw = dict(n_walkers=1500, dt=0.045, production=6.0, burn_in=1.0, record_every=2, conventions=("consistent",), seed=9)
+    plain = three_atom_demo(metropolis=False, **kw)["conventions"]["consistent"]
+    exact = three_atom_demo(metropolis=True, **kw)["conventions"]["consistent"]
+    assert plain["var_cos"]["z"] > 5  # step-size bias
+    for name in ("mean_r1", "var_r1", "mean_r2", "var_cos"):
+        assert abs(exact[name]["z"]) < 4, (name, exact[name])
+    acc = exact["diagnostics"]["acceptance_rate"]
+    assert 0.5 < acc < 1.0
+
+
+def test_periodic_coordinate_wraps_and_samples_von_mises():
+    kappa = 2.0
+
+    def potential(q):
+        return -kappa * 2.5 * torch.cos(q[:, 0])
+
+    def mass(q):
+        return torch.full((q.shape[0], 1, 1), 0.5, dtype=q.dtype)
+
+    sampler = LatentLangevin(potential, mass, kT=2.5, dt=0.02, gamma=5.0, periodic=[True], seed=2)
+    state = sampler.init(torch.tensor([3.0]), n_walkers=1000)
+    rec = sampler.run(state, 3000, record_every=5)
+    q = rec["Q"][100:, :, 0]
+    assert float(q.min()) > -math.pi and float(q.max()) <= math.pi
+    from scipy.special import i0, i1
+
+    m, se, _ = mean_and_stderr(torch.cos(q))
+    assert abs(m - i1(kappa) / i0(kappa)) < 4 * se
+
+
+def test_bounded_coordinate_reflects_and_samples_uniformly():
+    def potential(q):
+        return torch.zeros(q.shape[0], dtype=q.dtype)
+
+    def mass(q):
+        return torch.full((q.shape[0], 1, 1), 1.0, dtype=q.dtype)
+
+    sampler = LatentLangevin(potential, mass, kT=2.5, dt=0.05, gamma=2.0, bounds=[(-1.0, 1.0)], seed=4)
+    state = sampler.init(torch.tensor([0.0]), n_walkers=1000)
+    rec = sampler.run(state, 2000, record_every=5)
+    q = rec["Q"][50:, :, 0]
+    assert float(q.abs().max()) <= 1.0
+    assert state.counters["reflections"] > 0
+    m, se, _ = mean_and_stderr(q**2)
+    assert abs(m - 1.0 / 3.0) < 4 * se  # uniform on [-1, 1]
+
+
+def test_blown_up_walkers_are_reseeded_and_counted():
+    def potential(q):
+        v = 0.5 * 10.0 * q[:, 0] ** 2
+        return torch.where(q[:, 0] > 0.4, torch.full_like(v, float("nan")), v)  # a "hole" in the model
+
+    def mass(q):
+        return torch.full((q.shape[0], 1, 1), 1.0, dtype=q.dtype)
+
+    sampler = LatentLangevin(potential, mass, kT=2.5, dt=0.01, gamma=1.0, seed=6)
+    state = sampler.init(torch.tensor([0.0]), n_walkers=500)
+    rec = sampler.run(state, 300, record_every=10)
+    assert state.counters["reseeded"] > 0
+    assert bool(torch.isfinite(rec["Q"]).all()) and bool(torch.isfinite(state.P).all())
+    assert float(rec["Q"].max()) <= 0.4
+
+
+def test_run_can_be_cancelled_by_callback():
+    sampler = gaussian_sampler([[1.0]], [[1.0]], dt=0.01, gamma=1.0, seed=0)
+    state = sampler.init(torch.zeros(1), n_walkers=4)
+    rec = sampler.run(state, 1000, record_every=10, callback=lambda s: s.step >= 30)
+    assert len(rec["time"]) == 3 and state.step == 30
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(dt=-1.0), "dt"), (dict(gamma=-1.0), "gamma"), (dict(kT=0.0), "kT"), (dict(max_iterations=0), "max_iterations"),
+])
+def test_bad_sampler_settings_are_refused(kwargs, match):
+    base = dict(kT=2.5, dt=0.01, gamma=1.0)
+    base.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        LatentLangevin(lambda q: q.sum(1), lambda q: torch.eye(1).expand(q.shape[0], 1, 1), **base)
+
+
+def test_bad_starting_points_are_refused():
+    sampler = LatentLangevin(lambda q: (q**2).sum(1), lambda q: torch.eye(1, dtype=q.dtype).expand(q.shape[0], 1, 1),
+                             kT=2.5, dt=0.01, gamma=1.0, bounds=[(-1.0, 1.0)])
+    with pytest.raises(ValueError, match="outside the coordinate bounds"):
+        sampler.init(torch.tensor([2.0]), n_walkers=3)
+    with pytest.raises(ValueError, match="Q0"):
+        sampler.init(torch.tensor([float("nan")]), n_walkers=3)
+    with pytest.raises(ValueError, match="periodic"):
+        LatentLangevin(lambda q: (q**2).sum(1), lambda q: torch.eye(2, dtype=q.dtype).expand(q.shape[0], 2, 2),
+                       kT=2.5, dt=0.01, gamma=1.0, periodic=[True]).init(torch.zeros(2), n_walkers=2)
