@@ -432,7 +432,8 @@ class LatentLangevin:
                 "time": torch.tensor(times, dtype=torch.float64)}
 
     def diagnostics(self, state: LangevinState, record: dict | None = None) -> dict:
-        """Acceptance rate, re-seeds, non-converged solves and (from a run record) kinetic temperature."""
+        """Acceptance rate, re-seeds, non-converged solves and, from a run record, the kinetic
+        temperature ratio ``<P^T A P> / (N kT)`` and (at gamma = 0) the energy drift in kT."""
         c = state.counters
         out = {"steps": c["steps"], "reseeded": c["reseeded"], "not_converged": c["not_converged"],
                "reflections": c["reflections"],
@@ -440,4 +441,9 @@ class LatentLangevin:
         if record is not None and len(record["time"]):
             n_cg = record["Q"].shape[-1]
             out["kinetic_temperature_ratio"] = float(record["kinetic"].mean()) / (n_cg * self.kT)
+            if self.gamma == 0.0 and not self.metropolis:
+                # Hamiltonian dynamics: H should be conserved up to O(dt^2) fluctuations.
+                dh = (record["H"] - record["H"][0]) / self.kT  # (T, W)
+                out["energy_drift_kT"] = {"mean_abs": float(dh.abs().mean()), "max_abs": float(dh.abs().max()),
+                                          "final_mean": float(dh[-1].mean())}
         return out
