@@ -31,6 +31,7 @@ import torch
 from torch.func import vmap
 
 from latentlab.maps.base import CGMap
+from latentlab.maps.geometry import random_rotations
 from latentlab.maps.mass import contract_mass, effective_mass, inverse_mass_read
 from latentlab.validation import check_positions, check_positive, fail
 
@@ -84,15 +85,6 @@ def _summary(values: np.ndarray) -> dict:
 
 def _relative_spread(a: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return torch.linalg.matrix_norm(a - ref) / torch.linalg.matrix_norm(ref)
-
-
-def _random_rotation(n: int, gen: torch.Generator, dtype) -> torch.Tensor:
-    g = torch.randn(n, 3, 3, generator=gen, dtype=dtype)
-    q, r = torch.linalg.qr(g)
-    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))[:, None, :]
-    det = torch.linalg.det(q)
-    q[:, :, 0] *= det[:, None]
-    return q
 
 
 def level_set_moves(cg_map: CGMap, xs: torch.Tensor, n_moves: int = 8, step: float = 0.01, newton_steps: int = 30,
@@ -206,7 +198,7 @@ def check_consistency(cg_map: CGMap, positions, masses, n_bins: int = 20, min_co
     flat_moved = moved.reshape(n_moves_done * n_f, -1, 3)
     if rigid_motions:
         gen = torch.Generator().manual_seed(seed + 1)
-        rot = _random_rotation(flat_moved.shape[0], gen, flat_moved.dtype)
+        rot = random_rotations(flat_moved.shape[0], gen, flat_moved.dtype)
         shift = torch.randn(flat_moved.shape[0], 1, 3, generator=gen, dtype=flat_moved.dtype)
         rotated = flat_moved @ rot.transpose(1, 2) + shift
         with torch.no_grad():

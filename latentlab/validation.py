@@ -89,26 +89,26 @@ def check_masses(masses, n_atoms: int, argument: str = "masses", dtype=None, dev
     return t
 
 
-def check_positive(value, argument: str, unit: str = "") -> float:
-    """Validate a finite scalar > 0 and return it as float."""
+def _check_scalar(value, argument: str, unit: str, allow_zero: bool) -> float:
+    bound = ">= 0" if allow_zero else "> 0"
+    hint = f"pass a number {bound}{(' in ' + unit) if unit else ''}"
     try:
         v = float(value)
     except (TypeError, ValueError):
-        fail(argument, f"got {value!r}, expected a number", f"pass a positive number{(' in ' + unit) if unit else ''}")
-    if not math.isfinite(v) or v <= 0:
-        fail(argument, f"got {value!r}, expected a finite number > 0", f"pass a positive number{(' in ' + unit) if unit else ''}")
+        fail(argument, f"got {value!r}, expected a number", hint)
+    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        fail(argument, f"got {value!r}, expected a finite number {bound}", hint)
     return v
+
+
+def check_positive(value, argument: str, unit: str = "") -> float:
+    """Validate a finite scalar > 0 and return it as float."""
+    return _check_scalar(value, argument, unit, allow_zero=False)
 
 
 def check_nonnegative(value, argument: str, unit: str = "") -> float:
     """Validate a finite scalar >= 0 and return it as float."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        fail(argument, f"got {value!r}, expected a number", f"pass a number >= 0{(' in ' + unit) if unit else ''}")
-    if not math.isfinite(v) or v < 0:
-        fail(argument, f"got {value!r}, expected a finite number >= 0", f"pass a number >= 0{(' in ' + unit) if unit else ''}")
-    return v
+    return _check_scalar(value, argument, unit, allow_zero=True)
 
 
 def check_atom_indices(indices: Sequence[int], n_atoms: int | None, argument: str = "atoms") -> list[int]:

@@ -76,3 +76,12 @@ def check_not_collinear(xs: torch.Tensor, triples, what: str, labels) -> None:
         f, t = torch.nonzero(bad)[0].tolist()
         fail("positions", f"atoms {tuple(labels[i] for i in triples[t])} of the {what} are collinear in frame {f}",
              "the map's Jacobian is singular (rank-deficient) for collinear atoms; check the frame or pick other atoms")
+
+
+def random_rotations(n: int, generator: torch.Generator, dtype=torch.float64) -> torch.Tensor:
+    """``n`` Haar-random rotation matrices ``(n, 3, 3)`` (QR of Gaussian matrices, signs fixed, det +1)."""
+    g = torch.randn(n, 3, 3, generator=generator, dtype=dtype)
+    q, r = torch.linalg.qr(g)
+    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))[:, None, :]
+    q[:, :, 0] *= torch.linalg.det(q)[:, None]
+    return q

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from scipy import integrate
 
+from latentlab.maps.geometry import random_rotations
 from latentlab.maps.internal import TriangleMap
 from latentlab.units import KB
 from latentlab.validation import check_positive, fail
@@ -184,12 +185,7 @@ class ThreeAtomSystem:
         a = torch.stack([r1, zero, zero], -1)
         cc = torch.stack([r2 * c, r2 * s, zero], -1)
         body = torch.stack([a, torch.zeros_like(a), cc], 1)  # (n, 3, 3), b at origin
-        # Haar-random rotations from QR of Gaussian matrices (sign-fixed).
-        g = torch.randn(n, 3, 3, generator=gen, dtype=Q.dtype)
-        qm, rm = torch.linalg.qr(g)
-        qm = qm * torch.sign(torch.diagonal(rm, dim1=-2, dim2=-1))[:, None, :]
-        det = torch.linalg.det(qm)
-        qm[:, :, 0] *= det[:, None]
+        qm = random_rotations(n, gen, Q.dtype)
         shift = spread * torch.rand(n, 1, 3, generator=gen, dtype=Q.dtype)
         return body @ qm.transpose(1, 2) + shift
 
