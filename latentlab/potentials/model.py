@@ -1,0 +1,206 @@
+"""The neural CG potential ``V_theta(Q)``.
+
+Inputs respect the map: a periodic coordinate (a dihedral) enters as
+``(sin q, cos q)``, any other as ``(q - mean) / std`` with the mean and
+standard deviation of the training data, so one set of hyper-parameters
+works for nm, rad and dimensionless coordinates alike.  The output is
+``V = kT_ref * MLP(features) + walls(Q)`` in kJ/mol.
+
+The optional prior is a harmonic wall just outside the range the data
+covered along each non-periodic coordinate,
+``1/2 k (q - hi)^2`` above ``hi`` and ``1/2 k (lo - q)^2`` below ``lo`` with
+``k = kT / (0.05 std)^2`` (0.5 kT at 5 % of a standard deviation outside),
+so latent Langevin walkers cannot wander into regions the network never saw
+and where its extrapolation (linear for SiLU) is meaningless.  Inside the
+data range it is exactly zero and does not bias force matching.
+
+Temperature conditioning (seed sec. 3.3) adds the feature
+``(T - T_ref) / 100 K`` to the input, giving ``W(theta, T, Q)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from latentlab.units import KB
+from latentlab.validation import as_tensor, check_positive, fail
+
+ACTIVATIONS = {"silu": nn.SiLU, "tanh": nn.Tanh, "softplus": nn.Softplus, "gelu": nn.GELU}
+
+#: Width of the temperature feature: (T - T_ref) / TEMPERATURE_SCALE, K.
+TEMPERATURE_SCALE = 100.0
+
+#: Wall stiffness in units of kT / std^2 (the wall costs 0.5 kT at 5 % of a std outside the data range).
+WALL_STIFFNESS = 1.0 / 0.05**2
+
+
+class CGPotential(nn.Module):
+    """MLP potential ``V(Q)`` (kJ/mol) on CG coordinates.
+
+    Parameters
+    ----------
+    n_cg : int
+        Number of CG coordinates ``N``.
+    periodic : sequence of bool, optional
+        Per coordinate; periodic ones (rad, period 2 pi) enter as sin/cos.
+    mean, std : array, shape=(n_cg,), optional
+        Input standardisation (units of each coordinate); default 0 and 1.
+    hidden : sequence of int
+        Hidden layer widths (default three layers of 128).
+    activation : {"silu", "tanh", "softplus", "gelu"}
+        Must be smooth: the dynamics and the loss use grad V (and force matching its parameter derivative).
+    temperature : float, K
+        Reference temperature; ``kT_ref`` scales the network output.
+    wall_lo, wall_hi : array, shape=(n_cg,), optional
+        Data range per coordinate for the harmonic-wall prior (``-inf``/``inf`` for none).
+    wall_k : array, shape=(n_cg,), optional
+        Wall stiffness in kJ/mol per unit^2 (0 disables).
+    temperature_conditioning : bool
+        Add ``(T - T_ref)/100 K`` as an input: ``V(Q, T)``.
+    names, units : sequence of str, optional
+        Coordinate names and units (metadata only).
+    """
+
+    def __init__(self, n_cg: int, *, periodic: Sequence[bool] | None = None, mean=None, std=None,
+                 hidden: Sequence[int] = (128, 128, 128), activation: str = "silu", temperature: float = 300.0,
+                 wall_lo=None, wall_hi=None, wall_k=None, temperature_conditioning: bool = False,
+                 names: Sequence[str] | None = None, units: Sequence[str] | None = None):
+        super().__init__()
+        if int(n_cg) < 1:
+            fail("n_cg", f"got {n_cg}", "give the number of CG coordinates (>= 1)")
+        n = self.n_cg = int(n_cg)
+        self.periodic = [False] * n if periodic is None else [bool(p) for p in periodic]
+        if len(self.periodic) != n:
+            fail("periodic", f"has {len(self.periodic)} entries for {n} coordinates", "give one flag per coordinate")
+        hidden = [int(h) for h in hidden]
+        if not hidden or min(hidden) < 1:
+            fail("hidden", f"got {hidden}", "give positive layer widths, e.g. (128, 128, 128)")
+        if activation not in ACTIVATIONS:
+            fail("activation", f"unknown activation {activation!r}", f"use one of {', '.join(ACTIVATIONS)}")
+        self.hidden = hidden
+        self.activation = activation
+        self.temperature = check_positive(temperature, "temperature", "K")
+        self.temperature_conditioning = bool(temperature_conditioning)
+        self.names = list(names) if names is not None else [f"q{i}" for i in range(n)]
+        self.units = list(units) if units is not None else ["1"] * n
+
+        def vec(value, default, argument):
+            t = torch.full((n,), default, dtype=torch.float64) if value is None else as_tensor(value, argument, dtype=torch.float64).flatten()
+            if t.shape != (n,):
+                fail(argument, f"has {t.numel()} entries for {n} coordinates", "give one value per coordinate")
+            return t
+
+        std_t = vec(std, 1.0, "std")
+        if bool((std_t <= 0).any()) or not bool(torch.isfinite(std_t).all()):
+            fail("std", f"has non-positive or non-finite entries {std_t.tolist()}",
+                 "every coordinate must vary in the data (drop constant coordinates)")
+        self.register_buffer("mean", vec(mean, 0.0, "mean"))
+        self.register_buffer("std", std_t)
+        self.register_buffer("wall_lo", vec(wall_lo, -math.inf, "wall_lo"))
+        self.register_buffer("wall_hi", vec(wall_hi, math.inf, "wall_hi"))
+        self.register_buffer("wall_k", vec(wall_k, 0.0, "wall_k"))
+        self.register_buffer("periodic_mask", torch.tensor(self.periodic, dtype=torch.bool))
+        n_in = sum(2 if p else 1 for p in self.periodic) + (1 if self.temperature_conditioning else 0)
+        layers: list[nn.Module] = []
+        width = n_in
+        for h in hidden:
+            layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
+            width = h
+        layers.append(nn.Linear(width, 1))
+        self.net = nn.Sequential(*layers)
+        self.metadata: dict = {}
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_data(cls, Q, *, periodic: Sequence[bool] | None = None, temperature: float = 300.0, prior: bool = True,
+                  wall_range=None, **kwargs) -> "CGPotential":
+        """A model standardised to training coordinates ``Q (n_frames, n_cg)``, with walls if ``prior``.
+
+        The walls sit at ``wall_range = (lo, hi)`` (arrays of shape (n_cg,)), by default the range of ``Q``;
+        pass the range of all the data (validation frames included) so that no data point is walled off.
+        """
+        q = as_tensor(Q, "Q", dtype=torch.float64)
+        if q.dim() != 2 or q.shape[0] < 2:
+            fail("Q", f"has shape {tuple(q.shape)}", "pass CG coordinates of shape (n_frames, n_cg), n_frames >= 2")
+        n = q.shape[1]
+        per = [False] * n if periodic is None else [bool(p) for p in periodic]
+        mean, std = q.mean(0), q.std(0)
+        mean[torch.tensor(per, dtype=torch.bool)] = 0.0
+        std[torch.tensor(per, dtype=torch.bool)] = 1.0
+        walls = {}
+        if prior:
+            kT = KB * float(temperature)
+            k = torch.where(torch.tensor(per), torch.zeros(n, dtype=torch.float64), kT * WALL_STIFFNESS / std**2)
+            lo, hi = (q.amin(0), q.amax(0)) if wall_range is None else (
+                as_tensor(wall_range[0], "wall_range", dtype=torch.float64), as_tensor(wall_range[1], "wall_range", dtype=torch.float64))
+            walls = {"wall_lo": lo, "wall_hi": hi, "wall_k": k}
+        return cls(n, periodic=per, mean=mean, std=std, temperature=temperature, **walls, **kwargs)
+
+    def config(self) -> dict:
+        """Constructor arguments (plain Python types) that rebuild this architecture; buffers come from the state dict."""
+        return {"n_cg": self.n_cg, "periodic": list(self.periodic), "hidden": list(self.hidden),
+                "activation": self.activation, "temperature": self.temperature,
+                "temperature_conditioning": self.temperature_conditioning, "names": list(self.names),
+                "units": list(self.units)}
+
+    @property
+    def kT(self) -> float:
+        """Reference thermal energy, kJ/mol."""
+        return KB * self.temperature
+
+    # ------------------------------------------------------------------ evaluation
+    def features(self, Q: torch.Tensor, temperature=None) -> torch.Tensor:
+        """Network input ``(n_walkers, n_features)`` from ``Q (n_walkers, n_cg)``."""
+        parts = []
+        for i, per in enumerate(self.periodic):
+            q = Q[:, i]
+            if per:
+                parts += [torch.sin(q), torch.cos(q)]
+            else:
+                parts.append((q - self.mean[i].to(q)) / self.std[i].to(q))
+        if self.temperature_conditioning:
+            t = self._temperature(temperature, Q)
+            parts.append((t - self.temperature) / TEMPERATURE_SCALE)
+        return torch.stack(parts, dim=-1)
+
+    def _temperature(self, temperature, Q):
+        if temperature is None:
+            return torch.full((Q.shape[0],), self.temperature, dtype=Q.dtype, device=Q.device)
+        t = temperature if isinstance(temperature, torch.Tensor) else torch.tensor(float(temperature))
+        return t.to(dtype=Q.dtype, device=Q.device).expand(Q.shape[0])
+
+    def walls(self, Q: torch.Tensor) -> torch.Tensor:
+        """The harmonic-wall prior ``(n_walkers,)`` kJ/mol (zero inside the data range)."""
+        lo, hi, k = self.wall_lo.to(Q), self.wall_hi.to(Q), self.wall_k.to(Q)
+        below = torch.clamp(lo - Q, min=0.0)
+        above = torch.clamp(Q - hi, min=0.0)
+        below = torch.where(torch.isfinite(lo), below, torch.zeros_like(below))
+        above = torch.where(torch.isfinite(hi), above, torch.zeros_like(above))
+        return 0.5 * (k * (below**2 + above**2)).sum(-1)
+
+    def forward(self, Q: torch.Tensor, temperature=None) -> torch.Tensor:
+        """``V(Q)`` (or ``V(Q, T)``): ``Q (n_walkers, n_cg)`` -> ``(n_walkers,)`` kJ/mol.
+
+        ``temperature`` (K; scalar or ``(n_walkers,)``) is used only by a temperature-conditioned model.
+        """
+        if Q.dim() != 2 or Q.shape[1] != self.n_cg:
+            fail("Q", f"has shape {tuple(Q.shape)}, expected (n_walkers, {self.n_cg})", "pass CG coordinates")
+        x = self.features(Q, temperature).to(self.net[0].weight.dtype)
+        v = self.kT * self.net(x)[:, 0]
+        return v.to(Q.dtype) + self.walls(Q)
+
+    def gradient(self, Q: torch.Tensor, temperature=None, create_graph: bool = False) -> torch.Tensor:
+        """``grad_Q V`` of shape ``(n_walkers, n_cg)``, kJ/mol per unit of each Q."""
+        with torch.enable_grad():
+            q = Q if Q.requires_grad else Q.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(self(q, temperature).sum(), q, create_graph=create_graph)
+        return g
+
+    def at_temperature(self, temperature: float):
+        """``Q -> V(Q, T)`` at a fixed temperature (K), for the sampler."""
+        check_positive(temperature, "temperature", "K")
+        return lambda Q: self(Q, temperature)
