@@ -409,7 +409,7 @@ class TrainState(param.Parameterized):
         try:
             ds = self.data.dataset
             sub = ds.select_frames(np.linspace(0, ds.n_frames - 1, min(n, ds.n_frames)).astype(int))
-            Q, g = prepare_targets(sub, self.map_state.cg_map, self.convention, "auto", "cpu", torch.float32)
+            Q, g = prepare_targets(sub, self.map_state.cg_map, self.convention, device="cpu", dtype=torch.float32)
             model = self.model.to("cpu") if hasattr(self.model, "to") else self.model
             Qr = Q.detach().clone().requires_grad_(True)
             v = model(Qr)
@@ -703,8 +703,7 @@ def js_divergence(samples: np.ndarray, reference: np.ndarray, cg_map, edges) -> 
         compare_latent = None
     if compare_latent is not None:
         try:
-            out = compare_latent(samples, reference, names=list(cg_map.names), periodic=list(cg_map.periodic),
-                                 bins=len(edges[0]) - 1)
+            out = compare_latent(samples, reference, names=list(cg_map.names), periodic=list(cg_map.periodic))
             return {k: (float(v) if isinstance(v, (int, float, np.floating)) else v) for k, v in out.items()
                     if k in ("js_divergence", "js_noise_floor", "ratio")}
         except Exception as err:  # keep the simulation running; show why

@@ -331,7 +331,7 @@ class ReconstructPane(pn.viewable.Viewer):
         self.ngl = NGLViewer(height=380, sizing_mode="stretch_width", representation="ball+stick")
         self.walker = pn.widgets.IntInput(name="walker (0-3 for playback)", value=0, start=0, width=160)
         self.live = pn.widgets.Checkbox(name="follow the simulation live", value=True)
-        self.player = pn.widgets.Player(name="trajectory", start=0, end=1, value=0, interval=200, width=360,
+        self.player = pn.widgets.Player(label="trajectory", start=0, end=1, value=0, interval=200, width=360,
                                         loop_policy="loop")
         self.info = pn.pane.Markdown("")
         self.error = _alert("")

@@ -50,18 +50,20 @@ def latent_coordinates(cg_map, positions, chunk: int = 4096) -> np.ndarray:
 
 
 def atom_correspondence(subset_topology, full_topology) -> np.ndarray:
-    """Index in ``full_topology`` of every atom of ``subset_topology``, matched by residue index and atom name.
+    """Index in ``full_topology`` of every atom of ``subset_topology``, matched by residue number, name and atom name.
+
+    Residue numbers (``resSeq``) survive ``Topology.subset``; residue indices do not when residues drop out.
 
     Returns
     -------
     np.ndarray, shape=(subset n_atoms,), int
     """
-    lookup = {(a.residue.index, a.name): a.index for a in full_topology.atoms}
+    lookup = {(a.residue.resSeq, a.residue.name, a.name): a.index for a in full_topology.atoms}
     idx = []
     for atom in subset_topology.atoms:
-        key = (atom.residue.index, atom.name)
+        key = (atom.residue.resSeq, atom.residue.name, atom.name)
         if key not in lookup:
-            fail("topology", f"atom {atom} of the CG block has no match (residue {key[0]}, name {key[1]}) in the "
+            fail("topology", f"atom {atom} of the CG block has no match (residue {key[1]}{key[0]}, name {key[2]}) in the "
                              "all-atom block", "use data sets whose blocks come from the same structure")
         idx.append(lookup[key])
     return np.asarray(idx, dtype=int)
