@@ -33,7 +33,7 @@ class NGLViewer(JSComponent):
     pdb = param.String(default="", doc="PDB text of the structure")
     positions = param.String(default="", doc="base64 float32 coordinates (Angstrom), see encode_positions")
     highlight = param.List(default=[], doc="0-based atom indices drawn as orange spheres")
-    representation = param.String(default="ball+stick")
+    representation = param.String(default="ball+stick", doc="NGL representation(s), comma-separated")
     picked_event = param.List(default=[], doc="[atom_index, timestamp] set by the browser on every click")
     ready = param.Integer(default=0, doc="incremented by the browser each time a structure is drawn")
 
@@ -74,7 +74,9 @@ class NGLViewer(JSComponent):
         const blob = new Blob([model.pdb], {type: 'text/plain'});
         stage.loadFile(blob, {ext: 'pdb', defaultRepresentation: false}).then((c) => {
           comp = c;
-          c.addRepresentation(model.representation, {multipleBond: 'off'});
+          for (const rep of model.representation.split(',')) {
+            c.addRepresentation(rep.trim(), rep.trim() === 'backbone' ? {color: 'residueindex'} : {multipleBond: 'off'});
+          }
           updateHighlight();
           updatePositions();
           c.autoView();

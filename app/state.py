@@ -489,7 +489,7 @@ class SimulationState(param.Parameterized):
     dt = param.Number(default=0.002, bounds=(1e-6, 1.0), doc="time step, ps")
     gamma = param.Number(default=50.0, bounds=(0.0, None), doc="friction, amu/ps")
     temperature = param.Number(default=300.0, bounds=(1.0, 5000.0), doc="K")
-    steps_per_record = param.Integer(default=5, bounds=(1, 10000))
+    steps_per_record = param.Integer(default=2, bounds=(1, 10000), doc="steps between histogram/plot records")
     n_bins = param.Integer(default=50, bounds=(5, 500))
     trace_walkers = param.Integer(default=4, bounds=(1, 32))
     trace_length = param.Integer(default=400, bounds=(10, 100000))
@@ -629,6 +629,7 @@ class SimulationState(param.Parameterized):
                 t0 = time.perf_counter()
                 self.sampler.step(self.state, self.steps_per_record)
                 self._record(time.perf_counter() - t0)
+                time.sleep(0.002)  # let the server thread draw (the GIL is otherwise rarely released)
                 now = time.perf_counter()
                 if now - last_js >= self.js_every:
                     self._update_js()

@@ -27,6 +27,10 @@ def _figure(title, height=230, width=360, **kw):
     return fig
 
 
+def _fmt(value, spec=".3g"):
+    return "n/a" if value is None or (isinstance(value, float) and not np.isfinite(value)) else format(value, spec)
+
+
 def _alert(text, kind="danger"):
     return pn.pane.Alert(text, alert_type=kind, visible=bool(text), margin=(2, 5))
 
@@ -58,6 +62,9 @@ class StructurePane(pn.viewable.Viewer):
             self.s.atoms.toggle(int(event.new[0]))
 
     def refresh_structure(self):
+        top = self.s.data.structure_topology()
+        ca_only = top.n_atoms > 3 and all(a.name == "CA" for a in top.atoms)
+        self.ngl.representation = "ball+stick,backbone" if ca_only else "ball+stick"
         self.ngl.pdb = self.s.data.structure_pdb()
         self.refresh_atoms()
 
@@ -113,12 +120,12 @@ class MapPane(pn.viewable.Viewer):
         elif m.report:
             r = m.report
             cf = m.closed_form or {}
-            closed = (f"closed form vs numeric A: max relative difference **{cf['max_relative_difference']:.2e}** "
+            closed = (f"closed form vs numeric A: max relative difference **{_fmt(cf['max_relative_difference'], '.2e')}** "
                       f"over {cf['frames']} frames" if cf.get("available") else "no closed form for this map")
             self.result.object = (f"consistency score (level-set 95th percentile of the relative spread of A): "
-                                  f"**{r['score']:.3g}** → **{r['verdict']}**  \n"
-                                  f"binned spread: median {r['binned']['median']:.3g}, "
-                                  f"p95 {r['binned']['p95']:.3g}  \n{closed}")
+                                  f"**{_fmt(r['score'])}** → **{r['verdict']}**  \n"
+                                  f"binned spread over Q (mixes in A's variation across a bin): median "
+                                  f"{_fmt(r['binned'].get('median'))}, p95 {_fmt(r['binned'].get('p95'))}  \n{closed}")
             sp = m.spread or {}
             vals = sp.get("values")
             edges = sp.get("edges") or []
