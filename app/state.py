@@ -29,7 +29,7 @@ FALLBACK_SOURCE = "alanine-dipeptide"
 
 #: What each map kind computes, shown next to the map's outputs.
 FORMULAS = {
-    "triangle": "r1 = |x_a - x_b|,  r2 = |x_c - x_b|,  cos = (x_a - x_b)·(x_c - x_b) / (r1 r2)   (b = vertex)",
+    "triangle": "r1 = |x_a - x_b|,  r2 = |x_c - x_b|,  cos = (x_a - x_b).(x_c - x_b) / (r1 r2)   (b = vertex)",
     "distances": "d_ij = |x_i - x_j| for every pair (or the listed pairs)",
     "angles": "theta_ijk = angle at j between x_i - x_j and x_k - x_j",
     "dihedrals": "phi_ijkl = torsion of the bonds i-j, j-k, k-l, in (-pi, pi]",
@@ -264,7 +264,7 @@ class MapState(param.Parameterized):
             ds, cg_map = self.data.dataset, self.cg_map
             step = max(1, ds.n_frames // self.n_check_frames)
             x = torch.as_tensor(ds.positions[::step], dtype=torch.float64)
-            rep = check_consistency(cg_map, x, ds.masses, n_level_set_frames=100)
+            rep = check_consistency(cg_map, x, ds.masses, n_bins=12, min_count=5, n_level_set_frames=100)
             spread = {"edges": [np.asarray(e).tolist() for e in rep.bin_edges],
                       "values": None if rep.bin_spread is None else np.asarray(rep.bin_spread, dtype=float).tolist(),
                       "names": list(cg_map.names[:2])}
@@ -326,6 +326,7 @@ class TrainState(param.Parameterized):
         self._thread = None
         self._lock = threading.Lock()
         self.result = None
+        self.on_trained = None  # called (in the worker thread) after a training run that was not stopped
 
     def trainer(self):
         """The training function (``latentlab.training.train_force_matching``), or None if not installed."""
@@ -385,18 +386,20 @@ class TrainState(param.Parameterized):
                      device=self.device, seed=self.seed, val_fraction=self.val_fraction, callback=self._on_event)
             self.result = res
             stopped = self._stop.is_set()
+            self.model = res.model
+            self.compute_parity()
             self.param.update(model=res.model, model_label=f"trained ({self.convention}, {len(res.history)} epochs)",
                               status=("stopped" if stopped else "finished") +
                                      f" after {len(res.history)} epochs; best val loss {res.best_val_loss:.4g}")
             if res.history and len(res.history) != len(self.history):
                 self.history = [dict(h) for h in res.history]
-            self.compute_parity()
+            if not stopped and self.on_trained is not None:
+                self.on_trained()
         except Exception as err:
             self.param.update(error=f"training failed: {_message(err)}", status="failed")
             traceback.print_exc()
         finally:
-            self.running = False
-            self.version += 1
+            self.param.update(running=False, version=self.version + 1)
 
     def compute_parity(self, n: int = 2000) -> None:
         """Predicted ``grad V`` against the force-matching targets, on up to ``n`` frames."""
@@ -495,6 +498,7 @@ class SimulationState(param.Parameterized):
     trace_length = param.Integer(default=400, bounds=(10, 100000))
     js_every = param.Number(default=1.0, doc="seconds between JS-divergence updates")
     burn_in_records = param.Integer(default=10, bounds=(0, None), doc="records not added to the histograms")
+    after_training = param.Boolean(default=True, doc="start simulating as soon as a training run finishes")
 
     running = param.Boolean(default=False)
     status = param.String(default="")
@@ -785,8 +789,19 @@ class Session(param.Parameterized):
         self.train = TrainState(self.data, self.map, trainer=trainer)
         self.simulation = SimulationState(self.data, self.map, self.train)
         self.reconstruct = ReconstructState(self.data, self.map, self.simulation)
+        self.train.on_trained = self._after_training
+        self.train.param.watch(self._model_changed, "model")
         if self.data.load():
             self.after_load()
+
+    def _model_changed(self, event) -> None:
+        """A new model invalidates the running simulation (its sampler holds the old V)."""
+        if self.simulation.sampler is not None or self.simulation.running:
+            self.simulation.reset()
+
+    def _after_training(self) -> None:
+        if self.simulation.after_training and not self.simulation.running:
+            self.simulation.start()
 
     def after_load(self) -> None:
         """New data set: default map, no model, fresh simulation."""

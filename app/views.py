@@ -42,9 +42,9 @@ class StructurePane(pn.viewable.Viewer):
         super().__init__(**params)
         self.s = session
         self.ngl = NGLViewer(height=380, sizing_mode="stretch_width")
-        self.selection = pn.widgets.TextInput(name="mdtraj selection (or indices)", placeholder="name CA and resid 0 5 9")
-        self.select_btn = pn.widgets.Button(name="Select", button_type="primary")
-        self.clear_btn = pn.widgets.Button(name="Clear")
+        self.selection = pn.widgets.TextInput(label="mdtraj selection (or indices)", placeholder="name CA and resid 0 5 9")
+        self.select_btn = pn.widgets.Button(label="Select", color="primary")
+        self.clear_btn = pn.widgets.Button(label="Clear")
         self.listing = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.error = _alert("")
         self.select_btn.on_click(lambda e: self._select())
@@ -88,11 +88,11 @@ class MapPane(pn.viewable.Viewer):
         super().__init__(**params)
         self.s = session
         m = session.map
-        self.kind = pn.widgets.Select(name="map kind", options=list(m.param.kind.objects), value=m.kind, width=140)
-        self.spec = pn.widgets.TextInput(name="map spec", value=m.spec, width=380)
-        self.from_atoms = pn.widgets.Button(name="Use picked atoms", width=140)
-        self.apply = pn.widgets.Button(name="Apply spec", button_type="primary", width=110)
-        self.check = pn.widgets.Button(name="Check consistency", button_type="success", width=150)
+        self.kind = pn.widgets.Select(label="map kind", options=list(m.param.kind.objects), value=m.kind, width=140)
+        self.spec = pn.widgets.TextInput(label="map spec", value=m.spec, width=380)
+        self.from_atoms = pn.widgets.Button(label="Use picked atoms", width=140)
+        self.apply = pn.widgets.Button(label="Apply spec", color="primary", width=110)
+        self.check = pn.widgets.Button(label="Check consistency", color="success", width=150)
         self.description = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.result = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.error = _alert("")
@@ -156,14 +156,16 @@ class TrainPane(pn.viewable.Viewer):
         t = session.train
         self.params = pn.Param(t, parameters=["width", "depth", "epochs", "lr", "batch_size", "convention", "device",
                                               "val_fraction"], show_name=False, width=260,
-                               widgets={"lr": pn.widgets.FloatInput})
+                               widgets={"lr": pn.widgets.FloatInput, "width": pn.widgets.IntInput,
+                                        "depth": pn.widgets.IntInput, "epochs": pn.widgets.IntInput,
+                                        "batch_size": pn.widgets.IntInput, "val_fraction": pn.widgets.FloatInput})
         self.cuda = pn.pane.Markdown(f"CUDA: **{'available' if t.cuda else 'not available (CPU only)'}**")
-        self.start = pn.widgets.Button(name="Train", button_type="primary", width=90)
-        self.stop = pn.widgets.Button(name="Stop", button_type="danger", width=90)
-        self.exact = pn.widgets.Button(name="Use exact PMF", width=120)
-        self.path = pn.widgets.TextInput(name="model file", value=os.path.abspath("latentlab-model.pt"), width=260)
-        self.save = pn.widgets.Button(name="Save", width=80)
-        self.load = pn.widgets.Button(name="Load", width=80)
+        self.start = pn.widgets.Button(label="Train", color="primary", width=90)
+        self.stop = pn.widgets.Button(label="Stop", color="danger", width=90)
+        self.exact = pn.widgets.Button(label="Use exact PMF", width=120)
+        self.path = pn.widgets.TextInput(label="model file", value=os.path.abspath("latentlab-model.pt"), width=260)
+        self.save = pn.widgets.Button(label="Save", width=80)
+        self.load = pn.widgets.Button(label="Load", width=80)
         self.status = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.error = _alert("")
         self.start.on_click(lambda e: self.s.train.start())
@@ -226,14 +228,15 @@ class SimulatePane(pn.viewable.Viewer):
         super().__init__(**params)
         self.s = session
         sim = session.simulation
-        self.params = pn.Param(sim, parameters=["n_walkers", "dt", "gamma", "temperature", "steps_per_record"],
+        self.params = pn.Param(sim, parameters=["n_walkers", "dt", "gamma", "temperature", "steps_per_record",
+                                                "after_training"],
                                show_name=False, width=260,
                                widgets={"n_walkers": pn.widgets.IntInput, "dt": pn.widgets.FloatInput,
                                         "gamma": pn.widgets.FloatInput, "temperature": pn.widgets.FloatInput,
                                         "steps_per_record": pn.widgets.IntInput})
-        self.start = pn.widgets.Button(name="Simulate", button_type="primary", width=90)
-        self.pause = pn.widgets.Button(name="Pause", button_type="warning", width=80)
-        self.reset = pn.widgets.Button(name="Reset", width=80)
+        self.start = pn.widgets.Button(label="Simulate", color="primary", width=90)
+        self.pause = pn.widgets.Button(label="Pause", color="warning", width=80)
+        self.reset = pn.widgets.Button(label="Reset", width=80)
         self.stats = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.error = _alert("")
         self.start.on_click(lambda e: self.s.simulation.start())
@@ -336,8 +339,8 @@ class ReconstructPane(pn.viewable.Viewer):
         super().__init__(**params)
         self.s = session
         self.ngl = NGLViewer(height=380, sizing_mode="stretch_width", representation="ball+stick")
-        self.walker = pn.widgets.IntInput(name="walker (0-3 for playback)", value=0, start=0, width=160)
-        self.live = pn.widgets.Checkbox(name="follow the simulation live", value=True)
+        self.walker = pn.widgets.IntInput(label="walker (0-3 for playback)", value=0, start=0, width=160)
+        self.live = pn.widgets.Checkbox(label="follow the simulation live", value=True)
         self.player = pn.widgets.Player(label="trajectory", start=0, end=1, value=0, interval=200, width=360,
                                         loop_policy="loop")
         self.info = pn.pane.Markdown("")
@@ -391,10 +394,10 @@ class Dashboard(pn.viewable.Viewer):
     def __init__(self, source: str | None = None, session: Session | None = None, **params):
         super().__init__(**params)
         self.s = session or Session(source)
-        self.source = pn.widgets.Select(name="data set", options=self._choices(), value=self.s.data.source,
+        self.source = pn.widgets.Select(label="data set", options=self._choices(), value=self.s.data.source,
                                         width=220)
-        self.path = pn.widgets.TextInput(name="or a file path", placeholder="/path/to/data.h5", width=260)
-        self.open = pn.widgets.Button(name="Open", width=70)
+        self.path = pn.widgets.TextInput(label="or a file path", placeholder="/path/to/data.h5", width=260)
+        self.open = pn.widgets.Button(label="Open", width=70)
         self.upload = pn.widgets.FileInput(accept=".h5,.npz,.pdb,.xtc,.dcd", width=220)
         self.message = pn.pane.Markdown(self.s.data.message)
         self.error = _alert(self.s.data.error)

@@ -231,7 +231,6 @@ def _has_training():
 
 
 def _set_param(page, label, value):
-    box = page.get_by_label(label, exact=False)
-    if box.count():
-        box.first.fill(value)
-        box.first.press("Enter")
+    box = page.get_by_label(label, exact=True)
+    box.first.fill(value)
+    box.first.press("Enter")
