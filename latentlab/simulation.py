@@ -369,7 +369,25 @@ def start_points(model, dataset=None, n_walkers: int = 1, start="data", seed: in
     return q
 
 
-def make_sampler(model, *, dataset=None, n_walkers: int = 256, dt: float = 0.002, gamma: float = 50.0,
+#: Friction rate (1/ps) that ``gamma="auto"`` aims at: gamma times the geometric mean eigenvalue of A.
+AUTO_FRICTION_RATE = 10.0
+
+
+def auto_gamma(mass, Q: torch.Tensor, rate: float = AUTO_FRICTION_RATE) -> float:
+    """Friction ``gamma`` (amu/ps) giving the friction rate ``rate`` (1/ps) at the typical A of the points ``Q``.
+
+    The friction rates of latent Langevin are ``gamma`` times the eigenvalues of A
+    (``dP = -gamma A P dt + ...``), and A's scale differs by orders of magnitude
+    between maps (~0.3 nm^2/amu for CA triangles, ~30 rad^2/amu for backbone
+    dihedrals), so one fixed gamma is either overdamped (slow barrier crossing) or
+    underdamped somewhere.  ``rate = 10/ps`` is near critical damping for
+    typical latent vibrations (periods ~ 0.2-1 ps).
+    """
+    w = torch.linalg.eigvalsh(mass(Q.to(torch.float64)))
+    return float(rate / torch.exp(torch.log(w.clamp_min(1e-300)).mean()))
+
+
+def make_sampler(model, *, dataset=None, n_walkers: int = 256, dt: float = 0.002, gamma: float | str = "auto",
                  temperature: float | None = None, device="cpu", seed: int | None = None, start="data",
                  mass=None, metropolis: bool = False, dtype=torch.float64, cg_map=None):
     """Latent Langevin sampler for a trained potential, with walkers started from data.
@@ -382,7 +400,8 @@ def make_sampler(model, *, dataset=None, n_walkers: int = 256, dt: float = 0.002
         For starting points and A(Q) when the model file does not carry them.
     n_walkers : int
     dt : float, ps
-    gamma : float, amu/ps
+    gamma : float (amu/ps) or "auto"
+        ``"auto"``: :func:`auto_gamma` at the starting points (friction rate ~10/ps).
     temperature : float, K, optional
         Default: the model's training temperature.  A temperature-conditioned
         model uses ``V(Q, T)``; any other model keeps its V (the potential at its training temperature).
@@ -418,9 +437,13 @@ def make_sampler(model, *, dataset=None, n_walkers: int = 256, dt: float = 0.002
     bounds = meta.get("bounds") or [None] * n
     bounds = [None if b is None else (float(b[0]), float(b[1])) for b in bounds]
     periodic = meta.get("periodic") or list(model.periodic)
+    q0 = start_points(model, dataset, int(n_walkers), start, seed, cg_map)
+    if isinstance(gamma, str):
+        if gamma != "auto":
+            fail("gamma", f"got {gamma!r}", "give a friction in amu/ps or 'auto'")
+        gamma = auto_gamma(mass, q0)
     sampler = LatentLangevin(potential, mass, KB * temperature, dt, gamma, periodic=periodic, bounds=bounds,
                              metropolis=metropolis, device=device, dtype=dtype, seed=seed)
-    q0 = start_points(model, dataset, int(n_walkers), start, seed, cg_map)
     # Keep starts strictly inside reflecting bounds (a cos of exactly +-1 is singular).
     for i, b in enumerate(bounds):
         if b is not None and not periodic[i]:
@@ -475,7 +498,7 @@ def load_simulation(path: str) -> dict:
     return out
 
 
-def simulate_model(model, out: str | None, *, n_walkers: int, n_steps: int, dt: float = 0.002, gamma: float = 50.0,
+def simulate_model(model, out: str | None, *, n_walkers: int, n_steps: int, dt: float = 0.002, gamma="auto",
                    temperature: float | None = None, device="cpu", seed: int | None = 0, record_every: int = 10,
                    dataset=None, metropolis: bool = False, progress: bool = False, model_path: str | None = None,
                    callback=None) -> dict:
@@ -532,7 +555,7 @@ def simulate_model(model, out: str | None, *, n_walkers: int, n_steps: int, dt: 
         "units": meta.get("units", list(model.units)), "periodic": meta.get("periodic", list(model.periodic)),
         "bounds": meta.get("bounds"), "convention": meta.get("convention"), "dataset": meta.get("dataset"),
         "temperature": float(sampler.kT / KB), "model_temperature": meta.get("temperature"), "dt": float(dt),
-        "gamma": float(gamma), "walkers": int(n_walkers), "steps_requested": int(n_steps),
+        "gamma": float(sampler.gamma), "gamma_requested": gamma, "walkers": int(n_walkers), "steps_requested": int(n_steps),
         "steps_done": int(state.step), "record_every": int(record_every), "simulated_ps": float(state.step * sampler.dt),
         "metropolis": bool(metropolis), "device": str(device), "seed": seed,
         "mass_model": {"kind": mass.get("kind"), "consistency": mass.get("consistency")},

@@ -17,7 +17,8 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, required=True, help="number of steps")
     p.add_argument("--out", required=True, metavar="SIM", help="output file (.npz)")
     p.add_argument("--dt", type=float, default=0.002, help="time step in ps (default 0.002)")
-    p.add_argument("--gamma", type=float, default=50.0, help="friction in amu/ps (default 50)")
+    p.add_argument("--gamma", default="auto",
+                   help="friction in amu/ps, or auto (default): a friction rate of ~10/ps for the map's typical A")
     p.add_argument("--temperature", type=float, default=None, help="K (default: the model's training temperature)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--seed", type=int, default=0)
@@ -46,6 +47,12 @@ def run(args) -> int:
         if getattr(args, name) < 1:
             fail("--" + name.replace("_", "-"), f"got {getattr(args, name)}", "use a positive integer")
     device = resolve_device(args.device)
+    gamma = args.gamma
+    if gamma != "auto":
+        try:
+            gamma = float(gamma)
+        except ValueError:
+            fail("--gamma", f"got {args.gamma!r}", "give a number in amu/ps or 'auto'")
     model = load_model(args.model)
     dataset = None
     if args.data:
@@ -53,16 +60,18 @@ def run(args) -> int:
 
         dataset = load(args.data)
     progress = not args.no_progress and not args.json and sys.stderr.isatty()
-    summary = simulate_model(model, args.out, n_walkers=args.walkers, n_steps=args.steps, dt=args.dt, gamma=args.gamma,
+    summary = simulate_model(model, args.out, n_walkers=args.walkers, n_steps=args.steps, dt=args.dt, gamma=gamma,
                              temperature=args.temperature, device=device, seed=args.seed,
                              record_every=args.record_every, dataset=dataset, metropolis=args.metropolis,
                              progress=progress, model_path=args.model)
+    summary.pop("Q", None)
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps(summary, indent=2, default=str))
     else:
         d = summary["diagnostics"]
         print(f"wrote {args.out}: {summary['steps_done']} steps x {args.walkers} walkers "
-              f"({summary['simulated_ps']:.3g} ps each) in {summary['seconds']:.1f} s; kinetic T / T = "
+              f"({summary['simulated_ps']:.3g} ps each, gamma {summary['gamma']:.3g} amu/ps) in {summary['seconds']:.1f} s; "
+              f"kinetic T / T = "
               f"{d.get('kinetic_temperature_ratio', float('nan')):.3f}, re-seeded {d['reseeded']}"
               + (" (interrupted: partial run saved)" if summary["interrupted"] else ""))
     return 130 if summary["interrupted"] else 0

@@ -9,7 +9,7 @@ works for nm, rad and dimensionless coordinates alike.  The output is
 The optional prior is a harmonic wall just outside the range the data
 covered along each non-periodic coordinate,
 ``1/2 k (q - hi)^2`` above ``hi`` and ``1/2 k (lo - q)^2`` below ``lo`` with
-``k = kT / (0.05 std)^2`` (0.5 kT at 5 % of a standard deviation outside),
+``k = kT / (0.1 std)^2`` (0.5 kT at 10 % of a standard deviation outside),
 so latent Langevin walkers cannot wander into regions the network never saw
 and where its extrapolation (linear for SiLU) is meaningless.  Inside the
 data range it is exactly zero and does not bias force matching.
@@ -34,8 +34,8 @@ ACTIVATIONS = {"silu": nn.SiLU, "tanh": nn.Tanh, "softplus": nn.Softplus, "gelu"
 #: Width of the temperature feature: (T - T_ref) / TEMPERATURE_SCALE, K.
 TEMPERATURE_SCALE = 100.0
 
-#: Wall stiffness in units of kT / std^2 (the wall costs 0.5 kT at 5 % of a std outside the data range).
-WALL_STIFFNESS = 1.0 / 0.05**2
+#: Wall stiffness in units of kT / std^2 (the wall costs 0.5 kT at 10 % of a std outside the data range).
+WALL_STIFFNESS = 1.0 / 0.1**2
 
 
 class CGPotential(nn.Module):

@@ -1,0 +1,93 @@
+"""compare_latent: identical vs shifted distributions, periodic wrapping, the noise floor, the CLI contract."""
+
+import json
+
+import numpy as np
+import pytest
+
+from latentlab.compare import compare_latent, js_divergence, plot_comparison
+
+
+def _gauss(n, seed, shift=0.0, scale=1.0, dim=3):
+    return np.random.default_rng(seed).normal(size=(n, dim)) * scale + shift
+
+
+def test_identical_distributions_sit_below_the_noise_floor_and_shifted_ones_far_above():
+    ref = _gauss(10000, 0)
+    same = compare_latent(_gauss(50000, 1), ref)
+    shifted = compare_latent(_gauss(50000, 1, shift=0.5), ref)
+    assert same["ratio"] < 1.0
+    assert shifted["ratio"] > 3.0
+    assert shifted["kl"] > same["kl"]
+    assert shifted["wasserstein"]["q0"] == pytest.approx(0.5, abs=0.05)
+    assert {"js_divergence", "js_noise_floor", "ratio", "kl", "wasserstein", "binning"} <= set(same)
+    assert same["binning"]["bins_per_coordinate"] == 10 and same["binning"]["kind"] == "joint"
+
+
+def test_noise_floor_splits_the_reference_in_time_not_shuffled():
+    ref = _gauss(10000, 0, dim=1)
+    ref[5000:] += 0.3  # a drift between the halves is noise the model cannot beat
+    drifted = compare_latent(_gauss(20000, 1, dim=1), ref)
+    shuffled = compare_latent(_gauss(20000, 1, dim=1), np.random.default_rng(2).permutation(ref))
+    assert drifted["js_noise_floor"] > 5 * shuffled["js_noise_floor"]
+
+
+def test_periodic_coordinates_are_wrapped_and_use_the_whole_circle():
+    ref = np.random.default_rng(0).vonmises(2.5, 2.0, size=(8000, 2))
+    samples = np.random.default_rng(1).vonmises(2.5, 2.0, size=(20000, 2))
+    a = compare_latent(samples, ref, periodic=[True, True])
+    b = compare_latent(samples + 2 * np.pi, ref, periodic=[True, True])
+    assert a["js_divergence"] == pytest.approx(b["js_divergence"])
+    assert a["binning"]["ranges"][0] == pytest.approx([-np.pi, np.pi])
+    # a distribution straddling +-pi is close to itself across the cut
+    assert a["wasserstein"]["q0"] < 0.05
+
+
+def test_samples_outside_the_reference_range_are_counted_not_dropped():
+    ref = _gauss(5000, 0, dim=2)
+    escaped = np.concatenate([_gauss(5000, 1, dim=2), np.full((5000, 2), 100.0)])
+    assert compare_latent(escaped, ref)["js_divergence"] > 0.15  # ~0.005 if the escaped half were dropped
+
+
+def test_js_divergence_limits():
+    p = np.array([0.5, 0.5, 0.0])
+    assert js_divergence(p, p) == 0.0
+    assert js_divergence(np.array([1.0, 0.0]), np.array([0.0, 1.0])) == pytest.approx(np.log(2))
+
+
+def test_bad_inputs_are_refused():
+    with pytest.raises(ValueError, match="coordinates"):
+        compare_latent(_gauss(10, 0, dim=2), _gauss(10, 0, dim=3))
+    with pytest.raises(ValueError, match="NaN"):
+        compare_latent(np.full((5, 1), np.nan), _gauss(10, 0, dim=1))
+    with pytest.raises(ValueError, match="bins"):
+        compare_latent(_gauss(10, 0, dim=1), _gauss(10, 0, dim=1), bins=1)
+
+
+@pytest.mark.parametrize("dim", [1, 2, 3])
+def test_plot_comparison_writes_a_png(tmp_path, dim):
+    out = str(tmp_path / f"cmp{dim}.png")
+    plot_comparison(_gauss(2000, 1, dim=dim), _gauss(2000, 0, dim=dim), periodic=[dim == 2] * dim, out=out, title="t")
+    assert open(out, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_cli_train_simulate_compare_and_the_seed_eq9_bias_is_visible(tmp_path, capsys, artifacts_dir):
+    """The whole loop through the CLI on three atoms: the consistent V matches, the seed's eq. 9 V does not."""
+    from latentlab.cli import main
+
+    ratios = {}
+    for convention in ("consistent", "seed_eq9"):
+        model, sim = str(tmp_path / f"{convention}.pt"), str(tmp_path / f"{convention}.npz")
+        assert main(["train", "three-atom", "--out", model, "--epochs", "15", "--convention", convention,
+                     "--no-progress", "--json"]) == 0
+        capsys.readouterr()
+        assert main(["simulate", model, "--walkers", "400", "--steps", "1500", "--out", sim, "--json"]) == 0
+        capsys.readouterr()
+        plot = f"{artifacts_dir}/compare-three-atom-{convention}.png"
+        assert main(["compare", sim, "--reference", "three-atom", "--json", "--plot", plot]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert {"js_divergence", "js_noise_floor", "ratio"} <= set(result)
+        ratios[convention] = result["ratio"]
+    assert ratios["consistent"] < 1.5
+    assert ratios["seed_eq9"] > 2 * ratios["consistent"]

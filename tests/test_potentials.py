@@ -1,0 +1,111 @@
+"""CGPotential features and priors, and the model file (round trip, corrupt/foreign files)."""
+
+import math
+import os
+
+import pytest
+import torch
+
+from latentlab.potentials import CGPotential, load_model, save_model
+
+
+def _model(**kwargs):
+    torch.manual_seed(0)
+    q = torch.randn(500, 3, dtype=torch.float64) * torch.tensor([0.1, 0.1, 1.0]) + torch.tensor([0.4, 0.4, 0.0])
+    return CGPotential.from_data(q, periodic=[False, False, True], temperature=300.0, hidden=(16, 16), **kwargs), q
+
+
+def test_periodic_coordinate_enters_as_sin_cos_so_v_is_periodic():
+    model, q = _model()
+    shifted = q.clone()
+    shifted[:, 2] += 2 * math.pi
+    assert torch.allclose(model(q), model(shifted), atol=1e-5)
+
+
+def test_walls_are_zero_inside_the_data_range_and_grow_outside():
+    model, q = _model()
+    assert float(model.walls(q).abs().max()) == 0.0
+    out = q[:3].clone()
+    out[:, 0] = q[:, 0].max() + torch.tensor([0.01, 0.02, 0.04], dtype=q.dtype)
+    w = model.walls(out)
+    assert bool((w[1:] > w[:-1]).all()) and float(w[0]) > 0
+    # 0.5 kT at 10 % of a standard deviation outside the range
+    edge = q[:1].clone()
+    edge[0, 0] = q[:, 0].max() + 0.1 * q[:, 0].std()
+    assert float(model.walls(edge)) == pytest.approx(0.5 * model.kT, rel=1e-6)
+    # periodic coordinates get no wall
+    assert float(model.wall_k[2]) == 0.0
+
+
+def test_no_prior_means_no_walls():
+    model, q = _model(prior=False)
+    far = q[:2] * 10
+    assert float(model.walls(far).abs().max()) == 0.0
+
+
+def test_temperature_conditioning_makes_v_depend_on_t():
+    model, q = _model(temperature_conditioning=True)
+    assert not torch.allclose(model(q[:5], 300.0), model(q[:5], 400.0))
+    assert torch.allclose(model(q[:5]), model(q[:5], 300.0))
+
+
+def test_gradient_has_the_shape_of_q_in_float32_and_float64():
+    model, q = _model()
+    for dtype in (torch.float32, torch.float64):
+        m = model.to(dtype)
+        g = m.gradient(q[:7].to(dtype))
+        assert g.shape == (7, 3) and g.dtype == dtype
+
+
+def test_model_file_round_trip_keeps_outputs_and_metadata(tmp_path):
+    model, q = _model(temperature_conditioning=True)
+    path = str(tmp_path / "m.pt")
+    save_model(model, path, {"map": "triangle:0,1,2", "convention": "consistent", "mass_model": {"kind": "constant",
+                                                                                                 "matrix": torch.eye(3)}})
+    loaded = load_model(path)
+    assert torch.allclose(loaded(q, 350.0), model(q, 350.0))
+    meta = loaded.metadata
+    assert meta["map"] == "triangle:0,1,2" and meta["convention"] == "consistent"
+    assert set(meta["versions"]) >= {"latentlab", "torch", "python"}
+    assert meta["periodic"] == [False, False, True] and meta["temperature"] == 300.0
+    assert torch.equal(meta["mass_model"]["matrix"], torch.eye(3))
+    assert not any(name.startswith(".tmp-") for name in os.listdir(tmp_path))
+
+
+def test_corrupt_truncated_and_foreign_model_files_give_clear_errors(tmp_path):
+    model, _ = _model()
+    good = str(tmp_path / "good.pt")
+    save_model(model, good)
+    data = open(good, "rb").read()
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(data[: len(data) // 2])
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a model at all")
+    foreign = str(tmp_path / "foreign.pt")
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    for path in (truncated, garbage):
+        with pytest.raises(ValueError, match="corrupt, truncated"):
+            load_model(str(path))
+    with pytest.raises(ValueError, match="not a latentlab model file"):
+        load_model(foreign)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_model(str(tmp_path / "missing.pt"))
+    payload = torch.load(good, weights_only=True)
+    payload["format_version"] = 99
+    newer = str(tmp_path / "newer.pt")
+    torch.save(payload, newer)
+    with pytest.raises(ValueError, match="format version 99"):
+        load_model(newer)
+
+
+def test_bad_constructor_arguments_are_refused():
+    with pytest.raises(ValueError, match="hidden"):
+        CGPotential(2, hidden=())
+    with pytest.raises(ValueError, match="activation"):
+        CGPotential(2, activation="relu6")
+    with pytest.raises(ValueError, match="std"):
+        CGPotential(2, std=[1.0, 0.0])
+    with pytest.raises(ValueError, match="periodic"):
+        CGPotential(2, periodic=[True])
+    with pytest.raises(ValueError, match="Q"):
+        CGPotential(2)(torch.zeros(4, 3))

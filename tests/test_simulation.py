@@ -1,0 +1,183 @@
+"""Effective-mass models, the sampler built from a trained model, SIM files and the simulate CLI."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch.func import jacfwd, vmap
+
+from latentlab.data import load
+from latentlab.dynamics import mean_and_stderr
+from latentlab.simulation import (KernelMass, TriangleMass, auto_gamma, load_simulation, make_sampler, mass_function,
+                                  mass_model_from_dict, save_simulation, simulate_model)
+from latentlab.training import train_force_matching
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def three_atom_model():
+    data = load("three-atom", n=20000, seed=3)
+    return train_force_matching(data, epochs=25, seed=0, device="cpu", patience=0).model
+
+
+def _kernel(periodic=(True, False)):
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.rand(30, 2, generator=gen, dtype=torch.float64) * 4 - 2
+    a = torch.randn(30, 2, 2, generator=gen, dtype=torch.float64)
+    values = a @ a.transpose(1, 2) + 0.5 * torch.eye(2, dtype=torch.float64)
+    counts = torch.randint(1, 50, (30,), generator=gen).double()
+    return KernelMass(centres, values, counts, torch.tensor([0.4, 0.3], dtype=torch.float64), list(periodic))
+
+
+def test_kernel_mass_forward_and_reverse_derivatives_match_plain_autodiff():
+    mass = _kernel()
+    q = torch.randn(17, 2, dtype=torch.float64)
+    assert torch.allclose(mass(q), mass.reference(q))
+    exact = vmap(jacfwd(lambda x: mass.reference(x[None])[0]))(q)  # (W, N, N, N)
+    import torch.autograd.forward_ad as fwAD
+
+    for d in range(2):
+        tangent = torch.zeros_like(q)
+        tangent[:, d] = 1.0
+        with fwAD.dual_level():
+            out = fwAD.unpack_dual(mass(fwAD.make_dual(q, tangent))).tangent
+        assert torch.allclose(out, exact[..., d], atol=1e-12)
+    qr = q.clone().requires_grad_(True)
+    (g1,) = torch.autograd.grad(torch.logdet(mass(qr)).sum(), qr)
+    (g2,) = torch.autograd.grad(torch.logdet(mass.reference(qr)).sum(), qr)
+    assert torch.allclose(g1, g2, atol=1e-12)
+
+
+def test_kernel_mass_is_positive_definite_periodic_and_finite_far_from_data():
+    mass = _kernel()
+    q = torch.tensor([[0.3, 0.1], [0.3 + 2 * np.pi, 0.1], [50.0, -80.0]], dtype=torch.float64)
+    a = mass(q)
+    assert torch.isfinite(a).all() and bool((torch.linalg.eigvalsh(a) > 0).all())
+    assert torch.allclose(a[0], a[1])
+
+
+def test_kernel_table_of_a_linear_map_reproduces_its_constant_mass():
+    from latentlab.maps import parse_map
+
+    data = load("three-atom", n=2000, seed=0)
+    cg_map = parse_map("linear:1", n_atoms=3)  # Cartesian position of the vertex atom: A = I / m_b
+    closed = mass_function(cg_map, data, consistency=False)
+    kernel = mass_function(cg_map, data, kind="kernel", consistency=False)
+    assert closed.kind == "constant" and kernel.kind == "kernel"
+    q = cg_map(torch.as_tensor(data.positions[:50], dtype=torch.float64)) + 0.01
+    expected = torch.eye(3, dtype=torch.float64) / data.masses[1]
+    assert torch.allclose(kernel(q), expected.expand(50, 3, 3), rtol=1e-5)
+    assert torch.allclose(closed(q), expected.expand(50, 3, 3))
+
+
+def test_triangle_map_gets_the_closed_form_mass_and_it_round_trips_through_a_dict():
+    data = load("three-atom", n=500, seed=0)
+    mass = mass_function(data.map(), data)
+    assert isinstance(mass, TriangleMass) and mass.consistency["verdict"] == "consistent"
+    from latentlab.maps import effective_mass
+
+    x = torch.as_tensor(data.positions[:20], dtype=torch.float64)
+    q = data.map()(x)
+    assert torch.allclose(mass(q), effective_mass(data.map(), x, data.masses), rtol=1e-5, atol=1e-6)
+    again = mass_model_from_dict(mass.to_dict())
+    assert torch.equal(again(q), mass(q)) and again.consistency == mass.consistency
+
+
+def test_alanine_phi_psi_mass_comes_from_data_with_a_consistency_score():
+    data = load("alanine-dipeptide").select_frames(slice(0, 3000))
+    mass = mass_function(data.map(), data)
+    assert mass.kind == "kernel"
+    assert mass.consistency["verdict"] == "inconsistent" and 0 < mass.consistency["score"] < 10
+    q = torch.tensor([[-1.5, 1.5], [np.pi, -np.pi]], dtype=torch.float64)
+    assert torch.allclose(mass(q[1:]), mass(q[1:] + 2 * np.pi))
+
+
+def test_auto_gamma_gives_the_target_friction_rate():
+    mass = TriangleMass([1 / 12.0, 1 / 14.0, 1 / 16.0])
+    q = torch.tensor([[0.4, 0.4, 0.1]], dtype=torch.float64)
+    gamma = auto_gamma(mass, q, rate=10.0)
+    w = torch.linalg.eigvalsh(mass(q))
+    assert gamma * float(torch.exp(torch.log(w).mean())) == pytest.approx(10.0)
+
+
+def test_make_sampler_starts_from_stored_data_frames_inside_the_bounds(three_atom_model):
+    sampler, state = make_sampler(three_atom_model, n_walkers=64, seed=1)
+    start = three_atom_model.metadata["start_Q"]
+    assert state.Q.shape == (64, 3)
+    dist = torch.cdist(state.Q, start.to(state.Q)).min(1).values
+    assert float(dist.max()) < 1e-5
+    assert sampler.gamma > 0 and state.Q[:, 2].abs().max() < 1
+    with pytest.raises(ValueError, match="n_walkers"):
+        make_sampler(three_atom_model, n_walkers=0)
+    with pytest.raises(ValueError, match="gamma"):
+        make_sampler(three_atom_model, n_walkers=2, gamma="fast")
+
+
+@pytest.mark.slow
+def test_latent_langevin_with_the_learned_v_reproduces_exact_three_atom_moments(three_atom_model):
+    from latentlab.testing import ThreeAtomSystem
+
+    exact = ThreeAtomSystem().exact_moments()
+    sampler, state = make_sampler(three_atom_model, n_walkers=600, dt=0.002, seed=4)
+    sampler.step(state, 300)  # burn-in (walkers already start from equilibrium data)
+    record = sampler.run(state, 1500, record_every=5)
+    q = record["Q"]  # (T, W, 3)
+    checks = {"mean_r1": q[..., 0], "mean_r2": q[..., 1], "var_cos": q[..., 2] ** 2}
+    for name, series in checks.items():
+        mean, err, _ = mean_and_stderr(series)
+        target = exact[name] + (exact["mean_cos"] ** 2 if name == "var_cos" else 0.0)
+        # statistical error plus a small allowance for the learned (not exact) V
+        assert abs(float(mean) - target) < 4 * float(err) + 0.01 * abs(target), (name, float(mean), target, float(err))
+
+
+def test_sim_file_round_trip_and_foreign_files(tmp_path):
+    path = str(tmp_path / "sim.npz")
+    q = np.random.default_rng(0).normal(size=(4, 3, 2))
+    save_simulation(path, q, np.arange(4) * 0.02, {"map": "dihedrals:phi-psi", "names": ["phi", "psi"]})
+    sim = load_simulation(path)
+    assert np.allclose(sim["Q"], q.astype(np.float32)) and sim["metadata"]["map"] == "dihedrals:phi-psi"
+    np.savez(str(tmp_path / "other.npz"), Q=q)
+    with pytest.raises(ValueError, match="simulation"):
+        load_simulation(str(tmp_path / "other.npz"))
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="simulation"):
+        load_simulation(str(tmp_path / "junk.npz"))
+    with pytest.raises(FileNotFoundError):
+        load_simulation(str(tmp_path / "missing.npz"))
+
+
+def test_simulate_model_writes_records_and_diagnostics(three_atom_model, tmp_path):
+    out = str(tmp_path / "sim.npz")
+    summary = simulate_model(three_atom_model, out, n_walkers=16, n_steps=40, record_every=10, seed=0)
+    sim = load_simulation(out)
+    assert sim["Q"].shape == (4, 16, 3) and np.allclose(sim["time"], [0.02, 0.04, 0.06, 0.08])
+    meta = sim["metadata"]
+    assert meta["steps_done"] == 40 and not meta["interrupted"] and meta["map"] == "triangle:0,1,2"
+    assert meta["mass_model"]["kind"] == "triangle" and "kinetic_temperature_ratio" in meta["diagnostics"]
+    assert summary["Q"].shape == (4, 16, 3)
+
+
+@pytest.mark.slow
+def test_simulate_cli_saves_what_was_done_on_ctrl_c(three_atom_model, tmp_path):
+    from latentlab.potentials import save_model
+
+    model_path = str(tmp_path / "m.pt")
+    save_model(three_atom_model, model_path)
+    out = str(tmp_path / "sim.npz")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "latentlab.cli", "simulate", model_path, "--walkers", "8",
+                             "--steps", "10000000", "--record-every", "5", "--out", out, "--no-progress"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(8)
+    proc.send_signal(signal.SIGINT)
+    log = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 130, log
+    sim = load_simulation(out)
+    assert sim["metadata"]["interrupted"] and sim["Q"].shape[0] > 0
+    assert sim["metadata"]["steps_done"] >= 5 * sim["Q"].shape[0]

@@ -1,0 +1,172 @@
+"""Force matching: targets, determinism, checkpoint/resume, stopping, and recovery of an exact PMF."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from latentlab.data import load
+from latentlab.potentials import load_model
+from latentlab.training import prepare_targets, time_block_split, train_force_matching
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def three_atom():
+    return load("three-atom", n=4000, seed=1)
+
+
+def test_time_block_split_holds_out_whole_contiguous_blocks():
+    train, val = time_block_split(1000, 0.1, 20, seed=3)
+    assert len(train) + len(val) == 1000 and len(set(train.tolist()) & set(val.tolist())) == 0
+    assert len(val) == 100
+    blocks = set((val * 20 // 1000).tolist())
+    assert len(blocks) == 2
+    for b in blocks:  # every frame of a held-out block is held out
+        assert set(range(b * 50, (b + 1) * 50)) <= set(val.tolist())
+    with pytest.raises(ValueError, match="val_fraction"):
+        time_block_split(100, 1.5, 10, 0)
+
+
+def test_targets_of_the_three_atom_system_are_the_exact_gradient_of_v(three_atom):
+    from latentlab.testing import ThreeAtomSystem
+
+    system = ThreeAtomSystem()
+    q, g = prepare_targets(three_atom, dtype=torch.float64)
+    qr = q.clone().requires_grad_(True)
+    v = system.pmf(qr) - 0.5 * system.kT * torch.logdet(system.effective_mass(qr))
+    (exact,) = torch.autograd.grad(v.sum(), qr)
+    # positions are stored in float32, so agreement is to float32 round-off of the geometry
+    assert float(((g - exact).abs() / (1.0 + exact.abs())).max()) < 1e-3
+
+
+def test_training_is_deterministic_with_a_seed(three_atom):
+    runs = [train_force_matching(three_atom, epochs=3, hidden=(32, 32), seed=7, device="cpu", patience=0)
+            for _ in range(2)]
+    assert [h["train_loss"] for h in runs[0].history] == [h["train_loss"] for h in runs[1].history]
+    for a, b in zip(runs[0].model.state_dict().values(), runs[1].model.state_dict().values()):
+        assert torch.equal(a, b)
+    other = train_force_matching(three_atom, epochs=1, hidden=(32, 32), seed=8, device="cpu")
+    assert other.history[0]["train_loss"] != runs[0].history[0]["train_loss"]
+
+
+def test_history_entries_and_model_metadata(three_atom, tmp_path):
+    out = str(tmp_path / "m.pt")
+    result = train_force_matching(three_atom, epochs=2, hidden=(16,), seed=0, out=out, device="cpu")
+    assert result.path == out and os.path.exists(out) and not os.path.exists(out + ".ckpt")
+    assert [set(h) >= {"epoch", "train_loss", "val_loss", "lr", "seconds"} for h in result.history] == [True, True]
+    assert result.best_val_loss == min(h["val_loss"] for h in result.history)
+    meta = load_model(out).metadata
+    assert meta["map"] == "triangle:0,1,2" and meta["convention"] == "consistent"
+    assert meta["mass_model"]["kind"] == "triangle" and meta["consistency"]["verdict"] == "consistent"
+    assert meta["training"]["seed"] == 0 and meta["dataset"]["name"] == "three-atom"
+    assert meta["start_Q"].shape[1] == 3 and meta["bounds"][2] == [-1.0, 1.0]
+
+
+def test_callback_returning_true_stops_within_a_batch(three_atom, tmp_path):
+    events = []
+
+    def callback(event):
+        events.append(event)
+        return event["event"] == "batch"
+
+    t0 = time.perf_counter()
+    result = train_force_matching(three_atom, epochs=50, hidden=(16,), batch_size=8, out=str(tmp_path / "m.pt"),
+                                  callback=callback, callback_interval=0.0, device="cpu")
+    assert time.perf_counter() - t0 < 30
+    assert result.stopped == "callback" and result.history == []
+    assert [e["event"] for e in events] == ["prepare", "batch"]
+    assert events[1]["batch"] == 1
+    assert os.path.exists(str(tmp_path / "m.pt"))  # the best model so far is written
+
+
+def test_epoch_callback_sees_every_epoch_and_can_stop(three_atom):
+    seen = []
+    result = train_force_matching(three_atom, epochs=10, hidden=(16,), device="cpu",
+                                  callback=lambda e: e["event"] == "epoch" and (seen.append(e["epoch"]) or e["epoch"] == 2))
+    assert seen == [1, 2] and len(result.history) == 2 and result.stopped == "callback"
+
+
+def test_bad_training_arguments_are_refused(three_atom, tmp_path):
+    with pytest.raises(ValueError, match="epochs"):
+        train_force_matching(three_atom, epochs=0)
+    with pytest.raises(ValueError, match="convention"):
+        train_force_matching(three_atom, epochs=1, convention="nonsense")
+    with pytest.raises(ValueError, match="device"):
+        train_force_matching(three_atom, epochs=1, device="tpu")
+    no_forces = three_atom.select_frames(slice(0, 100))
+    no_forces.forces = None
+    with pytest.raises(ValueError, match="forces"):
+        train_force_matching(no_forces, epochs=1)
+
+
+def test_resume_with_other_settings_is_refused(three_atom, tmp_path):
+    out = str(tmp_path / "m.pt")
+    train_force_matching(three_atom, epochs=5, hidden=(16,), out=out, device="cpu",
+                         callback=lambda e: e["event"] == "epoch" and e["epoch"] == 2)
+    assert os.path.exists(out + ".ckpt")
+    with pytest.raises(ValueError, match="different settings.*hidden"):
+        train_force_matching(three_atom, epochs=5, hidden=(32,), out=out, resume=True, device="cpu")
+    resumed = train_force_matching(three_atom, epochs=5, hidden=(16,), out=out, resume=True, device="cpu", patience=0)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4, 5]
+
+
+def _checkpoint_epoch(path):
+    try:
+        return int(torch.load(path, weights_only=True)["epoch"])
+    except Exception:
+        return 0
+
+
+@pytest.mark.slow
+def test_training_killed_and_resumed_loses_at_most_one_epoch_and_matches_an_uninterrupted_run(tmp_path):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    out = str(tmp_path / "killed.pt")
+    args = [sys.executable, "-m", "latentlab.cli", "train", "three-atom", "--frames", "3000", "--epochs", "40",
+            "--hidden", "16,16", "--patience", "0", "--seed", "5", "--device", "cpu", "--no-progress", "--out"]
+    proc = subprocess.Popen(args + [out], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while _checkpoint_epoch(out + ".ckpt") < 4 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    log = proc.communicate()[0]
+    done_epochs = log.count("\nepoch ") + log.startswith("epoch ")  # epochs finished before the kill
+    killed_at = _checkpoint_epoch(out + ".ckpt")
+    assert killed_at >= 4 and not os.path.exists(out), log
+    assert done_epochs - killed_at <= 1  # at most the epoch in progress after the last checkpoint is lost
+    subprocess.run(args + [out, "--resume"], env=env, check=True, capture_output=True, text=True, timeout=300)
+    resumed = load_model(out)
+    reference = str(tmp_path / "reference.pt")
+    subprocess.run(args + [reference], env=env, check=True, capture_output=True, text=True, timeout=300)
+    uninterrupted = load_model(reference)
+    assert [h["epoch"] for h in resumed.metadata["history"]] == list(range(1, 41))
+    assert [h["val_loss"] for h in resumed.metadata["history"]] == [h["val_loss"] for h in uninterrupted.metadata["history"]]
+    for a, b in zip(resumed.state_dict().values(), uninterrupted.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.slow
+def test_force_matching_recovers_the_exact_gradient_of_v_on_three_atoms():
+    """grad of the learned V vs the exact grad of A_pmf - kT/2 ln det A, on fresh exact samples."""
+    from latentlab.testing import ThreeAtomSystem
+
+    system = ThreeAtomSystem()
+    data = load("three-atom", n=20000, seed=2)
+    result = train_force_matching(data, epochs=25, seed=0, device="cpu", patience=0)
+    q = system.sample_cg(5000, seed=11)
+    model = result.model.double()
+    inside = ((q >= model.wall_lo) & (q <= model.wall_hi)).all(1)  # the walls (prior) act outside the data range
+    assert float(inside.double().mean()) > 0.99
+    q = q[inside]
+    qr = q.clone().requires_grad_(True)
+    v = system.pmf(qr) - 0.5 * system.kT * torch.logdet(system.effective_mass(qr))
+    (exact,) = torch.autograd.grad(v.sum(), qr)
+    learned = model.gradient(q)
+    scale = q.std(0)  # compare in standardised coordinates
+    err = ((learned - exact) * scale).pow(2).mean().sqrt() / (exact * scale).pow(2).mean().sqrt()
+    assert float(err) < 0.03
