@@ -12,7 +12,7 @@ import os
 import numpy as np
 import panel as pn
 import param
-from bokeh.models import ColumnDataSource, LinearColorMapper
+from bokeh.models import ColorBar, ColumnDataSource, LinearColorMapper
 from bokeh.plotting import figure
 
 from app.ngl import NGLViewer
@@ -101,9 +101,10 @@ class MapPane(pn.viewable.Viewer):
         self.check.on_click(lambda e: self.s.map.check())
         self.mapper = LinearColorMapper(palette="Viridis256", nan_color=(0, 0, 0, 0))
         self.spread_src = ColumnDataSource({"image": [np.zeros((1, 1))], "x": [0], "y": [0], "dw": [1], "dh": [1]})
-        self.fig = _figure("spread of A over Q (relative, per bin)", height=300, width=380)
+        self.fig = _figure("spread of A over Q (relative, per bin)", height=300, width=440)
         self.fig.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.spread_src,
                        color_mapper=self.mapper)
+        self.fig.add_layout(ColorBar(color_mapper=self.mapper, width=10, title="relative spread"), "right")
         self._version = -1
 
     def refresh(self):
@@ -389,7 +390,7 @@ class ReconstructPane(pn.viewable.Viewer):
 class Dashboard(pn.viewable.Viewer):
     """The whole dashboard for one session: data set chooser and the five panes in tabs."""
 
-    period_ms = param.Integer(default=200, doc="refresh period of the live views (ms)")
+    period_ms = param.Integer(default=100, doc="refresh period of the live views (ms); only the visible tab is redrawn")
 
     def __init__(self, source: str | None = None, session: Session | None = None, **params):
         super().__init__(**params)
@@ -413,6 +414,7 @@ class Dashboard(pn.viewable.Viewer):
                             ("Train", self.train), ("Simulate", self.simulate), ("Reconstruct", self.reconstruct),
                             dynamic=False)
         self._callback = None
+        self.tabs.param.watch(lambda e: self.tick(), "active")
 
     def _choices(self):
         names = self.s.data.choices()
@@ -438,7 +440,12 @@ class Dashboard(pn.viewable.Viewer):
         """Refresh every view from the state (periodic callback on the server thread)."""
         self.message.object = self.s.data.message
         self.error.object, self.error.visible = self.s.data.error, bool(self.s.data.error)
-        for pane in (self.map, self.train, self.simulate, self.reconstruct):
+        # Only the visible tab is redrawn: hidden plots cost websocket traffic and server time for nothing
+        # (each pane remembers the state version it last drew and catches up when shown).
+        panes = {1: self.map, 2: self.train, 3: self.simulate, 4: self.reconstruct}
+        for index, pane in panes.items():
+            if index != self.tabs.active:
+                continue
             try:
                 pane.refresh()
             except Exception as err:  # a drawing problem must not stop the other panes

@@ -153,6 +153,7 @@ def test_dashboard_views_refresh_from_state():
     from app.views import Dashboard
 
     dash = Dashboard("three-atom")
+    dash.tabs.active = 3  # only the visible tab is redrawn
     dash.s.train.use_exact()
     dash.s.simulation.n_walkers = 64
     dash.s.simulation.start()
