@@ -166,3 +166,13 @@ def test_dashboard_views_refresh_from_state():
     dash.structure.ngl.picked_event = [1, 123]
     assert 1 not in dash.s.atoms.picked or dash.s.atoms.picked.count(1) == 1
     assert isinstance(dash.__panel__(), pn.Column)
+
+
+def test_uploaded_file_is_loaded_or_refused_with_a_message(tmp_path):
+    s = Session("three-atom")
+    assert not s.data.save_upload("junk.h5", b"\x00not a data set", directory=str(tmp_path))
+    assert "cannot load" in s.data.error and s.data.dataset.name == "three-atom"
+    src = os.path.join(ROOT, "latentlab", "data", "builtin", "alanine-dipeptide-400K.h5")
+    with open(src, "rb") as handle:
+        assert s.data.save_upload("ala.h5", handle.read(), directory=str(tmp_path))
+    assert s.data.dataset.n_atoms == 22 and not s.data.error
