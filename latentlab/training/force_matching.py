@@ -25,6 +25,7 @@ Wang et al., ACS Cent. Sci. 5, 755 (2019): CGnet, neural force matching with pri
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -43,7 +44,7 @@ CHECKPOINT_FORMAT = "latentlab-checkpoint"
 
 #: Defaults of :func:`train_force_matching` (also shown by ``latentlab train --help``).
 DEFAULTS = {"epochs": 60, "lr": 2e-3, "batch_size": 256, "hidden": (128, 128, 128), "val_fraction": 0.1,
-            "patience": 15, "n_blocks": 20, "lr_final_fraction": 0.05, "weight_decay": 0.0}
+            "patience": 15, "n_blocks": 20, "lr_final_fraction": 0.05, "weight_decay": 0.0, "ema_decay": 0.995}
 
 
 @dataclass
@@ -144,6 +145,7 @@ def train_force_matching(dataset, map_spec: str | None = None, *, epochs: int = 
                          lr_final_fraction: float = DEFAULTS["lr_final_fraction"],
                          weight_decay: float = DEFAULTS["weight_decay"], prior: bool = True,
                          activation: str = "silu", dtype=torch.float32, mass=None,
+                         ema_decay: float = DEFAULTS["ema_decay"], refit: bool = True,
                          callback_interval: float = 0.2) -> TrainResult:
     """Train ``V_theta(Q)`` by force matching.
 
@@ -183,6 +185,17 @@ def train_force_matching(dataset, map_spec: str | None = None, *, epochs: int = 
     prior : bool
         Harmonic walls just outside the data range (:class:`CGPotential`).
     dtype : torch dtype of the training (float32 default).
+    ema_decay : float
+        Validation, early stopping and the returned model use an exponential moving average of the
+        weights with this decay per batch (0 disables).  With force-matching targets that are mostly
+        noise, the last iterate of Adam wanders; the average does not (Polyak & Juditsky 1992).
+    refit : bool
+        After the validation phase, train the same initial model on *all* frames for the number of
+        epochs that was best on the held-out blocks, and return that model (history entries carry
+        ``phase``: "validate" or "refit"; in the refit phase ``val_loss`` is measured on frames that are
+        now trained on).  Force matching on ~10^4 frames is data-limited: leaving 10 % of the time
+        blocks out changed the learned alanine-dipeptide phi/psi distribution by several times the
+        data's own noise floor.
     mass : MassModel, optional
         A(Q) for the log-det term and the model file (default :func:`latentlab.simulation.mass_function`).
 
@@ -210,7 +223,8 @@ def train_force_matching(dataset, map_spec: str | None = None, *, epochs: int = 
                 "lr": float(lr), "batch_size": int(batch_size), "hidden": list(hidden), "seed": int(seed),
                 "val_fraction": float(val_fraction), "patience": int(patience), "n_blocks": int(n_blocks),
                 "lr_final_fraction": float(lr_final_fraction), "weight_decay": float(weight_decay),
-                "prior": bool(prior), "activation": activation, "dtype": str(dtype).replace("torch.", "")}
+                "prior": bool(prior), "activation": activation, "dtype": str(dtype).replace("torch.", ""),
+                "ema_decay": float(ema_decay), "refit": bool(refit)}
     # Settings a resumed run must share with the checkpoint (epochs may be extended).
     frozen = [k for k in settings if k not in ("epochs", "patience")]
 
@@ -243,19 +257,30 @@ def train_force_matching(dataset, map_spec: str | None = None, *, epochs: int = 
     train_idx, val_idx = train_idx.to(dev), val_idx.to(dev)
     kT = ds.kT
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
-        model = CGPotential.from_data(Q[train_idx].double().cpu(), periodic=cg_map.periodic, temperature=ds.temperature,
+    all_idx = torch.arange(Q.shape[0], device=dev)
+
+    def fresh():
+        """Model, EMA copy and optimiser, initialised from the seed (the same for both phases)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            m = CGPotential.from_data(Q[train_idx].double().cpu(), periodic=cg_map.periodic, temperature=ds.temperature,
                                       prior=prior, wall_range=(Q.amin(0).double().cpu(), Q.amax(0).double().cpu()),
-                                      hidden=hidden, activation=activation, names=cg_map.names,
-                                      units=cg_map.units)
-    model = model.to(device=dev, dtype=dtype)
+                                      hidden=hidden, activation=activation, names=cg_map.names, units=cg_map.units)
+        m = m.to(device=dev, dtype=dtype)
+        e = copy.deepcopy(m).requires_grad_(False) if ema_decay > 0 else m
+        return m, e, torch.optim.Adam(m.parameters(), lr=float(lr), weight_decay=float(weight_decay))
+
+    model, ema, opt = fresh()
     scale = model.std.to(device=dev, dtype=dtype)
-    opt = torch.optim.Adam(model.parameters(), lr=float(lr), weight_decay=float(weight_decay))
     history: list[dict] = []
     best_val, best_state, bad_epochs, start_epoch = math.inf, None, 0, 0
+    phase, best_epoch, refit_epochs = "validate", 0, 0
     if checkpoint is not None:
+        phase = checkpoint.get("phase", "validate")
+        best_epoch, refit_epochs = int(checkpoint.get("best_epoch", 0)), int(checkpoint.get("refit_epochs", 0))
         model.load_state_dict(checkpoint["model"]["state_dict"])
+        if ema is not model:
+            ema.load_state_dict(checkpoint["ema"])
         opt.load_state_dict(checkpoint["optimizer"])
         history = list(checkpoint["history"])
         best_val = float(checkpoint["best_val_loss"])
@@ -263,7 +288,7 @@ def train_force_matching(dataset, map_spec: str | None = None, *, epochs: int = 
         bad_epochs = int(checkpoint["bad_epochs"])
         start_epoch = int(checkpoint["epoch"])
     if best_state is None:
-        best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        best_state = {k: v.detach().cpu().clone() for k, v in ema.state_dict().items()}
 
     stride = max(1, Q.shape[0] // 2000)
     metadata = {
@@ -276,18 +301,21 @@ def train_force_matching(dataset, map_spec: str | None = None, *, epochs: int = 
         "dataset": {"name": ds.name, "source": str(ds.source), "n_frames": int(ds.n_frames)},
         "training": {"kind": "force-matching", **settings, "n_train": int(train_idx.numel()),
                      "n_val": int(val_idx.numel()), "device": str(dev)},
+        "validation": "time blocks" + (" (then refit on all frames for the best epoch count)" if refit else ""),
         "start_Q": Q[::stride].detach().cpu().double(), "versions": versions(),
     }
 
     def snapshot(epoch: int):
         return {"format": CHECKPOINT_FORMAT, "settings": settings, "epoch": epoch, "history": history,
+                "phase": phase, "best_epoch": best_epoch, "refit_epochs": refit_epochs,
                 "model": model_payload(model, {}), "optimizer": opt.state_dict(), "best_val_loss": best_val,
-                "best_state": best_state, "bad_epochs": bad_epochs}
+                "best_state": best_state, "bad_epochs": bad_epochs, "ema": ema.state_dict()}
 
     def finish(stopped: str) -> TrainResult:
         final = CGPotential(**model.config())
         final.load_state_dict(best_state)
-        final.metadata = {**metadata, "history": history, "best_val_loss": best_val, "stopped": stopped}
+        final.metadata = {**metadata, "history": history, "best_val_loss": best_val, "stopped": stopped,
+                          "best_epoch": best_epoch, "refit_epochs": refit_epochs if phase == "refit" else 0}
         if out is not None:
             save_model(final, out)
             if stopped != "callback" and ckpt and os.path.exists(ckpt):
@@ -299,61 +327,84 @@ def train_force_matching(dataset, map_spec: str | None = None, *, epochs: int = 
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=epochs, initial=min(start_epoch, epochs), unit="epoch", desc="force matching")
-    n_train = train_idx.numel()
-    n_batches = max(1, math.ceil(n_train / int(batch_size)))
+        bar = tqdm(total=epochs + refit_epochs, initial=len(history), unit="epoch", desc="force matching")
     last_call = time.perf_counter()
     stopped = "completed"
     try:
-        for epoch in range(start_epoch, epochs):
-            t0 = time.perf_counter()
-            lr_e = _lr_at(epoch, epochs, float(lr), lr_final_fraction)
-            for group in opt.param_groups:
-                group["lr"] = lr_e
-            model.train()
-            gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + epoch)
-            order = train_idx[torch.randperm(n_train, generator=gen).to(dev)]
-            running = 0.0
-            for b in range(n_batches):
-                idx = order[b * int(batch_size):(b + 1) * int(batch_size)]
-                loss = force_matching_loss(model, Q[idx], g[idx], scale, kT)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                running += float(loss.detach())
-                if callback is not None and time.perf_counter() - last_call >= callback_interval:
-                    last_call = time.perf_counter()
-                    if emit({"event": "batch", "epoch": epoch + 1, "batch": b + 1, "n_batches": n_batches,
-                             "train_loss": running / (b + 1)}):
-                        stopped = "callback"
-                        break
-            if stopped == "callback":
-                break  # the partial epoch is dropped; the checkpoint holds the last complete one
-            model.eval()
-            val = _evaluate(model, Q[val_idx], g[val_idx], scale, kT, 4096)
-            improved = val < best_val
-            if improved:
-                best_val, bad_epochs = val, 0
-                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            else:
-                bad_epochs += 1
-            seconds = time.perf_counter() - t0
-            entry = {"epoch": epoch + 1, "train_loss": running / n_batches, "val_loss": val, "lr": lr_e,
-                     "seconds": seconds}
-            history.append(entry)
+        while True:
+            n_epochs = epochs if phase == "validate" else refit_epochs
+            fit_idx = train_idx if phase == "validate" else all_idx
+            n_fit = fit_idx.numel()
+            n_batches = max(1, math.ceil(n_fit / int(batch_size)))
+            for epoch in range(start_epoch, n_epochs):
+                t0 = time.perf_counter()
+                lr_e = _lr_at(epoch, n_epochs, float(lr), lr_final_fraction)
+                for group in opt.param_groups:
+                    group["lr"] = lr_e
+                model.train()
+                gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + epoch + (0 if phase == "validate" else 500_000))
+                order = fit_idx[torch.randperm(n_fit, generator=gen).to(dev)]
+                running = 0.0
+                for b in range(n_batches):
+                    idx = order[b * int(batch_size):(b + 1) * int(batch_size)]
+                    loss = force_matching_loss(model, Q[idx], g[idx], scale, kT)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    if ema is not model:
+                        with torch.no_grad():
+                            for pe, pm in zip(ema.parameters(), model.parameters()):
+                                pe.lerp_(pm, 1.0 - ema_decay)
+                    running += float(loss.detach())
+                    if callback is not None and time.perf_counter() - last_call >= callback_interval:
+                        last_call = time.perf_counter()
+                        if emit({"event": "batch", "epoch": len(history) + 1, "batch": b + 1, "n_batches": n_batches,
+                                 "train_loss": running / (b + 1), "phase": phase}):
+                            stopped = "callback"
+                            break
+                if stopped == "callback":
+                    break  # the partial epoch is dropped; the checkpoint holds the last complete one
+                model.eval()
+                val = _evaluate(ema, Q[val_idx], g[val_idx], scale, kT, 4096)
+                improved = False
+                if phase == "validate":
+                    improved = val < best_val
+                    if improved:
+                        best_val, bad_epochs, best_epoch = val, 0, epoch + 1
+                        best_state = {k: v.detach().cpu().clone() for k, v in ema.state_dict().items()}
+                    else:
+                        bad_epochs += 1
+                else:  # refit: the held-out frames are training frames now; the last EMA state is the model
+                    best_state = {k: v.detach().cpu().clone() for k, v in ema.state_dict().items()}
+                entry = {"epoch": len(history) + 1, "train_loss": running / n_batches, "val_loss": val, "lr": lr_e,
+                         "seconds": time.perf_counter() - t0, "phase": phase}
+                history.append(entry)
+                if ckpt is not None:
+                    with atomic_output(ckpt) as tmp:
+                        torch.save(snapshot(epoch + 1), tmp)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(phase=phase, train=f"{entry['train_loss']:.4g}", val=f"{val:.4g}",
+                                    best=f"{best_val:.4g}")
+                if emit({"event": "epoch", "epochs": epochs + refit_epochs, "elapsed": time.perf_counter() - t_start,
+                         "best_val_loss": best_val, "improved": improved, **entry}):
+                    stopped = "callback"
+                    break
+                if phase == "validate" and patience and bad_epochs >= int(patience):
+                    stopped = "early-stopping"
+                    break
+            if stopped == "callback" or phase == "refit" or not refit:
+                break
+            # Phase 2: the same initial model trained on every frame for the number of epochs
+            # that was best on the held-out blocks.
+            phase, refit_epochs, start_epoch = "refit", max(1, best_epoch), 0
+            model, ema, opt = fresh()
+            if bar is not None:
+                bar.total = len(history) + refit_epochs
+                bar.refresh()
             if ckpt is not None:
                 with atomic_output(ckpt) as tmp:
-                    torch.save(snapshot(epoch + 1), tmp)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(train=f"{entry['train_loss']:.4g}", val=f"{val:.4g}", best=f"{best_val:.4g}")
-            if emit({"event": "epoch", "epochs": epochs, "elapsed": time.perf_counter() - t_start,
-                     "best_val_loss": best_val, "improved": improved, **entry}):
-                stopped = "callback"
-                break
-            if patience and bad_epochs >= int(patience):
-                stopped = "early-stopping"
-                break
+                    torch.save(snapshot(0), tmp)
     finally:
         if bar is not None:
             bar.close()
