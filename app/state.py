@@ -368,7 +368,14 @@ class TrainState(param.Parameterized):
             self._thread.join(timeout)
 
     def _on_event(self, event: dict) -> bool:
-        if isinstance(event, dict) and "train_loss" in event:
+        if isinstance(event, dict) and event.get("event") in ("prepare", "batch"):
+            if event.get("message"):
+                self.status = str(event["message"])
+            elif event.get("event") == "batch":
+                self.status = (f"epoch {event.get('epoch')}: batch {event.get('batch')}/{event.get('n_batches')}, "
+                               f"train {event.get('train_loss', float('nan')):.4g}")
+            self.version += 1
+        elif isinstance(event, dict) and event.get("event", "epoch") == "epoch" and "train_loss" in event:
             with self._lock:
                 self.history = self.history + [dict(event)]
             self.status = f"epoch {event.get('epoch')}: train {event['train_loss']:.4g}" + (
@@ -498,7 +505,8 @@ class SimulationState(param.Parameterized):
     trace_length = param.Integer(default=400, bounds=(10, 100000))
     js_every = param.Number(default=1.0, doc="seconds between JS-divergence updates")
     burn_in_records = param.Integer(default=10, bounds=(0, None), doc="records not added to the histograms")
-    after_training = param.Boolean(default=True, doc="start simulating as soon as a training run finishes")
+    after_training = param.Boolean(default=True, label="Simulate when training finishes",
+                                   doc="start simulating as soon as a training run finishes")
 
     running = param.Boolean(default=False)
     status = param.String(default="")

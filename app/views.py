@@ -247,6 +247,10 @@ class SimulatePane(pn.viewable.Viewer):
         self.hist_srcs = []
         self.trace_src = ColumnDataSource({"t": []})
         self.trace = _figure("latent trajectories (first coordinate)", x_axis_label="time (ps)", width=360)
+        self._n_traces = sim.trace_walkers
+        self.trace_src.data = {"t": [], **{f"w{j}": [] for j in range(self._n_traces)}}
+        for j in range(self._n_traces):
+            self.trace.line("t", f"w{j}", source=self.trace_src, color=COLORS[j % len(COLORS)])
         self.temp_src = ColumnDataSource({"t": [], "T": [], "target": []})
         self.temp = _figure("kinetic temperature", x_axis_label="time (ps)", y_axis_label="K", width=360)
         self.temp.line("t", "T", source=self.temp_src, color=COLORS[0], legend_label="kinetic")
@@ -278,11 +282,7 @@ class SimulatePane(pn.viewable.Viewer):
             self.hist_srcs.append(src)
             figs.append(fig)
         self.hist_row.objects = figs
-        k = snap["traces"].shape[1] if snap["traces"] is not None else self.s.simulation.trace_walkers
-        self.trace.renderers = []
-        self.trace_src.data = {"t": [], **{f"w{j}": [] for j in range(k)}}
-        for j in range(k):
-            self.trace.line("t", f"w{j}", source=self.trace_src, color=COLORS[j % len(COLORS)])
+        self.trace_src.data = {"t": [], **{f"w{j}": [] for j in range(self._n_traces)}}
         self.trace.yaxis.axis_label = names[0] if names else ""
 
     def refresh(self):
@@ -306,7 +306,10 @@ class SimulatePane(pn.viewable.Viewer):
             src.patch({"model": [(slice(0, len(dens)), dens)]})
         if snap["traces"] is not None:
             tr = snap["traces"]
-            self.trace_src.data = {"t": snap["trace_time"], **{f"w{j}": tr[:, j, 0] for j in range(tr.shape[1])}}
+            k = min(tr.shape[1], self._n_traces)
+            self.trace_src.data = {"t": snap["trace_time"],
+                                   **{f"w{j}": (tr[:, j, 0] if j < k else np.full(len(tr), np.nan))
+                                      for j in range(self._n_traces)}}
         kin = snap["kinetic"]
         self.temp_src.data = {"t": kin[:, 0], "T": kin[:, 1], "target": np.full(len(kin), snap["target_temperature"])}
         js = snap["js"]

@@ -92,7 +92,8 @@ def test_training_adds_history_saves_loads_and_stops_within_a_second(three_atom,
     assert t.start()
     t.wait(120)
     assert not t.running and not t.error, t.error
-    assert [h["epoch"] for h in t.history] == [1, 2, 3]
+    epochs = [h["epoch"] for h in t.history]
+    assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) >= 3  # one entry per epoch, no batch events
     assert t.parity and len(t.parity["target"]) == len(t.parity["predicted"])
     path = str(tmp_path / "model.pt")
     assert t.save(path) and t.load(path) and "loaded" in t.model_label
