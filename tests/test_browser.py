@@ -9,7 +9,6 @@ Playwright is absent on this machine (``.ci/run`` installs both).
 
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
