@@ -39,6 +39,15 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: small batched ops run fastest on one thread, and more "
                         "threads slow down badly when another job shares the cores)")
+    p.add_argument("--objective", default="force-matching",
+                   choices=["force-matching", "relative-entropy", "temperature-matching"],
+                   help="force-matching (default); relative-entropy: force matching, then refinement with samples of "
+                        "the latent sampler (experimental); temperature-matching: V(Q, T) from DATA plus --more-data "
+                        "at other temperatures, with internal-energy matching (seed sec. 3.3)")
+    p.add_argument("--more-data", nargs="+", default=[], metavar="DATA",
+                   help="data sets at other temperatures for --objective temperature-matching "
+                        "(e.g. alanine-dipeptide-350K alanine-dipeptide-400K)")
+    p.add_argument("--iterations", type=int, default=150, help="relative-entropy updates (default 150)")
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -65,11 +74,32 @@ def run(args) -> int:
             fail("--frames", f"got {args.frames}", "use at least 10 frames")
         ds = ds.select_frames(slice(0, args.frames))
     progress = not args.no_progress and not args.json and sys.stderr.isatty()
+    if args.objective == "temperature-matching":
+        from latentlab.training import train_temperature_matching
+
+        if not args.more_data:
+            fail("--more-data", "temperature matching needs data at two or more temperatures",
+                 "add e.g. --more-data alanine-dipeptide-350K alanine-dipeptide-400K")
+        result = train_temperature_matching([ds] + [load(d) for d in args.more_data], args.spec, epochs=args.epochs,
+                                            lr=args.lr, batch_size=args.batch_size, hidden=hidden,
+                                            convention=args.convention, method=args.method, device=args.device,
+                                            seed=args.seed, val_fraction=args.val_fraction, patience=args.patience,
+                                            out=args.out, progress=progress)
+        return _report(args, result)
     result = train_force_matching(ds, args.spec, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                                   hidden=hidden, convention=args.convention, method=args.method, device=args.device,
                                   seed=args.seed, val_fraction=args.val_fraction, out=args.out, resume=args.resume,
                                   progress=progress, patience=args.patience, prior=not args.no_prior,
                                   callback=None if progress or args.json else _printer())
+    if args.objective == "relative-entropy":
+        from latentlab.training import train_relative_entropy
+
+        result = train_relative_entropy(ds, args.spec, model=result.model, iterations=args.iterations,
+                                        device=args.device, seed=args.seed, out=args.out, progress=progress)
+    return _report(args, result)
+
+
+def _report(args, result) -> int:
     meta = result.model.metadata
     summary = {"out": result.path, "epochs_run": result.epochs_run, "stopped": result.stopped,
                "best_val_loss": result.best_val_loss, "seconds": result.seconds, "map": meta.get("map"),
