@@ -109,3 +109,15 @@ def test_bad_constructor_arguments_are_refused():
         CGPotential(2, periodic=[True])
     with pytest.raises(ValueError, match="Q"):
         CGPotential(2)(torch.zeros(4, 3))
+
+
+def test_ensemble_potential_is_the_mean_of_its_members_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    q = torch.randn(200, 2, dtype=torch.float64)
+    model = CGPotential.from_data(q, hidden=(8,), n_members=3)
+    e = model.member_energies(q[:4])
+    assert e.shape == (4, 3) and not torch.allclose(e[:, 0], e[:, 1])
+    assert torch.allclose(model(q[:4]), e.mean(-1) + model.walls(q[:4]))
+    path = str(tmp_path / "ens.pt")
+    save_model(model, path)
+    assert torch.allclose(load_model(path)(q[:4]), model(q[:4]))

@@ -176,3 +176,12 @@ def test_force_matching_recovers_the_exact_gradient_of_v_on_three_atoms():
     scale = q.std(0)  # compare in standardised coordinates
     err = ((learned - exact) * scale).pow(2).mean().sqrt() / (exact * scale).pow(2).mean().sqrt()
     assert float(err) < 0.03
+
+
+def test_ensemble_members_are_trained_on_their_own_losses(three_atom):
+    result = train_force_matching(three_atom, epochs=2, hidden=(16,), ensemble=2, device="cpu", refit=False)
+    model = result.model
+    assert model.n_members == 2 and model.metadata["training"]["ensemble"] == 2
+    q = torch.as_tensor(model.metadata["start_Q"][:10])
+    e = model.double().member_energies(q)
+    assert not torch.allclose(e[:, 0] - e[0, 0], e[:, 1] - e[0, 1])

@@ -63,12 +63,16 @@ class CGPotential(nn.Module):
         Add ``(T - T_ref)/100 K`` as an input: ``V(Q, T)``.
     names, units : sequence of str, optional
         Coordinate names and units (metadata only).
+    n_members : int
+        Number of independently initialised MLPs whose mean is V (an ensemble; 1 = a single MLP).
+        Force matching trains each member on its own loss; averaging them cancels much of the
+        fit-to-noise of each (the targets are mostly noise).
     """
 
     def __init__(self, n_cg: int, *, periodic: Sequence[bool] | None = None, mean=None, std=None,
                  hidden: Sequence[int] = (128, 128, 128), activation: str = "silu", temperature: float = 300.0,
                  wall_lo=None, wall_hi=None, wall_k=None, temperature_conditioning: bool = False,
-                 names: Sequence[str] | None = None, units: Sequence[str] | None = None):
+                 names: Sequence[str] | None = None, units: Sequence[str] | None = None, n_members: int = 1):
         super().__init__()
         if int(n_cg) < 1:
             fail("n_cg", f"got {n_cg}", "give the number of CG coordinates (>= 1)")
@@ -105,13 +109,21 @@ class CGPotential(nn.Module):
         self.register_buffer("wall_k", vec(wall_k, 0.0, "wall_k"))
         self.register_buffer("periodic_mask", torch.tensor(self.periodic, dtype=torch.bool))
         n_in = sum(2 if p else 1 for p in self.periodic) + (1 if self.temperature_conditioning else 0)
-        layers: list[nn.Module] = []
-        width = n_in
-        for h in hidden:
-            layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
-            width = h
-        layers.append(nn.Linear(width, 1))
-        self.net = nn.Sequential(*layers)
+        if int(n_members) < 1:
+            fail("n_members", f"got {n_members}", "use 1 (a single MLP) or more (an ensemble)")
+        self.n_members = int(n_members)
+
+        def mlp():
+            layers: list[nn.Module] = []
+            width = n_in
+            for h in hidden:
+                layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
+                width = h
+            layers.append(nn.Linear(width, 1))
+            return nn.Sequential(*layers)
+
+        self.net = mlp()
+        self.members = nn.ModuleList([mlp() for _ in range(self.n_members - 1)])
         self.metadata: dict = {}
 
     # ------------------------------------------------------------------ construction
@@ -145,7 +157,7 @@ class CGPotential(nn.Module):
         return {"n_cg": self.n_cg, "periodic": list(self.periodic), "hidden": list(self.hidden),
                 "activation": self.activation, "temperature": self.temperature,
                 "temperature_conditioning": self.temperature_conditioning, "names": list(self.names),
-                "units": list(self.units)}
+                "units": list(self.units), "n_members": self.n_members}
 
     @property
     def kT(self) -> float:
@@ -189,9 +201,13 @@ class CGPotential(nn.Module):
         """
         if Q.dim() != 2 or Q.shape[1] != self.n_cg:
             fail("Q", f"has shape {tuple(Q.shape)}, expected (n_walkers, {self.n_cg})", "pass CG coordinates")
+        return self.member_energies(Q, temperature).mean(-1) + self.walls(Q)
+
+    def member_energies(self, Q: torch.Tensor, temperature=None) -> torch.Tensor:
+        """Each ensemble member's network output ``(n_walkers, n_members)`` kJ/mol (walls not included)."""
         x = self.features(Q, temperature).to(self.net[0].weight.dtype)
-        v = self.kT * self.net(x)[:, 0]
-        return v.to(Q.dtype) + self.walls(Q)
+        out = [self.net(x)] + [m(x) for m in self.members]
+        return (self.kT * torch.cat(out, dim=-1)).to(Q.dtype)
 
     def gradient(self, Q: torch.Tensor, temperature=None, create_graph: bool = False) -> torch.Tensor:
         """``grad_Q V`` of shape ``(n_walkers, n_cg)``, kJ/mol per unit of each Q."""

@@ -44,7 +44,8 @@ CHECKPOINT_FORMAT = "latentlab-checkpoint"
 
 #: Defaults of :func:`train_force_matching` (also shown by ``latentlab train --help``).
 DEFAULTS = {"epochs": 60, "lr": 2e-3, "batch_size": 256, "hidden": (128, 128, 128), "val_fraction": 0.1,
-            "patience": 15, "n_blocks": 20, "lr_final_fraction": 0.05, "weight_decay": 0.0, "ema_decay": 0.995}
+            "patience": 15, "n_blocks": 20, "lr_final_fraction": 0.05, "weight_decay": 0.0, "ema_decay": 0.995,
+            "ensemble": 1}
 
 
 @dataclass
@@ -95,8 +96,19 @@ def time_block_split(n_frames: int, val_fraction: float, n_blocks: int, seed: in
 
 
 def force_matching_loss(model: CGPotential, Q: torch.Tensor, g: torch.Tensor, scale: torch.Tensor, kT: float,
-                        create_graph: bool = True, temperature=None) -> torch.Tensor:
-    """Mean squared gradient error in standardised coordinates and kT (see the module docstring)."""
+                        create_graph: bool = True, temperature=None, per_member: bool = False) -> torch.Tensor:
+    """Mean squared gradient error in standardised coordinates and kT (see the module docstring).
+
+    ``per_member``: for an ensemble, the mean over members of each member's own loss (members are
+    trained independently); otherwise the loss of the ensemble mean.
+    """
+    if per_member and getattr(model, "n_members", 1) > 1:
+        k = model.n_members
+        q = Q.detach().unsqueeze(0).expand(k, -1, -1).clone().requires_grad_(True)  # one copy per member
+        e = torch.stack([model.member_energies(q[i], temperature)[:, i] for i in range(k)])  # (K, B)
+        e = e + torch.stack([model.walls(q[i]) for i in range(k)])
+        (grad,) = torch.autograd.grad(e.sum(), q, create_graph=create_graph)  # (K, B, N)
+        return (((grad - g) * scale / kT) ** 2).mean()
     q = Q.detach().requires_grad_(True)
     v = model(q, temperature) if temperature is not None else model(q)
     (grad,) = torch.autograd.grad(v.sum(), q, create_graph=create_graph)
@@ -146,6 +158,7 @@ def train_force_matching(dataset, map_spec: str | None = None, *, epochs: int = 
                          weight_decay: float = DEFAULTS["weight_decay"], prior: bool = True,
                          activation: str = "silu", dtype=torch.float32, mass=None,
                          ema_decay: float = DEFAULTS["ema_decay"], refit: bool = True,
+                         ensemble: int = DEFAULTS["ensemble"],
                          callback_interval: float = 0.2) -> TrainResult:
     """Train ``V_theta(Q)`` by force matching.
 
@@ -189,6 +202,12 @@ def train_force_matching(dataset, map_spec: str | None = None, *, epochs: int = 
         Validation, early stopping and the returned model use an exponential moving average of the
         weights with this decay per batch (0 disables).  With force-matching targets that are mostly
         noise, the last iterate of Adam wanders; the average does not (Polyak & Juditsky 1992).
+    ensemble : int
+        Number of independently initialised MLPs trained side by side on the same batches, each on its
+        own loss; V is their mean (validation uses the mean).  Measured on alanine dipeptide (phi/psi,
+        seed 0): JS ratio 2.33 for one MLP, 2.18 for 4 members trained side by side (5x the time);
+        averaging 5 separately trained models (different seeds, hence different validation blocks
+        and shuffles) gave 1.58 against single-model ratios of 1.5-2.3.  Default 1.
     refit : bool
         After the validation phase, train the same initial model on *all* frames for the number of
         epochs that was best on the held-out blocks, and return that model (history entries carry
@@ -224,7 +243,7 @@ def train_force_matching(dataset, map_spec: str | None = None, *, epochs: int = 
                 "val_fraction": float(val_fraction), "patience": int(patience), "n_blocks": int(n_blocks),
                 "lr_final_fraction": float(lr_final_fraction), "weight_decay": float(weight_decay),
                 "prior": bool(prior), "activation": activation, "dtype": str(dtype).replace("torch.", ""),
-                "ema_decay": float(ema_decay), "refit": bool(refit)}
+                "ema_decay": float(ema_decay), "refit": bool(refit), "ensemble": int(ensemble)}
     # Settings a resumed run must share with the checkpoint (epochs may be extended).
     frozen = [k for k in settings if k not in ("epochs", "patience")]
 
@@ -263,9 +282,9 @@ def train_force_matching(dataset, map_spec: str | None = None, *, epochs: int = 
         """Model, EMA copy and optimiser, initialised from the seed (the same for both phases)."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))
-            m = CGPotential.from_data(Q[train_idx].double().cpu(), periodic=cg_map.periodic, temperature=ds.temperature,
-                                      prior=prior, wall_range=(Q.amin(0).double().cpu(), Q.amax(0).double().cpu()),
-                                      hidden=hidden, activation=activation, names=cg_map.names, units=cg_map.units)
+            m = CGPotential.from_data(Q.double().cpu(), periodic=cg_map.periodic, temperature=ds.temperature,
+                                      prior=prior, hidden=hidden, activation=activation, names=cg_map.names,
+                                      units=cg_map.units, n_members=ensemble)
         m = m.to(device=dev, dtype=dtype)
         e = copy.deepcopy(m).requires_grad_(False) if ema_decay > 0 else m
         return m, e, torch.optim.Adam(m.parameters(), lr=float(lr), weight_decay=float(weight_decay))
@@ -347,7 +366,7 @@ def train_force_matching(dataset, map_spec: str | None = None, *, epochs: int = 
                 running = 0.0
                 for b in range(n_batches):
                     idx = order[b * int(batch_size):(b + 1) * int(batch_size)]
-                    loss = force_matching_loss(model, Q[idx], g[idx], scale, kT)
+                    loss = force_matching_loss(model, Q[idx], g[idx], scale, kT, per_member=True)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
