@@ -121,3 +121,17 @@ def test_ensemble_potential_is_the_mean_of_its_members_and_round_trips(tmp_path)
     path = str(tmp_path / "ens.pt")
     save_model(model, path)
     assert torch.allclose(load_model(path)(q[:4]), model(q[:4]))
+
+
+def test_support_prior_is_zero_on_dense_data_and_rises_away_from_it(tmp_path):
+    torch.manual_seed(0)
+    q = torch.randn(4000, 2, dtype=torch.float64) * 0.3
+    model = CGPotential.from_data(q, hidden=(8,), support=True)
+    prior = model.support_prior(q)
+    assert float((prior == 0).double().mean()) == pytest.approx(0.98, abs=0.01)
+    far = torch.tensor([[0.0, 0.0], [0.8, 0.0], [1.2, 0.0]], dtype=torch.float64)  # inside the walls' box
+    p = model.support_prior(far)
+    assert float(p[0]) == 0.0 and 0 < float(p[1]) < float(p[2])
+    path = str(tmp_path / "s.pt")
+    save_model(model, path)
+    assert torch.allclose(load_model(path)(far), model(far))

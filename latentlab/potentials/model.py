@@ -14,6 +14,15 @@ so latent Langevin walkers cannot wander into regions the network never saw
 and where its extrapolation (linear for SiLU) is meaningless.  Inside the
 data range it is exactly zero and does not bias force matching.
 
+The optional data-support prior (``support=True`` in :meth:`CGPotential.from_data`) adds
+``1/2 kT (l* - l(Q))^2`` where ``l(Q)`` is the log kernel density of the training data (a
+binned table, Gaussian kernels of one bin width, periodic-aware) and ``l*`` its 2 % quantile
+over the training frames: zero where the data are dense, rising where they are sparse or
+absent, in any number of dimensions (the walls only box each coordinate).  It is part of V
+during training, so where frames exist force matching can cancel it; where none exist it
+keeps the walkers out.  This follows the prior-plus-network design of CGnet (Wang et al.
+2019), with the prior taken from the data's support instead of a force field.
+
 Temperature conditioning (seed sec. 3.3) adds the feature
 ``(T - T_ref) / 100 K`` to the input, giving ``W(theta, T, Q)``.
 """
@@ -63,6 +72,8 @@ class CGPotential(nn.Module):
         Add ``(T - T_ref)/100 K`` as an input: ``V(Q, T)``.
     names, units : sequence of str, optional
         Coordinate names and units (metadata only).
+    support_bins : int
+        Size of the data-support prior table (0: none); filled by :meth:`from_data` (see the module docstring).
     n_members : int
         Number of independently initialised MLPs whose mean is V (an ensemble; 1 = a single MLP).
         Force matching trains each member on its own loss; averaging them cancels much of the
@@ -72,7 +83,8 @@ class CGPotential(nn.Module):
     def __init__(self, n_cg: int, *, periodic: Sequence[bool] | None = None, mean=None, std=None,
                  hidden: Sequence[int] = (128, 128, 128), activation: str = "silu", temperature: float = 300.0,
                  wall_lo=None, wall_hi=None, wall_k=None, temperature_conditioning: bool = False,
-                 names: Sequence[str] | None = None, units: Sequence[str] | None = None, n_members: int = 1):
+                 names: Sequence[str] | None = None, units: Sequence[str] | None = None, n_members: int = 1,
+                 support_bins: int = 0):
         super().__init__()
         if int(n_cg) < 1:
             fail("n_cg", f"got {n_cg}", "give the number of CG coordinates (>= 1)")
@@ -108,6 +120,13 @@ class CGPotential(nn.Module):
         self.register_buffer("wall_hi", vec(wall_hi, math.inf, "wall_hi"))
         self.register_buffer("wall_k", vec(wall_k, 0.0, "wall_k"))
         self.register_buffer("periodic_mask", torch.tensor(self.periodic, dtype=torch.bool))
+        self.support_bins = int(support_bins)
+        b = self.support_bins
+        self.register_buffer("support_centres", torch.zeros(b, n, dtype=torch.float64))
+        self.register_buffer("support_logw", torch.zeros(b, dtype=torch.float64))
+        self.register_buffer("support_h", torch.ones(n, dtype=torch.float64))
+        self.register_buffer("support_level", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("support_k", torch.zeros((), dtype=torch.float64))
         n_in = sum(2 if p else 1 for p in self.periodic) + (1 if self.temperature_conditioning else 0)
         if int(n_members) < 1:
             fail("n_members", f"got {n_members}", "use 1 (a single MLP) or more (an ensemble)")
@@ -129,7 +148,7 @@ class CGPotential(nn.Module):
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_data(cls, Q, *, periodic: Sequence[bool] | None = None, temperature: float = 300.0, prior: bool = True,
-                  wall_range=None, **kwargs) -> "CGPotential":
+                  wall_range=None, support: bool = False, support_quantile: float = 0.02, **kwargs) -> "CGPotential":
         """A model standardised to training coordinates ``Q (n_frames, n_cg)``, with walls if ``prior``.
 
         The walls sit at ``wall_range = (lo, hi)`` (arrays of shape (n_cg,)), by default the range of ``Q``;
@@ -150,14 +169,29 @@ class CGPotential(nn.Module):
             lo, hi = (q.amin(0), q.amax(0)) if wall_range is None else (
                 as_tensor(wall_range[0], "wall_range", dtype=torch.float64), as_tensor(wall_range[1], "wall_range", dtype=torch.float64))
             walls = {"wall_lo": lo, "wall_hi": hi, "wall_k": k}
-        return cls(n, periodic=per, mean=mean, std=std, temperature=temperature, **walls, **kwargs)
+        if not (prior and support):
+            return cls(n, periodic=per, mean=mean, std=std, temperature=temperature, **walls, **kwargs)
+        bins = {1: 40, 2: 24, 3: 12}.get(n, 6)
+        from latentlab.simulation import _binned_mean_mass
+
+        ones = torch.eye(n, dtype=q.dtype).expand(q.shape[0], n, n)
+        centres, _, counts, width, _ = _binned_mean_mass(q, ones, per, bins)
+        model = cls(n, periodic=per, mean=mean, std=std, temperature=temperature, **walls,
+                    support_bins=int(centres.shape[0]), **kwargs)
+        model.support_centres.copy_(centres)
+        model.support_logw.copy_(torch.log(counts))
+        model.support_h.copy_(width)
+        level = torch.quantile(model.log_support(q), support_quantile)
+        model.support_level.fill_(float(level))
+        model.support_k.fill_(KB * float(temperature))  # kT per (unit of log density)^2
+        return model
 
     def config(self) -> dict:
         """Constructor arguments (plain Python types) that rebuild this architecture; buffers come from the state dict."""
         return {"n_cg": self.n_cg, "periodic": list(self.periodic), "hidden": list(self.hidden),
                 "activation": self.activation, "temperature": self.temperature,
                 "temperature_conditioning": self.temperature_conditioning, "names": list(self.names),
-                "units": list(self.units), "n_members": self.n_members}
+                "units": list(self.units), "n_members": self.n_members, "support_bins": self.support_bins}
 
     @property
     def kT(self) -> float:
@@ -201,7 +235,21 @@ class CGPotential(nn.Module):
         """
         if Q.dim() != 2 or Q.shape[1] != self.n_cg:
             fail("Q", f"has shape {tuple(Q.shape)}, expected (n_walkers, {self.n_cg})", "pass CG coordinates")
-        return self.member_energies(Q, temperature).mean(-1) + self.walls(Q)
+        return self.member_energies(Q, temperature).mean(-1) + self.walls(Q) + self.support_prior(Q)
+
+    def log_support(self, Q: torch.Tensor) -> torch.Tensor:
+        """Log of the kernel density of the training data at ``Q``, ``(n_walkers,)`` (up to a constant)."""
+        c, h = self.support_centres.to(Q), self.support_h.to(Q)
+        delta = Q[:, None, :] - c[None]
+        delta = torch.where(self.periodic_mask.to(Q.device), 2.0 * torch.sin(0.5 * delta), delta)
+        return torch.logsumexp(self.support_logw.to(Q) - 0.5 * ((delta / h) ** 2).sum(-1), dim=-1)
+
+    def support_prior(self, Q: torch.Tensor) -> torch.Tensor:
+        """``1/2 k (l* - l(Q))^2`` where the data's log density ``l`` falls below ``l*`` (else 0), kJ/mol."""
+        if self.support_bins == 0:
+            return Q.new_zeros(Q.shape[0])
+        gap = torch.clamp(self.support_level.to(Q) - self.log_support(Q), min=0.0)
+        return 0.5 * self.support_k.to(Q) * gap**2
 
     def member_energies(self, Q: torch.Tensor, temperature=None) -> torch.Tensor:
         """Each ensemble member's network output ``(n_walkers, n_members)`` kJ/mol (walls not included)."""

@@ -45,7 +45,7 @@ CHECKPOINT_FORMAT = "latentlab-checkpoint"
 #: Defaults of :func:`train_force_matching` (also shown by ``latentlab train --help``).
 DEFAULTS = {"epochs": 60, "lr": 2e-3, "batch_size": 256, "hidden": (128, 128, 128), "val_fraction": 0.1,
             "patience": 15, "n_blocks": 20, "lr_final_fraction": 0.05, "weight_decay": 0.0, "ema_decay": 0.995,
-            "ensemble": 1}
+            "ensemble": 1, "support_prior": True}
 
 
 @dataclass
@@ -158,7 +158,7 @@ def train_force_matching(dataset, map_spec: str | None = None, *, epochs: int = 
                          weight_decay: float = DEFAULTS["weight_decay"], prior: bool = True,
                          activation: str = "silu", dtype=torch.float32, mass=None,
                          ema_decay: float = DEFAULTS["ema_decay"], refit: bool = True,
-                         ensemble: int = DEFAULTS["ensemble"],
+                         ensemble: int = DEFAULTS["ensemble"], support_prior: bool = DEFAULTS["support_prior"],
                          callback_interval: float = 0.2) -> TrainResult:
     """Train ``V_theta(Q)`` by force matching.
 
@@ -197,6 +197,12 @@ def train_force_matching(dataset, map_spec: str | None = None, *, epochs: int = 
         Early stopping after this many epochs without a better validation loss (0 disables).
     prior : bool
         Harmonic walls just outside the data range (:class:`CGPotential`).
+    support_prior : bool
+        Also the data-support prior (:meth:`CGPotential.support_prior`): zero where the data's kernel
+        density is above its 2 % quantile over the frames, rising below.  Force matching knows nothing
+        where there are no frames and little where there are a handful; without this prior the MLP
+        is too flat there and over-populates sparse tails (chignolin, 7.5k frames: JS ratio 1.6 -> 0.95
+        for seed 0, 2.4 -> 1.1 for seed 1; alanine phi/psi 2.3 -> 2.1, 2.1 -> 1.7).
     dtype : torch dtype of the training (float32 default).
     ema_decay : float
         Validation, early stopping and the returned model use an exponential moving average of the
@@ -243,7 +249,8 @@ def train_force_matching(dataset, map_spec: str | None = None, *, epochs: int = 
                 "val_fraction": float(val_fraction), "patience": int(patience), "n_blocks": int(n_blocks),
                 "lr_final_fraction": float(lr_final_fraction), "weight_decay": float(weight_decay),
                 "prior": bool(prior), "activation": activation, "dtype": str(dtype).replace("torch.", ""),
-                "ema_decay": float(ema_decay), "refit": bool(refit), "ensemble": int(ensemble)}
+                "ema_decay": float(ema_decay), "refit": bool(refit), "ensemble": int(ensemble),
+                "support_prior": bool(support_prior)}
     # Settings a resumed run must share with the checkpoint (epochs may be extended).
     frozen = [k for k in settings if k not in ("epochs", "patience")]
 
@@ -284,7 +291,7 @@ def train_force_matching(dataset, map_spec: str | None = None, *, epochs: int = 
             torch.manual_seed(int(seed))
             m = CGPotential.from_data(Q.double().cpu(), periodic=cg_map.periodic, temperature=ds.temperature,
                                       prior=prior, hidden=hidden, activation=activation, names=cg_map.names,
-                                      units=cg_map.units, n_members=ensemble)
+                                      units=cg_map.units, n_members=ensemble, support=support_prior)
         m = m.to(device=dev, dtype=dtype)
         e = copy.deepcopy(m).requires_grad_(False) if ema_decay > 0 else m
         return m, e, torch.optim.Adam(m.parameters(), lr=float(lr), weight_decay=float(weight_decay))
