@@ -171,7 +171,7 @@ class CGPotential(nn.Module):
             walls = {"wall_lo": lo, "wall_hi": hi, "wall_k": k}
         if not (prior and support):
             return cls(n, periodic=per, mean=mean, std=std, temperature=temperature, **walls, **kwargs)
-        bins = {1: 40, 2: 24, 3: 12}.get(n, 6)
+        bins = {1: 40, 2: 24, 3: 8}.get(n, 5)
         from latentlab.simulation import _binned_mean_mass
 
         ones = torch.eye(n, dtype=q.dtype).expand(q.shape[0], n, n)
