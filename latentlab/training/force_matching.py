@@ -95,23 +95,45 @@ def time_block_split(n_frames: int, val_fraction: float, n_blocks: int, seed: in
     return torch.nonzero(~is_val).flatten(), torch.nonzero(is_val).flatten()
 
 
+def prior_gradient(model: CGPotential, Q: torch.Tensor, batch: int = 4096) -> torch.Tensor:
+    """``grad_Q`` of the model's fixed priors (walls + data support) at ``Q``, ``(n_frames, n_cg)``.
+
+    The priors do not depend on the weights, so training computes this once instead of every batch.
+    """
+    out = []
+    for s in range(0, Q.shape[0], batch):
+        q = Q[s:s + batch].detach().to(torch.float64).requires_grad_(True)
+        e = model.walls(q) + model.support_prior(q)
+        (gq,) = torch.autograd.grad(e.sum(), q) if e.requires_grad else (torch.zeros_like(q),)
+        out.append(gq.to(Q.dtype))
+    return torch.cat(out)
+
+
 def force_matching_loss(model: CGPotential, Q: torch.Tensor, g: torch.Tensor, scale: torch.Tensor, kT: float,
-                        create_graph: bool = True, temperature=None, per_member: bool = False) -> torch.Tensor:
+                        create_graph: bool = True, temperature=None, per_member: bool = False,
+                        prior_grad: torch.Tensor | None = None) -> torch.Tensor:
     """Mean squared gradient error in standardised coordinates and kT (see the module docstring).
 
     ``per_member``: for an ensemble, the mean over members of each member's own loss (members are
-    trained independently); otherwise the loss of the ensemble mean.
+    trained independently); otherwise the loss of the ensemble mean.  ``prior_grad`` (``(B, n_cg)``,
+    from :func:`prior_gradient`): the priors' gradient precomputed, so only the networks are evaluated.
     """
-    if per_member and getattr(model, "n_members", 1) > 1:
-        k = model.n_members
+    k = getattr(model, "n_members", 1)
+    if per_member and k > 1:
         q = Q.detach().unsqueeze(0).expand(k, -1, -1).clone().requires_grad_(True)  # one copy per member
         e = torch.stack([model.member_energies(q[i], temperature)[:, i] for i in range(k)])  # (K, B)
-        e = e + torch.stack([model.walls(q[i]) for i in range(k)])
+        if prior_grad is None:
+            e = e + torch.stack([model.walls(q[i]) + model.support_prior(q[i]) for i in range(k)])
         (grad,) = torch.autograd.grad(e.sum(), q, create_graph=create_graph)  # (K, B, N)
-        return (((grad - g) * scale / kT) ** 2).mean()
-    q = Q.detach().requires_grad_(True)
-    v = model(q, temperature) if temperature is not None else model(q)
-    (grad,) = torch.autograd.grad(v.sum(), q, create_graph=create_graph)
+    else:
+        q = Q.detach().requires_grad_(True)
+        if prior_grad is None:
+            v = model(q, temperature) if temperature is not None else model(q)
+        else:
+            v = model.member_energies(q, temperature).mean(-1)
+        (grad,) = torch.autograd.grad(v.sum(), q, create_graph=create_graph)
+    if prior_grad is not None:
+        grad = grad + prior_grad
     return (((grad - g) * scale / kT) ** 2).mean()
 
 
@@ -123,11 +145,12 @@ def _lr_at(epoch: int, epochs: int, lr: float, final_fraction: float) -> float:
     return lr * (final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def _evaluate(model, Q, g, scale, kT, batch):
+def _evaluate(model, Q, g, scale, kT, batch, prior_grad=None):
     total = 0.0
     for s in range(0, Q.shape[0], batch):
         with torch.enable_grad():
-            loss = force_matching_loss(model, Q[s:s + batch], g[s:s + batch], scale, kT, create_graph=False)
+            loss = force_matching_loss(model, Q[s:s + batch], g[s:s + batch], scale, kT, create_graph=False,
+                                       prior_grad=None if prior_grad is None else prior_grad[s:s + batch])
         total += float(loss) * min(batch, Q.shape[0] - s)
     return total / max(1, Q.shape[0])
 
@@ -298,6 +321,7 @@ def train_force_matching(dataset, map_spec: str | None = None, *, epochs: int = 
 
     model, ema, opt = fresh()
     scale = model.std.to(device=dev, dtype=dtype)
+    g_prior = prior_gradient(model, Q)  # (F, N): the priors are fixed, their gradient is computed once
     history: list[dict] = []
     best_val, best_state, bad_epochs, start_epoch = math.inf, None, 0, 0
     phase, best_epoch, refit_epochs = "validate", 0, 0
@@ -373,7 +397,7 @@ def train_force_matching(dataset, map_spec: str | None = None, *, epochs: int = 
                 running = 0.0
                 for b in range(n_batches):
                     idx = order[b * int(batch_size):(b + 1) * int(batch_size)]
-                    loss = force_matching_loss(model, Q[idx], g[idx], scale, kT, per_member=True)
+                    loss = force_matching_loss(model, Q[idx], g[idx], scale, kT, per_member=True, prior_grad=g_prior[idx])
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
@@ -391,7 +415,7 @@ def train_force_matching(dataset, map_spec: str | None = None, *, epochs: int = 
                 if stopped == "callback":
                     break  # the partial epoch is dropped; the checkpoint holds the last complete one
                 model.eval()
-                val = _evaluate(ema, Q[val_idx], g[val_idx], scale, kT, 4096)
+                val = _evaluate(ema, Q[val_idx], g[val_idx], scale, kT, 4096, g_prior[val_idx])
                 improved = False
                 if phase == "validate":
                     improved = val < best_val
