@@ -216,3 +216,16 @@ def test_generate_resume_of_a_run_killed_before_its_first_checkpoint_starts_agai
     os.makedirs(str(out) + ".partial")  # what a kill during set-up leaves behind
     _tiny(tmp_path, resume=True)
     assert load(str(out)).n_frames == 20
+
+
+@pytest.mark.slow
+def test_generate_chignolin_without_pdb_starts_from_the_builtin_topology(tmp_path):
+    from latentlab.data import builtin_path
+
+    if not os.path.exists(builtin_path("chignolin")):
+        pytest.skip("built-in chignolin not generated")
+    path = str(tmp_path / "c.h5")
+    generate(GenerateConfig(system="chignolin", ns=0.002, out=path, save_every_ps=0.2, equilibrate_ps=0.0,
+                            platform="CPU", progress=False), log=lambda *a: None)
+    ds = load(path)
+    assert (ds.n_frames, ds.n_atoms, ds.allatom().n_atoms) == (10, 10, 138)
