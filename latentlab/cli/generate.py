@@ -38,16 +38,11 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from latentlab.data.generate import PRESETS, GenerateConfig, generate
+    from latentlab.data.generate import GenerateConfig, generate
 
-    select = args.select
-    allatom_every = args.allatom_every
-    effective_select = select if select is not None else PRESETS.get(args.system, {}).get("selection")
-    if effective_select not in (None, "", "all") and allatom_every is None:
-        allatom_every = 10.0 * args.save_every
     cfg = GenerateConfig(
         system=args.system, ns=args.ns, out=args.out, temperature=args.temperature, save_every_ps=args.save_every,
-        allatom_every_ps=allatom_every if effective_select not in (None, "", "all") else None, selection=select,
+        allatom_every_ps=args.allatom_every, selection=args.select,
         pdb=args.pdb, platform=args.platform, threads=args.threads, seed=args.seed, timestep_fs=args.timestep,
         constraints=args.constraints, hydrogen_mass=args.hmr, friction=args.friction, equilibrate_ps=args.equilibrate,
         checkpoint_every_s=args.checkpoint_every, resume=args.resume, overwrite=args.overwrite,

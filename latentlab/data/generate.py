@@ -134,6 +134,8 @@ class GenerateConfig:
         if abs(steps - round(steps)) > 1e-6 or round(steps) < 1:
             fail("save_every", f"{c.save_every_ps} ps is not a whole number of {c.timestep_fs} fs steps",
                  f"use a multiple of {c.timestep_fs / 1000} ps")
+        if c.selection is not None and c.allatom_every_ps is None:
+            c.allatom_every_ps = 10.0 * c.save_every_ps  # all-atom frames at a 10x coarser stride by default
         if c.allatom_every_ps is not None:
             if c.selection is None:
                 fail("allatom_every", "only makes sense with a selection (the primary block is already all atoms)",
