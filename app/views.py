@@ -278,6 +278,7 @@ class SimulatePane(pn.viewable.Viewer):
             fig.step("mid", "reference", source=src, mode="center", color="black", line_width=2,
                      legend_label="ground truth")
             fig.legend.label_text_font_size = "8pt"
+            fig.legend.location = "top_left"
             fig.legend.background_fill_alpha = 0.5
             self.hist_srcs.append(src)
             figs.append(fig)

@@ -88,6 +88,7 @@ def test_consistency_of_triangle_map_and_closed_form(three_atom):
 def test_training_adds_history_saves_loads_and_stops_within_a_second(three_atom, tmp_path):
     pytest.importorskip("latentlab.training")
     t = three_atom.train
+    three_atom.simulation.after_training = False  # keep the CPU for the test (auto-start is tested below)
     t.epochs = 3
     assert t.start()
     t.wait(120)
@@ -177,3 +178,16 @@ def test_uploaded_file_is_loaded_or_refused_with_a_message(tmp_path):
     with open(src, "rb") as handle:
         assert s.data.save_upload("ala.h5", handle.read(), directory=str(tmp_path))
     assert s.data.dataset.n_atoms == 22 and not s.data.error
+
+
+def test_simulation_starts_by_itself_when_training_finishes():
+    pytest.importorskip("latentlab.training")
+    s = Session("three-atom")
+    s.simulation.n_walkers = 64
+    s.train.epochs = 1
+    s.train.start(blocking=True)
+    assert s.simulation.running
+    s.simulation.pause()
+    assert not s.simulation.running
+    s.train.use_exact()  # a new model resets the simulation (its sampler held the old V)
+    assert s.simulation.sampler is None
