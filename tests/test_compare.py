@@ -82,7 +82,7 @@ def test_cli_train_simulate_compare_and_the_seed_eq9_bias_is_visible(tmp_path, c
         assert main(["train", "three-atom", "--out", model, "--epochs", "15", "--convention", convention,
                      "--no-progress", "--json"]) == 0
         capsys.readouterr()
-        assert main(["simulate", model, "--walkers", "400", "--steps", "1500", "--out", sim, "--json"]) == 0
+        assert main(["simulate", model, "--walkers", "400", "--steps", "1200", "--out", sim, "--json"]) == 0
         capsys.readouterr()
         plot = f"{artifacts_dir}/compare-three-atom-{convention}.png"
         assert main(["compare", sim, "--reference", "three-atom", "--json", "--plot", plot]) == 0

@@ -23,7 +23,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def three_atom_model():
     data = load("three-atom", n=20000, seed=3)
-    return train_force_matching(data, epochs=25, seed=0, device="cpu", patience=0).model
+    # no data-support prior: exact iid samples fill their range, and the sampler runs ~3x faster without it
+    return train_force_matching(data, epochs=25, seed=0, device="cpu", patience=0, support_prior=False).model
 
 
 def _kernel(periodic=(True, False)):
