@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from latentlab.cli._data_args import add_data_arguments, load_data
+
 import json
 
 
@@ -10,7 +12,7 @@ def register(sub) -> None:
                        description="Measure how far the effective mass A(q) = J M^-1 J^T varies inside level sets "
                                    "of the CG map (THEORY.md section 1): binned over Q from the data, and by random "
                                    "moves inside level sets. DATA is a built-in name (latentlab datasets) or a path.")
-    p.add_argument("data", metavar="DATA", help="built-in data set name or path")
+    add_data_arguments(p, block=False)
     p.add_argument("--map", dest="spec", default=None, help="map spec, e.g. 'triangle:0,1,2' (default: the data set's)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--plot", metavar="PNG", default=None, help="write a plot of the spread over Q to this PNG file")
@@ -71,10 +73,9 @@ def run(args) -> int:
     import torch
 
     from latentlab.consistency import check_consistency
-    from latentlab.data import load
 
     torch.set_num_threads(1)
-    ds = load(args.data)
+    ds = load_data(args)
     spec = args.spec or ds.default_map
     if not spec:
         from latentlab.validation import fail

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from latentlab.cli._data_args import add_data_arguments, load_data
+
 import json
 
 from latentlab.training.force_matching import DEFAULTS
@@ -13,7 +15,7 @@ def register(sub) -> None:
                                    "with an MLP V_theta(Q); validation on held-out time blocks, Adam with cosine decay, "
                                    "early stopping, a checkpoint after every epoch (MODEL.ckpt, --resume continues from "
                                    "it). DATA is a built-in name (latentlab datasets) or a path.")
-    p.add_argument("data", metavar="DATA", help="built-in data set name or path (with forces)")
+    add_data_arguments(p, help="built-in data set name or path (with forces)", block=False)
     p.add_argument("--map", dest="spec", default=None, help="map spec (default: the data set's default map)")
     p.add_argument("--out", required=True, metavar="MODEL", help="model file to write (e.g. model.pt)")
     p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help=f"maximum epochs (default {DEFAULTS['epochs']})")
@@ -70,7 +72,7 @@ def run(args) -> int:
         hidden = [int(h) for h in str(args.hidden).split(",") if h.strip()]
     except ValueError:
         fail("--hidden", f"got {args.hidden!r}", "give comma-separated integers, e.g. 128,128,128")
-    ds = load(args.data)
+    ds = load_data(args)
     if args.frames is not None:
         if args.frames < 10:
             fail("--frames", f"got {args.frames}", "use at least 10 frames")
