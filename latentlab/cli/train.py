@@ -30,8 +30,10 @@ def register(sub) -> None:
                    help=f"frames per batch (default {DEFAULTS['batch_size']})")
     p.add_argument("--hidden", default=",".join(str(h) for h in DEFAULTS["hidden"]),
                    help="hidden layer widths, comma-separated (default 128,128,128)")
-    p.add_argument("--method", default="mass-weighted", choices=["mass-weighted", "pseudo-inverse"],
-                   help="B in the mean-force estimator (default mass-weighted)")
+    p.add_argument("--method", default="auto", choices=["auto", "mass-weighted", "pseudo-inverse", "rigid-rotation"],
+                   help="mean-force estimator (all unbiased, they differ in noise): auto (default) = rigid-rotation "
+                        "for dihedral maps when the topology allows it (rotate one side of each bond rigidly; much "
+                        "less noise), else mass-weighted")
     p.add_argument("--val-fraction", type=float, default=DEFAULTS["val_fraction"],
                    help=f"fraction of time blocks held out (default {DEFAULTS['val_fraction']})")
     p.add_argument("--patience", type=int, default=DEFAULTS["patience"],

@@ -37,7 +37,7 @@ import torch
 from latentlab.io import atomic_output
 from latentlab.potentials.model import CGPotential
 from latentlab.potentials.store import model_from_payload, model_payload, save_model, versions
-from latentlab.training.targets import prepare_targets, resolve_device
+from latentlab.training.targets import prepare_targets, resolve_device, resolve_method
 from latentlab.validation import check_positive, fail
 
 CHECKPOINT_FORMAT = "latentlab-checkpoint"
@@ -173,7 +173,7 @@ def _load_checkpoint(path: str) -> dict:
 def train_force_matching(dataset, map_spec: str | None = None, *, epochs: int = DEFAULTS["epochs"],
                          lr: float = DEFAULTS["lr"], batch_size: int = DEFAULTS["batch_size"],
                          hidden: Sequence[int] = DEFAULTS["hidden"], convention: str = "consistent",
-                         method: str = "mass-weighted", device="auto", seed: int = 0,
+                         method: str = "auto", device="auto", seed: int = 0,
                          val_fraction: float = DEFAULTS["val_fraction"], out: str | None = None, resume: bool = False,
                          callback: Callable[[dict], bool | None] | None = None, progress: bool = False,
                          patience: int = DEFAULTS["patience"], n_blocks: int = DEFAULTS["n_blocks"],
@@ -197,8 +197,10 @@ def train_force_matching(dataset, map_spec: str | None = None, *, epochs: int = 
         Hidden layer widths of the MLP.
     convention : {"consistent", "seed_eq9", "pmf"}
         Which V is learned (:mod:`latentlab.conventions`); ``consistent`` is the one the dynamics needs.
-    method : {"mass-weighted", "pseudo-inverse"}
-        Choice of B in the mean-force estimator.
+    method : {"auto", "mass-weighted", "pseudo-inverse", "rigid-rotation"}
+        Estimator of the mean force (:func:`latentlab.training.targets.resolve_method`): ``auto`` takes the
+        rigid-rotation estimator for dihedral maps (alanine dipeptide phi/psi: 4x and 28x less variance
+        of g than mass-weighted; JS ratio over seeds 0-4 went from 1.4-1.8 to see README), else mass-weighted.
     device : {"auto", "cpu", "cuda"}
     seed : int
         Seeds the initial weights, the validation blocks and the shuffling (runs are reproducible).
@@ -300,8 +302,9 @@ def train_force_matching(dataset, map_spec: str | None = None, *, epochs: int = 
 
     emit({"event": "prepare", "message": "computing force-matching targets"})
     cg_map = ds.map(map_spec)
+    method_used = resolve_method(method, cg_map, ds)
     mass = mass if mass is not None else mass_function(cg_map, ds)
-    Q, g = prepare_targets(ds, cg_map, convention, method, device=dev, dtype=dtype, mass=mass)
+    Q, g = prepare_targets(ds, cg_map, convention, method_used, device=dev, dtype=dtype, mass=mass)
     train_idx, val_idx = time_block_split(Q.shape[0], val_fraction, n_blocks, seed)
     train_idx, val_idx = train_idx.to(dev), val_idx.to(dev)
     kT = ds.kT
@@ -344,7 +347,7 @@ def train_force_matching(dataset, map_spec: str | None = None, *, epochs: int = 
     metadata = {
         "map": cg_map.spec or settings["map"], "names": cg_map.names, "units": cg_map.units,
         "periodic": cg_map.periodic, "bounds": [None if b is None else [float(b[0]), float(b[1])] for b in cg_map.bounds],
-        "temperature": float(ds.temperature), "kT": float(kT), "convention": convention, "method": method,
+        "temperature": float(ds.temperature), "kT": float(kT), "convention": convention, "method": method_used,
         "potential": f"V(Q) = A_pmf(Q) {'-' if convention == 'consistent' else '+'} (kT/2) ln det A(Q)"
                      if convention != "pmf" else "V(Q) = A_pmf(Q)",
         "energy_unit": "kJ/mol", "mass_model": mass.to_dict(), "consistency": mass.consistency,

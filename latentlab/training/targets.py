@@ -24,8 +24,11 @@ import torch
 
 from latentlab.conventions import logdet_coefficient
 from latentlab.forces import force_matching_target
-from latentlab.forces.mean_force import local_pmf_gradient
+from latentlab.forces.mean_force import METHODS, local_pmf_gradient
 from latentlab.validation import fail
+
+#: Estimator choices of :func:`prepare_targets` (``auto`` resolves with :func:`resolve_method`).
+TARGET_METHODS = ("auto", *METHODS, "rigid-rotation")
 
 _CACHE: "OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]]" = OrderedDict()
 _CACHE_SIZE = 8
@@ -56,7 +59,29 @@ def _fingerprint(dataset, cg_map, convention, method, mass) -> tuple:
             tuple(cg_map.atoms), convention, method, mass_key, h.hexdigest())
 
 
-def prepare_targets(dataset, cg_map=None, convention: str = "consistent", method: str = "mass-weighted",
+def resolve_method(method: str, cg_map, dataset) -> str:
+    """The mean-force estimator ``method`` stands for.
+
+    ``"auto"``: ``"rigid-rotation"`` (:mod:`latentlab.forces.torsion`, far less noise) for maps made only
+    of dihedrals when the data set's topology allows it, else ``"mass-weighted"``.
+    """
+    if method not in TARGET_METHODS:
+        fail("method", f"unknown method {method!r}", f"use one of {', '.join(TARGET_METHODS)}")
+    if method != "auto":
+        return method
+    from latentlab.forces.torsion import rotation_fields
+    from latentlab.maps.internal import DihedralMap
+
+    if isinstance(cg_map, DihedralMap) and dataset.has_topology:
+        try:
+            rotation_fields(cg_map, dataset.topology)
+            return "rigid-rotation"
+        except ValueError:
+            pass
+    return "mass-weighted"
+
+
+def prepare_targets(dataset, cg_map=None, convention: str = "consistent", method: str = "auto",
                     device="cpu", dtype=torch.float32, mass=None, cache: bool = True,
                     batch_size: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
     """CG coordinates and force-matching targets for every frame.
@@ -68,7 +93,8 @@ def prepare_targets(dataset, cg_map=None, convention: str = "consistent", method
     cg_map : CGMap, optional
         Default: the data set's default map.
     convention : {"consistent", "seed_eq9", "pmf"}
-    method : {"mass-weighted", "pseudo-inverse"}
+    method : {"auto", "mass-weighted", "pseudo-inverse", "rigid-rotation"}
+        Estimator of the mean force (:func:`resolve_method`; all are unbiased, they differ in noise).
     device, dtype : where and in which precision the tensors are returned
         (computed in float64 on the CPU first).
     mass : MassModel, optional
@@ -91,6 +117,7 @@ def prepare_targets(dataset, cg_map=None, convention: str = "consistent", method
         fail("dataset", f"{dataset.name!r} has no forces", "force matching needs forces; load or generate data with forces")
     cg_map = cg_map if cg_map is not None else dataset.map()
     c = logdet_coefficient(convention)
+    method = resolve_method(method, cg_map, dataset)
     if mass is None:
         mass = mass_function(cg_map, dataset, consistency=False)
     key = _fingerprint(dataset, cg_map, convention, method, mass if mass.kind == "kernel" else None)
@@ -101,7 +128,13 @@ def prepare_targets(dataset, cg_map=None, convention: str = "consistent", method
         pos, frc = dataset.tensors(torch.float64)
         masses = torch.as_tensor(dataset.masses, dtype=torch.float64)
         q = torch.cat([cg_map(pos[s:s + batch_size]).detach() for s in range(0, len(pos), batch_size)])
-        if mass.kind == "kernel" and c != 0.0:
+        if method == "rigid-rotation":
+            from latentlab.forces.torsion import torsion_pmf_gradient
+
+            g = torsion_pmf_gradient(cg_map, pos, frc, dataset.topology)
+            if c != 0.0:
+                g = g + c * dataset.kT * grad_logdet(mass, q)
+        elif mass.kind == "kernel" and c != 0.0:
             g = local_pmf_gradient(cg_map, pos, frc, masses, dataset.kT, method=method, batch_size=batch_size)
             g = g + c * dataset.kT * grad_logdet(mass, q)
         else:

@@ -30,7 +30,7 @@ import torch
 from latentlab.potentials.model import CGPotential
 from latentlab.potentials.store import save_model, versions
 from latentlab.training.force_matching import TrainResult, time_block_split
-from latentlab.training.targets import prepare_targets, resolve_device
+from latentlab.training.targets import prepare_targets, resolve_device, resolve_method
 from latentlab.validation import check_positive, fail
 
 DEFAULT_SETS = ("alanine-dipeptide", "alanine-dipeptide-350K", "alanine-dipeptide-400K")
@@ -51,7 +51,7 @@ def _batch_loss(model, offset, Q, g, T, E, scale, kT_ref, energy_weight, create_
 def train_temperature_matching(datasets: Sequence = DEFAULT_SETS, map_spec: str | None = None, *, epochs: int = 60,
                                lr: float = 2e-3, batch_size: int = 256, hidden: Sequence[int] = (128, 128, 128),
                                energy_weight: float = 0.01, convention: str = "consistent",
-                               method: str = "mass-weighted", device="auto", seed: int = 0,
+                               method: str = "auto", device="auto", seed: int = 0,
                                val_fraction: float = 0.1, patience: int = 15, out: str | None = None,
                                callback: Callable[[dict], bool | None] | None = None,
                                progress: bool = False) -> TrainResult:
@@ -161,7 +161,8 @@ def train_temperature_matching(datasets: Sequence = DEFAULT_SETS, map_spec: str 
     final.metadata = {
         "map": cg_map.spec or spec, "names": cg_map.names, "units": cg_map.units, "periodic": cg_map.periodic,
         "bounds": [None if b is None else [float(b[0]), float(b[1])] for b in cg_map.bounds],
-        "temperature": min(temps), "kT": kT_ref, "temperatures": temps, "convention": convention, "method": method,
+        "temperature": min(temps), "kT": kT_ref, "temperatures": temps, "convention": convention,
+        "method": resolve_method(method, cg_map, ref),
         "energy_unit": "kJ/mol", "mass_model": mass.to_dict(), "consistency": mass.consistency,
         "dataset": {"name": ref.name, "sets": [ds.name for ds in sets]},
         "training": {"kind": "temperature-matching", "epochs": int(epochs), "lr": float(lr),
