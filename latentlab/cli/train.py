@@ -6,7 +6,7 @@ from latentlab.cli._data_args import add_data_arguments, load_data
 
 import json
 
-from latentlab.training.force_matching import DEFAULTS
+from latentlab.training.defaults import DEFAULTS
 
 
 def register(sub) -> None:

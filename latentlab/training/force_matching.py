@@ -37,15 +37,11 @@ import torch
 from latentlab.io import atomic_output
 from latentlab.potentials.model import CGPotential
 from latentlab.potentials.store import model_from_payload, model_payload, save_model, versions
+from latentlab.training.defaults import DEFAULTS  # defined there so the CLI can read it without torch
 from latentlab.training.targets import prepare_targets, resolve_device, resolve_method
 from latentlab.validation import check_positive, fail
 
 CHECKPOINT_FORMAT = "latentlab-checkpoint"
-
-#: Defaults of :func:`train_force_matching` (also shown by ``latentlab train --help``).
-DEFAULTS = {"epochs": 60, "lr": 2e-3, "batch_size": 256, "hidden": (128, 128, 128), "val_fraction": 0.1,
-            "patience": 15, "n_blocks": 20, "lr_final_fraction": 0.05, "weight_decay": 0.0, "ema_decay": 0.995,
-            "ensemble": 1, "support_prior": True}
 
 
 @dataclass
