@@ -36,6 +36,54 @@ def test_temperature_matching_refuses_a_single_temperature():
         train_temperature_matching(sets, epochs=1, device="cpu")
 
 
+
+def _two_temperatures():
+    return [load("three-atom", n=600, seed=1, temperature=t) for t in (300.0, 400.0)]
+
+
+_SMALL = dict(epochs=6, batch_size=128, hidden=(16, 16), energy_weight=0.1, device="cpu", seed=3, patience=0)
+
+
+def test_temperature_matching_stopped_and_resumed_matches_an_uninterrupted_run(tmp_path):
+    import os
+
+    sets = _two_temperatures()
+    out = str(tmp_path / "t.pt")
+    stopped = train_temperature_matching(sets, out=out, callback=lambda e: e["epoch"] == 3, **_SMALL)
+    assert stopped.stopped == "callback" and stopped.checkpoint == out + ".ckpt" and os.path.exists(out + ".ckpt")
+    assert len(stopped.history) == 3
+    resumed = train_temperature_matching(sets, out=out, resume=True, **_SMALL)
+    assert resumed.stopped == "completed" and not os.path.exists(out + ".ckpt")
+    reference = train_temperature_matching(sets, out=str(tmp_path / "ref.pt"), **_SMALL)
+    assert [h["epoch"] for h in resumed.history] == list(range(1, 7))
+    assert [h["val_loss"] for h in resumed.history] == [h["val_loss"] for h in reference.history]
+    a, b = resumed.model.state_dict(), reference.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.model.metadata["energy_offset"] == reference.model.metadata["energy_offset"]
+    # a finished model (no checkpoint) is returned as is
+    again = train_temperature_matching(sets, out=out, resume=True, **_SMALL)
+    assert [h["val_loss"] for h in again.history] == [h["val_loss"] for h in resumed.history]
+
+
+def test_temperature_matching_refuses_to_resume_with_other_settings_or_a_bad_checkpoint(tmp_path):
+    sets = _two_temperatures()
+    out = str(tmp_path / "t.pt")
+    train_temperature_matching(sets, out=out, callback=lambda e: e["epoch"] == 1, **_SMALL)
+    with pytest.raises(ValueError, match="different settings.*energy_weight.*same options"):
+        train_temperature_matching(sets, out=out, resume=True, **{**_SMALL, "energy_weight": 0.5})
+    with open(out + ".ckpt", "wb") as f:
+        f.write(b"not a checkpoint")
+    with pytest.raises(ValueError, match="unreadable.*delete it"):
+        train_temperature_matching(sets, out=out, resume=True, **_SMALL)
+    torch.save({"format": "something else"}, out + ".ckpt")
+    with pytest.raises(ValueError, match="not a latentlab training checkpoint"):
+        train_temperature_matching(sets, out=out, resume=True, **_SMALL)
+    # a force-matching checkpoint under the same name
+    train_force_matching(sets[0], epochs=3, hidden=(16,), out=out, device="cpu",
+                         callback=lambda e: e["event"] == "epoch")
+    with pytest.raises(ValueError, match="force matching, not temperature matching"):
+        train_temperature_matching(sets, out=out, resume=True, **_SMALL)
+
 @pytest.mark.slow
 def test_relative_entropy_runs_from_a_force_matching_model_and_records_its_history(tmp_path):
     data = load("three-atom", n=4000, seed=1)

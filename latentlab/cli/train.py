@@ -90,7 +90,8 @@ def run(args) -> int:
                                             lr=args.lr, batch_size=args.batch_size, hidden=hidden,
                                             convention=args.convention, method=args.method, device=args.device,
                                             seed=args.seed, val_fraction=args.val_fraction, patience=args.patience,
-                                            out=args.out, progress=progress)
+                                            out=args.out, resume=args.resume, progress=progress,
+                                            callback=None if progress or args.json else _printer())
         return _report(args, result)
     result = train_force_matching(ds, args.spec, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                                   hidden=hidden, convention=args.convention, method=args.method, device=args.device,
