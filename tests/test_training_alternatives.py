@@ -84,13 +84,107 @@ def test_temperature_matching_refuses_to_resume_with_other_settings_or_a_bad_che
     with pytest.raises(ValueError, match="force matching, not temperature matching"):
         train_temperature_matching(sets, out=out, resume=True, **_SMALL)
 
+def _three_atom_moments(model, data, points=48):
+    """``<r1>`` and ``var(cos)`` of the model's latent marginal ``exp(-V/kT) det A^-1/2`` by quadrature."""
+    from latentlab.simulation import mass_model_from_dict
+    from latentlab.training.relative_entropy import quadrature_grid
+
+    cg_map = data.map(model.metadata["map"])
+    grid = quadrature_grid(cg_map, cg_map(torch.as_tensor(data.positions, dtype=torch.float64)), points)
+    mass = mass_model_from_dict(model.metadata["mass_model"])
+    with torch.no_grad():
+        w = torch.softmax(-model.double()(grid) / model.metadata["kT"] - 0.5 * torch.logdet(mass(grid)), 0)
+    return float((w * grid[:, 0]).sum()), float((w * grid[:, 2] ** 2).sum() - (w * grid[:, 2]).sum() ** 2)
+
+
+def _without_forces(data):
+    from latentlab.data.dataset import Dataset
+
+    return Dataset.from_arrays(data.positions, masses=data.masses, temperature=data.temperature,
+                               default_map=data.default_map, name="three-atom (no forces)")
+
+
+@pytest.mark.slow
+def test_relative_entropy_on_a_grid_learns_the_exact_distribution_from_configurations_alone():
+    # No forces: the model starts flat (priors only) and is fit by maximum likelihood with the exact
+    # quadrature of the model's normaliser.  The fit can be as good as the data, no better: compare
+    # with the exact moments within 4 standard errors of the data's own sample moments.
+    from latentlab.testing import ThreeAtomSystem
+
+    full = load("three-atom", n=4000, seed=1)
+    data = _without_forces(full)
+    exact = ThreeAtomSystem().exact_moments()
+    result = train_relative_entropy(data, estimator="grid", grid_points=24, device="cpu", seed=0)
+    assert result.model.metadata["training"]["started_from"] == "scratch"
+    q = full.map()(torch.as_tensor(full.positions, dtype=torch.float64))
+    n = q.shape[0]
+    se_r1 = float(q[:, 0].std()) / n**0.5
+    se_var_cos = float(((q[:, 2] - q[:, 2].mean()) ** 2).std()) / n**0.5
+    start_r1, start_var_cos = _three_atom_moments(train_relative_entropy(data, iterations=1, lr=1e-12, estimator="grid",
+                                                                           grid_points=24).model, full)
+    mean_r1, var_cos = _three_atom_moments(result.model, full)
+    assert abs(start_var_cos - exact["var_cos"]) > 20 * se_var_cos  # the flat start is far off
+    assert abs(mean_r1 - exact["mean_r1"]) < 4 * se_r1
+    assert abs(var_cos - exact["var_cos"]) < 4 * se_var_cos
+    # validation negative log-likelihood went down
+    assert result.history[-1]["val_loss"] < result.history[0]["val_loss"] - 1.0
+
+
+@pytest.mark.slow
+def test_relative_entropy_with_the_sampler_repairs_an_undertrained_model():
+    # Two epochs of force matching leave var(cos) ~4x too large; persistent latent-Langevin walkers
+    # (the sampler estimator) bring it to the exact value.
+    from latentlab.testing import ThreeAtomSystem
+
+    data = load("three-atom", n=4000, seed=1)
+    exact = ThreeAtomSystem().exact_moments()
+    start = train_force_matching(data, epochs=2, device="cpu", hidden=(64, 64), refit=False, support_prior=False).model
+    _, var0 = _three_atom_moments(start, data)
+    result = train_relative_entropy(data, model=start, estimator="sampler", iterations=100, lr=1e-3, n_walkers=256,
+                                    steps_per_iteration=10, burn_in=50, device="cpu", seed=0)
+    _, var1 = _three_atom_moments(result.model, data)
+    assert abs(var0 - exact["var_cos"]) > 0.05
+    assert abs(var1 - exact["var_cos"]) < 0.1 * abs(var0 - exact["var_cos"])
+
+
+@pytest.mark.parametrize("estimator", ["grid", "sampler"])
+def test_relative_entropy_stopped_and_resumed_matches_an_uninterrupted_run(tmp_path, estimator):
+    data = load("three-atom", n=1000, seed=2)
+    start = train_force_matching(data, epochs=2, device="cpu", hidden=(16, 16), refit=False).model
+    small = dict(model=start, estimator=estimator, iterations=8, n_walkers=32, steps_per_iteration=3, burn_in=5,
+                 grid_points=10, monitor_every=2, device="cpu", seed=3)
+    whole = train_relative_entropy(data, **small)
+    out = str(tmp_path / "re.pt")
+    stopped = train_relative_entropy(data, out=out, callback=lambda e: e["epoch"] == 3, **small)
+    assert stopped.stopped == "callback" and stopped.checkpoint is not None
+    resumed = train_relative_entropy(data, out=out, resume=True, **small)
+    assert len(resumed.history) == 8
+    for key, value in whole.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    train_relative_entropy(data, out=out + "x", callback=lambda e: True, **small)
+    with pytest.raises(ValueError, match="different settings"):
+        train_relative_entropy(data, out=out + "x", resume=True, **{**small, "steps_per_iteration": 4})
+
+
+def test_relative_entropy_refuses_bad_estimators_and_settings():
+    data = load("three-atom", n=500, seed=2)
+    start = train_force_matching(data, epochs=1, device="cpu", hidden=(8,), refit=False).model
+    with pytest.raises(ValueError, match="unknown estimator"):
+        train_relative_entropy(data, model=start, estimator="exact")
+    with pytest.raises(ValueError, match="restart_fraction"):
+        train_relative_entropy(data, model=start, restart_fraction=2.0)
+    with pytest.raises(ValueError, match="n_cg <= 3"):
+        four = load("alanine-dipeptide").select_frames(slice(0, 200))
+        train_relative_entropy(four, "distances:4,6,8,10", estimator="grid", iterations=1)
+
+
 @pytest.mark.slow
 def test_relative_entropy_runs_from_a_force_matching_model_and_records_its_history(tmp_path):
     data = load("three-atom", n=4000, seed=1)
     start = train_force_matching(data, epochs=5, device="cpu", hidden=(32, 32)).model
     out = str(tmp_path / "re.pt")
     result = train_relative_entropy(data, model=start, iterations=6, n_walkers=64, steps_per_iteration=5, burn_in=10,
-                                    device="cpu", out=out, monitor_every=3)
+                                    estimator="sampler", device="cpu", out=out, monitor_every=3)
     assert len(result.history) == 6 and all(h["phase"] == "relative-entropy" for h in result.history)
     assert result.model.metadata["training"]["kind"] == "relative-entropy"
     assert result.model.metadata["training"]["started_from"] == "force-matching"
@@ -98,5 +192,35 @@ def test_relative_entropy_runs_from_a_force_matching_model_and_records_its_histo
 
     assert load_model(out).metadata["mass_model"]["kind"] == "triangle"
     stopped = train_relative_entropy(data, model=start, iterations=50, n_walkers=16, steps_per_iteration=2, burn_in=2,
-                                     device="cpu", callback=lambda e: e["epoch"] == 2)
+                                     estimator="sampler", device="cpu", callback=lambda e: e["epoch"] == 2)
     assert stopped.stopped == "callback" and len(stopped.history) == 2
+
+
+@pytest.mark.slow
+def test_cli_relative_entropy_with_and_without_forces(tmp_path, capsys):
+    import json
+    import os
+
+    from latentlab.cli import main
+
+    # With forces: force matching first (kept as MODEL.fm.pt), then relative entropy; --resume finds both done.
+    out = str(tmp_path / "re.pt")
+    args = ["train", "three-atom", "--frames", "2000", "--epochs", "5", "--hidden", "32,32", "--objective",
+            "relative-entropy", "--iterations", "20", "--out", out, "--no-progress", "--json"]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert os.path.exists(out + ".fm.pt") and not os.path.exists(out + ".ckpt")
+    assert summary["epochs_run"] <= 20 and summary["convention"] == "consistent"
+    assert main(args + ["--resume"]) == 0
+    assert json.loads(capsys.readouterr().out)["epochs_run"] == summary["epochs_run"]
+    # Without forces: relative entropy from configurations alone; plain force matching says what is missing.
+    path = str(tmp_path / "noforces.h5")
+    _without_forces(load("three-atom", n=2000, seed=4)).save(path)
+    out2 = str(tmp_path / "re2.pt")
+    assert main(["train", path, "--objective", "relative-entropy", "--iterations", "20", "--hidden", "32,32",
+                 "--out", out2, "--no-progress", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["out"] == out2 and not os.path.exists(out2 + ".fm.pt")
+    assert main(["train", path, "--out", str(tmp_path / "fm.pt"), "--no-progress"]) != 0
+    err = capsys.readouterr().err
+    assert "has no forces" in err and "relative-entropy" in err

@@ -47,13 +47,20 @@ def register(sub) -> None:
                         "threads slow down badly when another job shares the cores)")
     p.add_argument("--objective", default="force-matching",
                    choices=["force-matching", "relative-entropy", "temperature-matching"],
-                   help="force-matching (default); relative-entropy: force matching, then refinement with samples of "
-                        "the latent sampler (experimental); temperature-matching: V(Q, T) from DATA plus --more-data "
+                   help="force-matching (default); relative-entropy: fit the latent dynamics' marginal p(Q) to the "
+                        "data's (KL), after force matching when DATA has forces (that model is kept as MODEL.fm.pt), "
+                        "from configurations alone otherwise; temperature-matching: V(Q, T) from DATA plus --more-data "
                         "at other temperatures, with internal-energy matching (seed sec. 3.3)")
     p.add_argument("--more-data", nargs="+", default=[], metavar="DATA",
                    help="data sets at other temperatures for --objective temperature-matching "
                         "(e.g. alanine-dipeptide-350K alanine-dipeptide-400K)")
-    p.add_argument("--iterations", type=int, default=150, help="relative-entropy updates (default 150)")
+    p.add_argument("--iterations", type=int, default=300, help="relative-entropy updates (default 300)")
+    p.add_argument("--estimator", default="auto", choices=["auto", "grid", "sampler"],
+                   help="relative entropy's model average: grid (exact quadrature, n_cg <= 3), sampler (persistent "
+                        "latent-Langevin walkers); auto (default) = grid when n_cg <= 3")
+    p.add_argument("--re-lr", type=float, default=None,
+                   help="relative-entropy learning rate (default 5e-3 grid from scratch, 5e-4 grid refining, "
+                        "1e-4 sampler)")
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -93,17 +100,27 @@ def run(args) -> int:
                                             out=args.out, resume=args.resume, progress=progress,
                                             callback=None if progress or args.json else _printer())
         return _report(args, result)
-    result = train_force_matching(ds, args.spec, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                                  hidden=hidden, convention=args.convention, method=args.method, device=args.device,
-                                  seed=args.seed, val_fraction=args.val_fraction, out=args.out, resume=args.resume,
-                                  progress=progress, patience=args.patience, prior=not args.no_prior,
-                                  support_prior=not (args.no_prior or args.no_support_prior),
-                                  callback=None if progress or args.json else _printer())
-    if args.objective == "relative-entropy":
-        from latentlab.training import train_relative_entropy
+    relative_entropy = args.objective == "relative-entropy"
+    start = None
+    if ds.has_forces or not relative_entropy:
+        # Before relative entropy the force-matching model is a file of its own (MODEL.fm.pt), so that
+        # --resume finds it finished and each stage keeps its own checkpoint.
+        fm_out = args.out + ".fm.pt" if relative_entropy else args.out
+        start = train_force_matching(ds, args.spec, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                                     hidden=hidden, convention=args.convention, method=args.method, device=args.device,
+                                     seed=args.seed, val_fraction=args.val_fraction, out=fm_out, resume=args.resume,
+                                     progress=progress, patience=args.patience, prior=not args.no_prior,
+                                     support_prior=not (args.no_prior or args.no_support_prior),
+                                     callback=None if progress or args.json else _printer())
+    if not relative_entropy:
+        return _report(args, start)
+    from latentlab.training import train_relative_entropy
 
-        result = train_relative_entropy(ds, args.spec, model=result.model, iterations=args.iterations,
-                                        device=args.device, seed=args.seed, out=args.out, progress=progress)
+    result = train_relative_entropy(ds, args.spec, model=None if start is None else start.model,
+                                    iterations=args.iterations, estimator=args.estimator, lr=args.re_lr,
+                                    hidden=hidden, device=args.device, seed=args.seed, out=args.out,
+                                    resume=args.resume, progress=progress,
+                                    callback=None if progress or args.json else _printer())
     return _report(args, result)
 
 

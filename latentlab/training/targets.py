@@ -114,7 +114,8 @@ def prepare_targets(dataset, cg_map=None, convention: str = "consistent", method
     from latentlab.simulation import mass_function
 
     if not dataset.has_forces:
-        fail("dataset", f"{dataset.name!r} has no forces", "force matching needs forces; load or generate data with forces")
+        fail("dataset", f"{dataset.name!r} has no forces", "force matching needs forces: load or generate data with forces, or learn from "
+             "configurations alone with relative entropy (latentlab train --objective relative-entropy)")
     cg_map = cg_map if cg_map is not None else dataset.map()
     c = logdet_coefficient(convention)
     method = resolve_method(method, cg_map, dataset)
