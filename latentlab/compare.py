@@ -8,7 +8,10 @@
   half of the reference, split in time (not shuffled, so slow correlations
   in the reference count as noise, as they should);
 * ``ratio = js_divergence / js_noise_floor``: ~1 means the model is as close to
-  the data as the data is to itself;
+  the data as the data is to itself.  A perfect model scores well below 1: the samples
+  are compared with all N reference frames, the floor compares two halves of N/2, so
+  to leading order the ratio of a perfect model is 1/4 (independent draws from a known
+  2-D density, 12,500 reference frames, 30 x 30 bins: 0.30-0.38);
 * ``kl``: ``KL(reference || samples)`` with half a count added to every bin
   of the samples (so empty bins stay finite);
 * ``wasserstein``: 1-D Wasserstein-1 distance per coordinate (in that
