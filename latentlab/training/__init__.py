@@ -2,8 +2,9 @@
 
 - :func:`train_force_matching` — the main path: fit ``grad V`` to the mean-force
   targets of :func:`prepare_targets` (THEORY.md section 3).
-- :func:`train_relative_entropy` — refine V so that the latent sampler's own samples
-  match the data (persistent walkers; experimental, see its docstring).
+- :func:`train_relative_entropy` — fit the latent dynamics' marginal p(Q) to the data's
+  (KL), from configurations alone or refining a force-matching model; exact grid
+  quadrature for up to 3 coordinates, persistent latent-Langevin walkers otherwise.
 - :func:`train_temperature_matching` — ``V(Q, T)`` from data at several temperatures,
   force matching plus internal-energy matching ``V - T dV/dT = <U>_Q`` (seed sec. 3.3).
 """
