@@ -81,8 +81,13 @@ def test_temperature_matching_refuses_to_resume_with_other_settings_or_a_bad_che
     # a force-matching checkpoint under the same name
     train_force_matching(sets[0], epochs=3, hidden=(16,), out=out, device="cpu",
                          callback=lambda e: e["event"] == "epoch")
-    with pytest.raises(ValueError, match="force matching, not temperature matching"):
+    with pytest.raises(ValueError, match="from force-matching training, not temperature-matching"):
         train_temperature_matching(sets, out=out, resume=True, **_SMALL)
+    # ... and the other way round
+    train_temperature_matching(sets, out=out, callback=lambda e: e["epoch"] == 1, **_SMALL)
+    with pytest.raises(ValueError, match="from temperature-matching training, not force-matching"):
+        train_force_matching(sets[0], epochs=3, hidden=(16,), out=out, device="cpu", resume=True)
+
 
 def _three_atom_moments(model, data, points=48):
     """``<r1>`` and ``var(cos)`` of the model's latent marginal ``exp(-V/kT) det A^-1/2`` by quadrature."""

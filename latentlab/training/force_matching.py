@@ -166,6 +166,23 @@ def _load_checkpoint(path: str) -> dict:
     return ck
 
 
+def resume_checkpoint(path: str, settings: dict, free: Sequence[str] = ("epochs", "patience")) -> dict:
+    """Load the checkpoint at ``path``, refusing it unless it is of the same kind of training and every
+    setting but those in ``free`` matches ``settings`` (``settings["kind"]``: absent for force matching)."""
+    ck = _load_checkpoint(path)
+    old = ck.get("settings") or {}
+    if old.get("kind") != settings.get("kind"):
+        fail("resume", f"the checkpoint {path} is from {old.get('kind') or 'force-matching'} training, not "
+             f"{settings.get('kind') or 'force-matching'}", "choose another --out, or delete the checkpoint and train "
+             "without --resume")
+    diff = [k for k in settings if k not in free and old.get(k) != settings[k]]
+    if diff:
+        fail("resume", f"the checkpoint {path} was made with different settings ({', '.join(diff)}: "
+             f"{[old.get(k) for k in diff]} vs {[settings[k] for k in diff]})",
+             "resume with the same options, or train without --resume")
+    return ck
+
+
 def train_force_matching(dataset, map_spec: str | None = None, *, epochs: int = DEFAULTS["epochs"],
                          lr: float = DEFAULTS["lr"], batch_size: int = DEFAULTS["batch_size"],
                          hidden: Sequence[int] = DEFAULTS["hidden"], convention: str = "consistent",
@@ -272,19 +289,10 @@ def train_force_matching(dataset, map_spec: str | None = None, *, epochs: int = 
                 "prior": bool(prior), "activation": activation, "dtype": str(dtype).replace("torch.", ""),
                 "ema_decay": float(ema_decay), "refit": bool(refit), "ensemble": int(ensemble),
                 "support_prior": bool(support_prior)}
-    # Settings a resumed run must share with the checkpoint (epochs may be extended).
-    frozen = [k for k in settings if k not in ("epochs", "patience")]
-
     checkpoint = None
     if resume and out is not None:
-        if os.path.exists(ckpt):
-            checkpoint = _load_checkpoint(ckpt)
-            old = checkpoint["settings"]
-            diff = [k for k in frozen if old.get(k) != settings[k]]
-            if diff:
-                fail("resume", f"the checkpoint {ckpt} was made with different settings ({', '.join(diff)}: "
-                     f"{[old.get(k) for k in diff]} vs {[settings[k] for k in diff]})",
-                     "resume with the same options, or train without --resume")
+        if os.path.exists(ckpt):  # a resumed run shares every setting but epochs and patience
+            checkpoint = resume_checkpoint(ckpt, settings)
         elif os.path.exists(out):
             from latentlab.potentials import load_model
 

@@ -50,7 +50,7 @@ import torch
 from latentlab.io import atomic_output
 from latentlab.potentials.model import CGPotential
 from latentlab.potentials.store import save_model, versions
-from latentlab.training.force_matching import (CHECKPOINT_FORMAT, TrainResult, _load_checkpoint, checkpoint_path,
+from latentlab.training.force_matching import (CHECKPOINT_FORMAT, TrainResult, checkpoint_path, resume_checkpoint,
                                                time_block_split)
 from latentlab.training.targets import resolve_device
 from latentlab.validation import check_positive, fail
@@ -194,18 +194,11 @@ def train_relative_entropy(dataset, map_spec: str | None = None, *, model: CGPot
                 "n_walkers": int(n_walkers), "steps_per_iteration": int(steps_per_iteration), "burn_in": int(burn_in),
                 "restart_fraction": float(restart_fraction), "grid_points": grid_points, "dt": float(dt),
                 "gamma": gamma}
-    frozen = [k for k in settings if k not in ("iterations", "patience")]
     ckpt = checkpoint_path(out)
     checkpoint = None
     if resume and out is not None:
-        if os.path.exists(ckpt):
-            checkpoint = _load_checkpoint(ckpt)
-            old = checkpoint["settings"]
-            diff = [k for k in frozen if old.get(k) != settings[k] and not (k == "lr" and lr is None)]
-            if diff:
-                fail("resume", f"the checkpoint {ckpt} was made with different settings ({', '.join(diff)}: "
-                     f"{[old.get(k) for k in diff]} vs {[settings[k] for k in diff]})",
-                     "resume with the same options, or train without --resume")
+        if os.path.exists(ckpt):  # a resumed run shares every setting but iterations (and lr when defaulted)
+            checkpoint = resume_checkpoint(ckpt, settings, free=("iterations",) + (("lr",) if lr is None else ()))
             model = CGPotential(**checkpoint["config"])
             model.load_state_dict(checkpoint["start_state"])
             model.metadata = checkpoint["metadata"]

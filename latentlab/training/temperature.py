@@ -31,7 +31,7 @@ import torch
 from latentlab.io import atomic_output
 from latentlab.potentials.model import CGPotential
 from latentlab.potentials.store import save_model, versions
-from latentlab.training.force_matching import (CHECKPOINT_FORMAT, TrainResult, _load_checkpoint, checkpoint_path,
+from latentlab.training.force_matching import (CHECKPOINT_FORMAT, TrainResult, checkpoint_path, resume_checkpoint,
                                                time_block_split)
 from latentlab.training.targets import prepare_targets, resolve_device, resolve_method
 from latentlab.validation import check_positive, fail
@@ -119,22 +119,10 @@ def train_temperature_matching(datasets: Sequence = DEFAULT_SETS, map_spec: str 
                 "method": method, "epochs": epochs, "lr": float(lr), "batch_size": int(batch_size),
                 "hidden": list(hidden), "energy_weight": float(energy_weight), "seed": int(seed),
                 "val_fraction": float(val_fraction), "patience": int(patience)}
-    # Settings a resumed run must share with the checkpoint (epochs may be extended).
-    frozen = [k for k in settings if k not in ("epochs", "patience")]
-
     checkpoint = None
     if resume and out is not None:
-        if os.path.exists(ckpt):
-            checkpoint = _load_checkpoint(ckpt)
-            old = checkpoint.get("settings") or {}
-            if old.get("kind") != KIND:
-                fail("resume", f"the checkpoint {ckpt} is from {old.get('kind') or 'force matching'}, not temperature "
-                     "matching", "choose another --out, or delete the checkpoint and train without --resume")
-            diff = [k for k in frozen if old.get(k) != settings[k]]
-            if diff:
-                fail("resume", f"the checkpoint {ckpt} was made with different settings ({', '.join(diff)}: "
-                     f"{[old.get(k) for k in diff]} vs {[settings[k] for k in diff]})",
-                     "resume with the same options, or train without --resume")
+        if os.path.exists(ckpt):  # a resumed run shares every setting but epochs and patience
+            checkpoint = resume_checkpoint(ckpt, settings)
         elif os.path.exists(out):
             from latentlab.potentials import load_model
 
