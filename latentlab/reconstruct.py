@@ -41,12 +41,7 @@ def latent_coordinates(cg_map, positions, chunk: int = 4096) -> np.ndarray:
     -------
     np.ndarray, shape=(n_frames, n_cg), float64
     """
-    x = np.asarray(positions)
-    out = []
-    with torch.no_grad():
-        for start in range(0, x.shape[0], chunk):
-            out.append(cg_map(torch.as_tensor(x[start:start + chunk], dtype=torch.float64)).numpy())
-    return np.concatenate(out) if out else np.zeros((0, cg_map.n_cg))
+    return cg_map.map_frames(np.asarray(positions), chunk).numpy()
 
 
 def atom_correspondence(subset_topology, full_topology) -> np.ndarray:

@@ -87,6 +87,12 @@ def test_temperature_matching_refuses_to_resume_with_other_settings_or_a_bad_che
     train_temperature_matching(sets, out=out, callback=lambda e: e["epoch"] == 1, **_SMALL)
     with pytest.raises(ValueError, match="from temperature-matching training, not force-matching"):
         train_force_matching(sets[0], epochs=3, hidden=(16,), out=out, device="cpu", resume=True)
+    # a finished model (no checkpoint left) of another kind is refused too
+    import os
+
+    os.remove(out + ".ckpt")
+    with pytest.raises(ValueError, match="holds a finished temperature-matching model, not force-matching"):
+        train_force_matching(sets[0], epochs=3, hidden=(16,), out=out, device="cpu", resume=True)
 
 
 def _three_atom_moments(model, data, points=48):

@@ -24,7 +24,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    import numpy as np
     import torch
 
     from latentlab.compare import compare_latent, plot_comparison
@@ -48,8 +47,7 @@ def run(args) -> int:
     if cg_map.n_cg != q.shape[1]:
         fail("--reference", f"the map {spec!r} has {cg_map.n_cg} coordinates but SIM has {q.shape[1]}",
              "compare with the data set the model was trained on")
-    ref = np.concatenate([cg_map(torch.as_tensor(ds.positions[s:s + 20000], dtype=torch.float64)).numpy()
-                          for s in range(0, ds.n_frames, 20000)])
+    ref = cg_map.map_frames(ds.positions).numpy()
     result = compare_latent(q, ref, names=cg_map.names, periodic=cg_map.periodic, bins=args.bins)
     result.update({"sim": args.sim, "reference": args.reference, "map": spec, "burn_in_fraction": args.burn_in,
                    "convention": meta.get("convention"), "temperature": meta.get("temperature")})

@@ -37,14 +37,8 @@ def free_energy_2d(x: np.ndarray, y: np.ndarray, bins: int = 60, range_=None, we
 
 def latent_values(ds, spec: str | None = None, batch: int = 20000):
     """Evaluate the map ``spec`` (default: the data set's) on every frame: ``(Q (n_frames, n_cg), map)``."""
-    import torch
-
     cg_map = ds.map(spec)
-    out = []
-    for start in range(0, ds.n_frames, batch):
-        pos = torch.as_tensor(ds.positions[start:start + batch], dtype=torch.float64)
-        out.append(cg_map(pos).detach().numpy())
-    return np.concatenate(out), cg_map
+    return cg_map.map_frames(ds.positions, batch).numpy(), cg_map
 
 
 def plot_latent_histograms(ds, spec: str | None = None, out: str = "latent.png", bins: int = 60, max_pairs: int = 3) -> str:

@@ -72,13 +72,19 @@ def _frame_terms(cg_map: CGMap, method: str, need_div: bool, need_logdet: bool):
     return terms
 
 
-def _prepare(cg_map, positions, forces, masses, kT):
-    x = check_positions(positions, "positions", n_atoms=cg_map.n_atoms)
+def check_frames(positions, forces, n_atoms: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validated floating tensors ``positions, forces (n_frames, n_atoms, 3)`` (nm, kJ/mol/nm), one force per frame."""
+    x = check_positions(positions, "positions", n_atoms=n_atoms)
     if not x.is_floating_point():
         x = x.to(torch.get_default_dtype())
     f = check_positions(forces, "forces", n_atoms=x.shape[1], dtype=x.dtype, device=x.device)
     if f.shape[0] != x.shape[0]:
         fail("forces", f"has {f.shape[0]} frames but positions has {x.shape[0]}", "pass one force frame per position frame")
+    return x, f
+
+
+def _prepare(cg_map, positions, forces, masses, kT):
+    x, f = check_frames(positions, forces, cg_map.n_atoms)
     check_positive(kT, "kT", "kJ/mol")
     if callable(masses):
         fail("masses", "position-dependent masses are not supported by the mean-force estimator",

@@ -43,8 +43,9 @@ from dataclasses import dataclass
 
 import torch
 
+from latentlab.forces.mean_force import check_frames
 from latentlab.maps.internal import DihedralMap
-from latentlab.validation import check_positions, check_positive, fail
+from latentlab.validation import check_positive, fail
 
 
 @dataclass(frozen=True)
@@ -145,20 +146,13 @@ def torsion_pmf_gradient(cg_map, positions, forces, topology, batch_size: int = 
         kJ/mol/rad; its conditional mean at fixed Q is ``grad_Q A_pmf`` (same as
         :func:`latentlab.forces.local_pmf_gradient`, with less noise).
     """
-    x = check_positions(positions, "positions", n_atoms=cg_map.n_atoms)
-    if not x.is_floating_point():
-        x = x.to(torch.get_default_dtype())
-    f = check_positions(forces, "forces", n_atoms=x.shape[1], dtype=x.dtype, device=x.device)
-    if f.shape[0] != x.shape[0]:
-        fail("forces", f"has {f.shape[0]} frames but positions has {x.shape[0]}", "pass one force frame per position frame")
+    x, f = check_frames(positions, forces, cg_map.n_atoms)
     check_positive(batch_size, "batch_size")
     fields = fields if fields is not None else rotation_fields(cg_map, topology)
-    atoms = torch.as_tensor(cg_map.atoms, device=x.device)
     out = []
     for s in range(0, x.shape[0], int(batch_size)):
         xb, fb = x[s:s + batch_size], f[s:s + batch_size]
-        cg_map.validate_geometry(xb[:, atoms])
-        jac = cg_map.jacobian(xb)  # (F, N, n_atoms, 3)
+        jac = cg_map.jacobian(xb)  # (F, N, n_atoms, 3); refuses degenerate dihedrals
         cols = []
         for n, field in enumerate(fields):
             j, k = field.axis

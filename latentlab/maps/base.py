@@ -132,6 +132,17 @@ class CGMap:
         self.validate_geometry(xs)
         return self.evaluate(xs)
 
+    def map_frames(self, positions, chunk: int = 20000) -> torch.Tensor:
+        """``Q`` of many frames without gradients, ``chunk`` frames at a time to bound memory.
+
+        ``positions``: array or tensor ``(n_frames, n_atoms, 3)`` nm; returns ``(n_frames, n_cg)`` float64.
+        """
+        if len(positions) == 0:
+            return torch.zeros(0, self.n_cg, dtype=torch.float64)
+        with torch.no_grad():
+            return torch.cat([self(torch.as_tensor(positions[s:s + chunk], dtype=torch.float64))
+                              for s in range(0, len(positions), int(chunk))])
+
     # ------------------------------------------------------------------ derivatives
     def _single(self, xs: torch.Tensor) -> torch.Tensor:
         return self.evaluate(xs[None])[0]

@@ -36,7 +36,7 @@ import torch
 
 from latentlab.io import atomic_output
 from latentlab.potentials.model import CGPotential
-from latentlab.potentials.store import model_from_payload, model_payload, save_model, versions
+from latentlab.potentials.store import model_payload, save_model, versions
 from latentlab.training.defaults import DEFAULTS  # defined there so the CLI can read it without torch
 from latentlab.training.targets import prepare_targets, resolve_device, resolve_method
 from latentlab.validation import check_positive, fail
@@ -183,6 +183,25 @@ def resume_checkpoint(path: str, settings: dict, free: Sequence[str] = ("epochs"
     return ck
 
 
+def finished_run(out: str, settings: dict, t_start: float, phases: Sequence[str] | None = None) -> TrainResult:
+    """The finished model at ``out`` as a :class:`TrainResult`, for ``resume`` once the checkpoint is gone.
+
+    Refuses a model made by another kind of training (``settings["kind"]``, absent for force matching);
+    ``phases``: keep only history entries of these phases (a refinement's model carries its start's history too).
+    """
+    from latentlab.potentials import load_model
+
+    model = load_model(out)
+    meta = model.metadata
+    kind, want = (meta.get("training") or {}).get("kind"), settings.get("kind", "force-matching")
+    if kind != want:
+        fail("resume", f"{out} holds a finished {kind or 'unknown'} model, not {want}",
+             "choose another --out, or train without --resume to overwrite it")
+    history = [h for h in meta.get("history", []) if phases is None or h.get("phase") in phases]
+    return TrainResult(model, history, float(meta.get("best_val_loss", math.nan)), out, meta.get("stopped", "completed"),
+                       None, time.perf_counter() - t_start, meta.get("training", settings))
+
+
 def train_force_matching(dataset, map_spec: str | None = None, *, epochs: int = DEFAULTS["epochs"],
                          lr: float = DEFAULTS["lr"], batch_size: int = DEFAULTS["batch_size"],
                          hidden: Sequence[int] = DEFAULTS["hidden"], convention: str = "consistent",
@@ -294,12 +313,7 @@ def train_force_matching(dataset, map_spec: str | None = None, *, epochs: int = 
         if os.path.exists(ckpt):  # a resumed run shares every setting but epochs and patience
             checkpoint = resume_checkpoint(ckpt, settings)
         elif os.path.exists(out):
-            from latentlab.potentials import load_model
-
-            model = load_model(out)
-            hist = list(model.metadata.get("history", []))
-            return TrainResult(model, hist, float(model.metadata.get("best_val_loss", math.nan)), out,
-                               model.metadata.get("stopped", "completed"), None, time.perf_counter() - t_start, settings)
+            return finished_run(out, settings, t_start)
 
     def emit(event: dict) -> bool:
         return bool(callback(event)) if callback is not None else False

@@ -50,8 +50,8 @@ import torch
 from latentlab.io import atomic_output
 from latentlab.potentials.model import CGPotential
 from latentlab.potentials.store import save_model, versions
-from latentlab.training.force_matching import (CHECKPOINT_FORMAT, TrainResult, checkpoint_path, resume_checkpoint,
-                                               time_block_split)
+from latentlab.training.force_matching import (CHECKPOINT_FORMAT, TrainResult, checkpoint_path, finished_run,
+                                               resume_checkpoint, time_block_split)
 from latentlab.training.targets import resolve_device
 from latentlab.validation import check_positive, fail
 
@@ -186,8 +186,7 @@ def train_relative_entropy(dataset, map_spec: str | None = None, *, model: CGPot
         estimator = "grid" if cg_map.n_cg <= 3 else "sampler"
     if estimator == "grid" and cg_map.n_cg > 3:
         fail("estimator", f"the grid estimator needs n_cg <= 3 (the map has {cg_map.n_cg})", "use estimator='sampler'")
-    Q_all = torch.cat([cg_map(torch.as_tensor(ds.positions[s:s + 20000], dtype=torch.float64)).detach()
-                       for s in range(0, ds.n_frames, 20000)])
+    Q_all = cg_map.map_frames(ds.positions)
     train_idx, val_idx = time_block_split(Q_all.shape[0], val_fraction, 20, seed)
     settings = {"kind": "relative-entropy", "map": spec, "estimator": estimator, "iterations": int(iterations),
                 "lr": lr, "batch_size": int(batch_size), "seed": int(seed), "val_fraction": float(val_fraction),
@@ -203,14 +202,7 @@ def train_relative_entropy(dataset, map_spec: str | None = None, *, model: CGPot
             model.load_state_dict(checkpoint["start_state"])
             model.metadata = checkpoint["metadata"]
         elif os.path.exists(out):
-            from latentlab.potentials import load_model
-
-            done = load_model(out)
-            if (done.metadata.get("training") or {}).get("kind") == "relative-entropy":
-                hist = list((done.metadata.get("relative_entropy") or {}).get("history", []))
-                return TrainResult(done, hist, float(done.metadata.get("best_val_loss", math.nan)), out,
-                                   done.metadata.get("stopped", "completed"), None, time.perf_counter() - t_start,
-                                   settings)
+            return finished_run(out, settings, t_start, phases=("relative-entropy",))
     scratch = False
     if checkpoint is not None:
         scratch = checkpoint["settings"].get("scratch", False)

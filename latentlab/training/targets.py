@@ -128,7 +128,7 @@ def prepare_targets(dataset, cg_map=None, convention: str = "consistent", method
     else:
         pos, frc = dataset.tensors(torch.float64)
         masses = torch.as_tensor(dataset.masses, dtype=torch.float64)
-        q = torch.cat([cg_map(pos[s:s + batch_size]).detach() for s in range(0, len(pos), batch_size)])
+        q = cg_map.map_frames(pos, batch_size)
         if method == "rigid-rotation":
             from latentlab.forces.torsion import torsion_pmf_gradient
 

@@ -31,8 +31,8 @@ import torch
 from latentlab.io import atomic_output
 from latentlab.potentials.model import CGPotential
 from latentlab.potentials.store import save_model, versions
-from latentlab.training.force_matching import (CHECKPOINT_FORMAT, TrainResult, checkpoint_path, resume_checkpoint,
-                                               time_block_split)
+from latentlab.training.force_matching import (CHECKPOINT_FORMAT, TrainResult, checkpoint_path, finished_run,
+                                               resume_checkpoint, time_block_split)
 from latentlab.training.targets import prepare_targets, resolve_device, resolve_method
 from latentlab.validation import check_positive, fail
 
@@ -124,13 +124,7 @@ def train_temperature_matching(datasets: Sequence = DEFAULT_SETS, map_spec: str 
         if os.path.exists(ckpt):  # a resumed run shares every setting but epochs and patience
             checkpoint = resume_checkpoint(ckpt, settings)
         elif os.path.exists(out):
-            from latentlab.potentials import load_model
-
-            model = load_model(out)
-            hist = list(model.metadata.get("history", []))
-            return TrainResult(model, hist, float(model.metadata.get("best_val_loss", math.nan)), out,
-                               model.metadata.get("stopped", "completed"), None, time.perf_counter() - t_start,
-                               model.metadata.get("training", settings))
+            return finished_run(out, settings, t_start)
 
     cg_map = ref.map(spec)
     mass = mass_function(cg_map, ref)
