@@ -138,6 +138,13 @@ class Dataset:
     constraint_group : np.ndarray or None, shape=(n_atoms,), int
         Atoms sharing an id are rigidly bound by constraints (id = heaviest atom).
     forces_aggregated : bool
+    weights : np.ndarray or None, shape=(n_frames,), float64
+        Statistical weight of each frame (e.g. importance weights of flow samples), normalised to mean 1;
+        None means all frames count equally.  Every estimator that averages over frames uses them.
+    replica : np.ndarray or None, shape=(n_frames,), int
+        Id of the independent trajectory each frame belongs to (replicas of a Dask ensemble,
+        restarts); frames of one replica are contiguous and in time order.  None means one trajectory.
+        Nothing that needs time order (time blocks, noise floors, kinetics) crosses a replica boundary.
     metadata : dict
         Provenance (force field, timestep, ...), as stored in the file.
     source : str
@@ -155,6 +162,8 @@ class Dataset:
     name: str = ""
     constraint_group: np.ndarray | None = None
     forces_aggregated: bool = False
+    weights: np.ndarray | None = None
+    replica: np.ndarray | None = None
     metadata: dict = field(default_factory=dict)
     source: str = ""
     allatom_path: str | None = None
@@ -194,6 +203,27 @@ class Dataset:
     def has_allatom(self) -> bool:
         return self.allatom_path is not None
 
+    @property
+    def has_weights(self) -> bool:
+        return self.weights is not None
+
+    @property
+    def n_replicas(self) -> int:
+        """Number of independent trajectories (1 without replica ids)."""
+        return 1 if self.replica is None else int(len(np.unique(self.replica)))
+
+    def trajectory_slices(self) -> list[slice]:
+        """One slice of frame indices per independent trajectory, in file order."""
+        if self.replica is None or self.n_frames == 0:
+            return [slice(0, self.n_frames)]
+        cut = np.nonzero(np.diff(self.replica))[0] + 1
+        edges = [0, *cut.tolist(), self.n_frames]
+        return [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
+
+    def frame_weights(self) -> np.ndarray:
+        """Per-frame weights ``(n_frames,)`` with mean 1 (all ones without stored weights)."""
+        return np.ones(self.n_frames) if self.weights is None else self.weights
+
     def __repr__(self) -> str:
         return (f"Dataset(name={self.name!r}, frames={self.n_frames}, atoms={self.n_atoms}, T={self.temperature} K, "
                 f"forces={self.has_forces}, energies={self.has_energies}, topology={self.has_topology})")
@@ -203,7 +233,8 @@ class Dataset:
     def from_arrays(cls, positions, forces=None, *, masses=None, temperature=None, energies=None, topology=None,
                     time=None, length_unit: str = "nm", energy_unit: str = "kJ/mol", drop_nonfinite: bool = False,
                     check_units: bool = True, name: str = "", default_map: str = "", constraint_group=None,
-                    forces_aggregated: bool = False, metadata: dict | None = None, source: str = "arrays") -> "Dataset":
+                    forces_aggregated: bool = False, metadata: dict | None = None, source: str = "arrays",
+                    weights=None, replica=None) -> "Dataset":
         """Build a data set from arrays, converting units and validating everything once.
 
         Parameters
@@ -223,6 +254,10 @@ class Dataset:
             Drop frames with NaN/inf in positions, forces or energies instead of refusing them.
         check_units : bool
             Apply the nm/Angstrom heuristic (typical neighbour distance 0.06-0.6 nm).
+        weights : array, shape=(n_frames,), optional
+            Statistical weights (>= 0, finite, not all 0), stored normalised to mean 1.
+        replica : array, shape=(n_frames,), int, optional
+            Id of the independent trajectory of each frame; each replica's frames must be contiguous.
         """
         if temperature is None:
             fail("temperature", "is required for bare arrays", "pass temperature=... in K (CLI: --temperature K)")
@@ -244,6 +279,23 @@ class Dataset:
                 e = e.reshape(-1)
             if e.ndim != 1 or e.shape[0] != n_frames:
                 fail("energies", f"has shape {np.shape(energies)}, expected ({n_frames},)", "pass one potential energy per frame")
+        w = None
+        if weights is not None:
+            w = np.asarray(weights, dtype=np.float64).reshape(-1)
+            if w.shape[0] != n_frames:
+                fail("weights", f"has {w.shape[0]} entries but positions has {n_frames} frames", "pass one weight per frame")
+            if not np.isfinite(w).all() or (w < 0).any() or not (w > 0).any():
+                fail("weights", "has negative or non-finite entries, or all are zero", "pass finite weights >= 0 (not all 0)")
+        rep = None
+        if replica is not None:
+            rep = np.asarray(replica).reshape(-1)
+            if rep.shape[0] != n_frames or not np.issubdtype(rep.dtype, np.integer):
+                fail("replica", f"has shape {np.shape(replica)} and dtype {rep.dtype}",
+                     f"pass one integer replica id per frame ({n_frames})")
+            starts = rep[np.r_[True, rep[1:] != rep[:-1]]]
+            if len(starts) != len(np.unique(starts)):
+                fail("replica", "has a replica whose frames are not contiguous",
+                     "order the frames replica by replica, each in time order")
         t = None
         if time is not None:
             t = np.asarray(time, dtype=np.float64).reshape(-1)
@@ -280,6 +332,8 @@ class Dataset:
             x, f = x[keep], (f[keep] if f is not None else None)
             e = e[keep] if e is not None else None
             t = t[keep] if t is not None else None
+            w = w[keep] if w is not None else None
+            rep = rep[keep] if rep is not None else None
         x = x * lf
         if check_units:
             check_length_unit(x, length_unit, topology)
@@ -292,7 +346,8 @@ class Dataset:
             fail("constraint_group", f"has shape {cg.shape}, expected ({n_atoms},)", "pass one group id per atom")
         return cls(positions=x.astype(np.float32), forces=None if f is None else f.astype(np.float32), energies=e,
                    masses=m, temperature=temperature, topology=topology, time=t, default_map=default_map, name=name,
-                   constraint_group=cg, forces_aggregated=forces_aggregated, metadata=dict(metadata or {}), source=source)
+                   constraint_group=cg, forces_aggregated=forces_aggregated, metadata=dict(metadata or {}), source=source,
+                   weights=None if w is None else w / w.mean(), replica=None if rep is None else rep.astype(np.int64))
 
     @classmethod
     def from_h5(cls, path: str, block: str = "primary", drop_nonfinite: bool = False) -> "Dataset":
@@ -311,6 +366,7 @@ class Dataset:
             check_units=False, name=str(attrs.get("name", os.path.splitext(os.path.basename(path))[0])),
             default_map=str(attrs.get("default_map", "")), constraint_group=raw.get("constraint_group"),
             forces_aggregated=bool(attrs.get("forces_aggregated", False)), metadata=meta, source=os.path.abspath(path),
+            weights=raw.get("weights"), replica=raw.get("replica"),
         )
         if block == "primary" and raw.get("has_allatom"):
             ds.allatom_path = os.path.abspath(path)
@@ -365,7 +421,8 @@ class Dataset:
                        masses=self.masses, temperature=self.temperature, topology=self.topology, time=sub(self.time),
                        default_map=self.default_map, name=self.name, constraint_group=self.constraint_group,
                        forces_aggregated=self.forces_aggregated, metadata=dict(self.metadata), source=self.source,
-                       allatom_path=self.allatom_path)
+                       allatom_path=self.allatom_path, replica=sub(self.replica),
+                       weights=None if self.weights is None else self.weights[idx] / self.weights[idx].mean())
 
     def cg_forces(self, atoms=None) -> np.ndarray:
         """Constraint-free forces on ``atoms``, shape (n_frames, len(atoms), 3), kJ/mol/nm.
@@ -427,8 +484,11 @@ class Dataset:
             "temperature": self.temperature, "has_forces": self.has_forces, "has_energies": self.has_energies,
             "has_topology": self.has_topology, "default_map": self.default_map, "units": dict(UNITS),
             "forces_aggregated": self.forces_aggregated, "has_constraint_groups": self.constraint_group is not None,
-            "has_allatom": self.has_allatom,
+            "has_allatom": self.has_allatom, "has_weights": self.has_weights, "replicas": self.n_replicas,
         }
+        if self.weights is not None:
+            w = self.weights
+            out["weights_ess_fraction"] = float(w.sum() ** 2 / (w**2).sum() / len(w))
         if self.time is not None and len(self.time):
             out["time_ps"] = [float(self.time[0]), float(self.time[-1])]
         for key in ("forcefield", "solvent", "timestep_ps", "friction_per_ps", "constraints", "hydrogen_mass_amu",
@@ -455,7 +515,7 @@ class Dataset:
                      forces_aggregated=bool(self.forces_aggregated))
         write_h5(path, dict(positions=self.positions, forces=self.forces, energies=self.energies, time=self.time,
                             masses=self.masses, topology_pdb=topology_to_pdb_text(self.topology, self.positions[0]),
-                            constraint_group=self.constraint_group), attrs)
+                            constraint_group=self.constraint_group, weights=self.weights, replica=self.replica), attrs)
         return path
 
 

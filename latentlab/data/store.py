@@ -13,6 +13,11 @@ Root group = the *primary block* (what :func:`latentlab.data.load` returns)::
     constraint_group (n_atoms,)             int32     atoms rigidly bound by constraints share a
                                                       group id (the index of the heaviest atom);
                                                       an unconstrained atom is its own group  (optional)
+    weights          (n_frames,)            float64   statistical weight of each frame, e.g. importance
+                                                      weights of flow samples; absent = all equal  (optional)
+    replica          (n_frames,)            int32     id of the independent trajectory (replica) each frame
+                                                      belongs to; frames of one replica are contiguous and
+                                                      in time order; absent = one trajectory  (optional)
 
 Root attributes: ``format`` (= "latentlab-dataset"), ``format_version`` (1),
 ``name``, ``temperature`` (K), ``default_map`` (a map spec string, may be ""),
@@ -53,7 +58,7 @@ FORMAT = "latentlab-dataset"
 FORMAT_VERSION = 1
 UNITS = {"length": "nm", "time": "ps", "mass": "amu", "energy": "kJ/mol", "force": "kJ/mol/nm", "temperature": "K"}
 
-_ARRAY_KEYS = ("positions", "forces", "energies", "time", "masses", "constraint_group")
+_ARRAY_KEYS = ("positions", "forces", "energies", "time", "masses", "constraint_group", "weights", "replica")
 
 
 def _write_block(group, block: dict) -> None:
@@ -66,7 +71,7 @@ def _write_block(group, block: dict) -> None:
         arr = np.asarray(value)
         if key in ("positions", "forces"):
             arr = arr.astype(np.float32)
-        elif key == "constraint_group":
+        elif key in ("constraint_group", "replica"):
             arr = arr.astype(np.int32)
         else:
             arr = arr.astype(np.float64)
