@@ -440,7 +440,7 @@ class Dataset:
         atoms = np.arange(self.n_atoms) if atoms is None else np.asarray(atoms, dtype=int)
         if self.forces_aggregated or self.constraint_group is None or (self.constraint_group == np.arange(self.n_atoms)).all():
             return self.forces[:, atoms]
-        from latentlab.data.generate import aggregate_forces
+        from latentlab.forces.constraints import aggregate_forces
 
         return aggregate_forces(self.forces, self.constraint_group, atoms).astype(np.float32)
 

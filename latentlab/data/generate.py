@@ -51,6 +51,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from latentlab.forces.constraints import aggregate_forces, constraint_groups  # noqa: F401 (re-exported)
 from latentlab.validation import check_nonnegative, check_positive, fail
 
 PRESETS = {
@@ -219,68 +220,6 @@ def build_system(cfg: GenerateConfig):
                          "Fix: use a standard protein PDB (strip ligands) or other force-field files") from None
     masses = np.array([plain.getParticleMass(i).value_in_unit(u.amu) for i in range(plain.getNumParticles())])
     return topology, positions, system, masses
-
-
-def constraint_groups(system, masses: np.ndarray) -> np.ndarray:
-    """Group id per atom: atoms connected by constraints share the id of the heaviest atom.
-
-    Returns shape (n_atoms,) int.  Unconstrained atoms are their own group.
-    """
-    n = system.getNumParticles()
-    parent = list(range(n))
-
-    def find(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for k in range(system.getNumConstraints()):
-        i, j, _ = system.getConstraintParameters(k)
-        ri, rj = find(i), find(j)
-        if ri != rj:
-            parent[ri] = rj
-    roots = np.array([find(i) for i in range(n)])
-    groups = np.arange(n)
-    for r in np.unique(roots):
-        members = np.nonzero(roots == r)[0]
-        groups[members] = members[np.argmax(masses[members])]
-    return groups
-
-
-def aggregate_forces(forces: np.ndarray, groups: np.ndarray, atoms: np.ndarray) -> np.ndarray:
-    """Constraint-free forces on ``atoms``: sum of the forces over each atom's constraint group.
-
-    Parameters
-    ----------
-    forces : np.ndarray, shape (n_frames, n_atoms, 3), kJ/mol/nm
-    groups : np.ndarray, shape (n_atoms,), int (see :func:`constraint_groups`)
-    atoms : np.ndarray, shape (n_sel,), int — each must be the root (heaviest atom) of its group
-
-    Returns
-    -------
-    np.ndarray, shape (n_frames, n_sel, 3)
-
-    Notes
-    -----
-    A constraint force acts along the constrained bond with equal and opposite
-    parts on its two atoms, so it cancels in the sum over a rigid group; the
-    summed force is the derivative of U along a rigid translation of the group,
-    which is a direction the constrained dynamics can move in (Kraemer et al.,
-    J. Chem. Theory Comput. 19, 8 (2023)).
-    """
-    atoms = np.asarray(atoms)
-    bad = atoms[groups[atoms] != atoms]
-    if bad.size:
-        fail("atoms", f"atoms {bad[:5].tolist()} are constrained to a heavier atom (e.g. hydrogens)",
-             "select heavy atoms only (their force includes their hydrogens), or generate with --constraints none")
-    slot = np.full(len(groups), -1)
-    slot[atoms] = np.arange(len(atoms))
-    member_slot = slot[groups]  # (n_atoms,)
-    keep = member_slot >= 0
-    out = np.zeros((forces.shape[0], len(atoms), 3), dtype=np.float64)
-    np.add.at(out, (slice(None), member_slot[keep]), forces[:, keep].astype(np.float64))
-    return out
 
 
 def make_platform(name: str, threads: int, system, integrator_factory, positions):
