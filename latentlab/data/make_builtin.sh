@@ -1,10 +1,47 @@
 #!/usr/bin/env bash
 # Regenerate the built-in data sets (latentlab/data/builtin/*.h5), one run at a
 # time.  Every command is resumable: rerun this script after an interruption.
-# Usage: latentlab/data/make_builtin.sh [path/to/1uao.pdb] [threads]
+#
+# Usage: latentlab/data/make_builtin.sh PDB [THREADS]
+#    or: LATENTLAB_CHIGNOLIN_PDB=PDB latentlab/data/make_builtin.sh [-] [THREADS]
+#
+#   PDB      starting structure of chignolin, PDB entry 1UAO
+#            (https://files.rcsb.org/download/1UAO.pdb); latentlab does not ship
+#            it.  `latentlab generate` strips water and ions and adds hydrogens.
+#            Checked before anything runs, so a missing file fails at once and
+#            not after the alanine dipeptide runs.
+#   THREADS  OpenMM CPU threads (default 1)
+#   CHIGNOLIN_NS  length of the chignolin run in ns (environment, default 6)
 set -euo pipefail
-PDB=${1:-/work/shared/data/1uao.pdb}
+
+usage="usage: latentlab/data/make_builtin.sh PDB [THREADS]  (or set LATENTLAB_CHIGNOLIN_PDB=PDB)"
+PDB=${1:-}
+if [ -z "$PDB" ] || [ "$PDB" = "-" ]; then
+    PDB=${LATENTLAB_CHIGNOLIN_PDB:-}
+fi
+if [ -z "$PDB" ]; then
+    echo "make_builtin.sh: error: PDB: no chignolin structure given. Fix: download 1UAO" \
+         "(https://files.rcsb.org/download/1UAO.pdb) and pass its path as the first argument" \
+         "or in LATENTLAB_CHIGNOLIN_PDB" >&2
+    echo "$usage" >&2
+    exit 2
+fi
+if [ ! -f "$PDB" ] || [ ! -r "$PDB" ]; then
+    echo "make_builtin.sh: error: PDB: $PDB is not a readable file. Fix: check the path" >&2
+    echo "$usage" >&2
+    exit 2
+fi
+PDB=$(cd "$(dirname "$PDB")" && pwd)/$(basename "$PDB")
 THREADS=${2:-1}
+case "$THREADS" in
+    ''|*[!0-9]*|0) echo "make_builtin.sh: error: THREADS: got '$THREADS'. Fix: give a positive whole number" >&2
+                   exit 2 ;;
+esac
+if ! command -v latentlab >/dev/null 2>&1; then
+    echo "make_builtin.sh: error: the latentlab command is not on PATH. Fix: pip install -e . (from the repository root)" >&2
+    exit 2
+fi
+
 D=$(cd "$(dirname "$0")" && pwd)/builtin
 run() {  # run OUT args...: start, or resume if a partial/finished file exists
     local out=$1; shift
