@@ -35,7 +35,26 @@ re-simulated from the checkpointed state (no duplicates, no gaps in time).
 On completion the segments are assembled into ``OUT`` (atomic replace) and
 ``OUT.partial/`` is removed.  ``--resume`` continues ``OUT.partial/`` or
 extends a finished ``OUT`` (its final state is stored in the file) to a
-larger ``--ns``.
+larger ``--ns``.  A run that fails or is refused before it saved a frame of
+its own removes the ``OUT.partial/`` it created (nothing is left that was not
+there before); a resumed ``OUT.partial/`` is never removed on failure.
+
+Starting structures
+-------------------
+By default the preset's structure (or ``--pdb``) is minimised, given
+Maxwell-Boltzmann velocities and equilibrated for ``--equilibrate`` ps.  With
+``start_from`` (CLI ``--start-from DATA``) the starting positions are a frame
+of an existing data set of the same system (all atoms, same order; the
+all-atom block is used when the primary block is a subset), then minimised and
+equilibrated the same way.  Replica ensembles on Dask
+(:mod:`latentlab.data.ensemble`) run one :class:`Generator` per replica.
+
+Blow-ups
+--------
+A time step too large for the system makes the coordinates NaN within a few
+steps; OpenMM then raises "Particle coordinate is NaN".  Every such failure
+(also NaN energies or positions that OpenMM returns without raising) ends in
+one :class:`ValueError` that names the time step and suggests a smaller one.
 """
 
 from __future__ import annotations
@@ -52,6 +71,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from latentlab.forces.constraints import aggregate_forces, constraint_groups  # noqa: F401 (re-exported)
+from latentlab.io import EXTENSIONS, output_path
 from latentlab.validation import check_nonnegative, check_positive, fail
 
 PRESETS = {
@@ -72,7 +92,10 @@ PRESETS = {
 
 # Settings that must not change between a run and its --resume.
 _FROZEN = ("system", "temperature", "save_every_ps", "allatom_every_ps", "selection", "timestep_fs", "constraints",
-           "hydrogen_mass", "friction", "forcefield", "seed")
+           "hydrogen_mass", "friction", "forcefield", "seed", "start_from", "start_frame")
+
+#: Segment files in OUT.partial/ (a leftover ``seg-NNNNN.npz.tmp.npz`` of a killed write does not match).
+_SEGMENT_GLOB = "seg-[0-9][0-9][0-9][0-9][0-9].npz"
 
 
 @dataclass
@@ -101,6 +124,8 @@ class GenerateConfig:
     overwrite: bool = False
     progress: bool = True
     name: str | None = None
+    start_from: str | None = None
+    start_frame: int | None = None
 
     def resolved(self) -> "GenerateConfig":
         """Fill preset defaults and validate; returns a new config."""
@@ -117,6 +142,9 @@ class GenerateConfig:
             c.selection = p["selection"]
         if c.selection in ("", "all"):
             c.selection = None
+        c.out = os.fspath(c.out)
+        if c.out and not c.out.endswith(os.sep) and not os.path.splitext(c.out)[1]:
+            c.out += EXTENSIONS["data"]  # `--out gen` writes gen.h5 (the output policy of every command)
         c.name = c.name or os.path.splitext(os.path.basename(c.out))[0]
         check_positive(c.ns, "ns", "ns")
         check_positive(c.temperature, "temperature", "K")
@@ -152,6 +180,17 @@ class GenerateConfig:
                  "pass --pdb 1uao.pdb (download from https://www.rcsb.org/structure/1UAO)")
         if c.pdb and not os.path.exists(c.pdb):
             raise FileNotFoundError(f"pdb: {c.pdb} does not exist. Fix: check the path")
+        if c.start_frame is not None and c.start_from is None:
+            fail("start_frame", "given without a data set to take the frame from", "add --start-from DATA")
+        if c.start_from is not None:
+            from latentlab.data import ANALYTIC, resolve
+
+            source = resolve(c.start_from)  # FileNotFoundError naming the built-ins if neither
+            if source in ANALYTIC:
+                fail("start_from", f"{source!r} is an analytic system without atoms of {c.system}",
+                     f"pass a data set of {c.system} (a built-in name or a file written by latentlab generate)")
+            c.start_from = source if source in _builtin_names() else os.path.abspath(source)
+            c.start_frame = None if c.start_frame is None else int(c.start_frame)
         if c.hydrogen_mass and c.hydrogen_mass > 0 and c.timestep_fs > 2.0 and c.constraints == "none":
             fail("timestep", f"{c.timestep_fs} fs without constraints is unstable",
                  "use --constraints hbonds with --timestep 4, or --timestep 1 without constraints")
@@ -175,6 +214,71 @@ class GenerateConfig:
 
 def _builtin_chignolin() -> str:
     return os.path.join(os.path.dirname(__file__), "builtin", "chignolin.h5")
+
+
+def _builtin_names() -> list[str]:
+    from latentlab.data import BUILTIN_FILES
+
+    return list(BUILTIN_FILES)
+
+
+def start_positions(source: str, frame: int | None, masses: np.ndarray, system: str) -> np.ndarray:
+    """Starting positions from a frame of an existing data set of the same system.
+
+    Parameters
+    ----------
+    source : str
+        Built-in name or path of a data set (``latentlab.data.load``).
+    frame : int or None
+        Frame index (negative counts from the end); None = the last frame.
+    masses : array, shape=(n_atoms,), amu
+        Physical masses of the system being simulated, to check that the atoms match.
+    system : str
+        Preset name, for messages.
+
+    Returns
+    -------
+    positions : array, shape=(n_atoms, 3), nm
+    """
+    from latentlab.data import load
+
+    ds = load(source)
+    n_atoms = len(masses)
+    if ds.n_atoms != n_atoms and ds.has_allatom:
+        ds = ds.allatom()  # e.g. the CA-only chignolin set keeps all atoms in its all-atom block
+    if ds.n_atoms != n_atoms:
+        fail("start_from", f"{source} has {ds.n_atoms} atoms but the {system} system has {n_atoms}",
+             f"start from a data set of {system} with all atoms (e.g. one written by latentlab generate {system})")
+    if not np.allclose(ds.masses, masses, atol=0.01):
+        bad = np.nonzero(~np.isclose(ds.masses, masses, atol=0.01))[0]
+        fail("start_from", f"{source} has other atoms than the {system} system (masses differ at atoms {bad[:10].tolist()})",
+             "start from a data set of the same system, atoms in the same order")
+    index = ds.n_frames - 1 if frame is None else int(frame)
+    if not -ds.n_frames <= index < ds.n_frames:
+        fail("start_frame", f"got {frame} but {source} has {ds.n_frames} frames", f"use 0 .. {ds.n_frames - 1}")
+    return np.asarray(ds.positions[index], dtype=np.float64)
+
+
+def _is_nan_error(err: BaseException) -> bool:
+    """True for OpenMM's "Particle coordinate is NaN" (and similar NaN failures) of a blown-up simulation."""
+    return type(err).__name__ == "OpenMMException" and "nan" in str(err).lower()
+
+
+def _blow_up(cfg: "GenerateConfig", where: str) -> None:
+    """Raise the one clear error of a blown-up simulation, with a suggested time step."""
+    preset = PRESETS[cfg.system]["timestep_fs"]
+    suggest = preset if cfg.timestep_fs > preset else cfg.timestep_fs / 2.0
+    hint = "" if cfg.timestep_fs > preset else "; if it still blows up, check the starting structure (clashes) and the force field"
+    fail("timestep", f"the simulation blew up {where} (particle coordinates became NaN): a time step of {cfg.timestep_fs:g} fs "
+         f"is too large for {cfg.system} with constraints={cfg.constraints}",
+         f"use a smaller --timestep, e.g. {suggest:g} fs (the {cfg.system} preset uses {preset:g} fs){hint}")
+
+
+def _n_frames_in(path: str) -> int:
+    import h5py
+
+    with h5py.File(path, "r") as fh:
+        return int(fh["positions"].shape[0])
 
 
 def build_system(cfg: GenerateConfig):
@@ -291,39 +395,74 @@ def _atomic_savez(path: str, **arrays) -> None:
 
 
 class Generator:
-    """Runs one resumable generation (see module docstring)."""
+    """Runs one resumable generation (see module docstring).
 
-    def __init__(self, cfg: GenerateConfig, log=print):
+    Parameters
+    ----------
+    cfg : GenerateConfig
+    log : callable
+        Receives one-line messages (default ``print``).
+    on_progress : callable, optional
+        ``on_progress(n_frames, total_frames, frames_this_run, elapsed_s)``, called about once a second
+        from the simulation loop and once at its end (the replica ensembles report progress with it).
+    guard : callable, optional
+        Called before every checkpoint; raising there stops the run without writing (a replica whose
+        work was taken over by another attempt stops this way).
+    """
+
+    def __init__(self, cfg: GenerateConfig, log=print, on_progress=None, guard=None):
         self.cfg = cfg.resolved()
         self.log = log
+        self.on_progress = on_progress
+        self.guard = guard
         self.work = self.cfg.out + ".partial"
+        self.platform_name = ""
+        self.ns_per_day = 0.0  # of the simulation loop of this call (0 if nothing was simulated)
+        self.frames_this_run = 0
+        self.loop_seconds = 0.0
+        self._saved_new = False  # has this call checkpointed frames of its own?
 
     # -- bookkeeping -------------------------------------------------------
     def _check_paths(self) -> None:
         cfg = self.cfg
-        out_dir = os.path.dirname(os.path.abspath(cfg.out))
-        if not os.path.isdir(out_dir):
-            raise FileNotFoundError(f"out: directory {out_dir} does not exist. Fix: create it or choose another --out")
+        if os.path.exists(os.path.join(self.work, "ensemble.json")) and not cfg.overwrite:
+            with open(os.path.join(self.work, "ensemble.json")) as fh:
+                k = json.load(fh)["replicas"]
+            fail("resume" if cfg.resume else "out", f"{self.work}/ holds an interrupted ensemble of {k} replicas",
+                 f"continue it with --replicas {k} --resume, or pass --overwrite to start again")
         if cfg.resume:
             if not os.path.isdir(self.work) and not os.path.exists(cfg.out):
                 fail("resume", f"nothing to resume: neither {self.work}/ nor {cfg.out} exists", "run without --resume")
-            return
-        if cfg.overwrite:
-            shutil.rmtree(self.work, ignore_errors=True)
-            return
-        if os.path.isdir(self.work):
-            fail("out", f"an interrupted run exists in {self.work}/", "pass --resume to continue it, or --overwrite to start again")
-        if os.path.exists(cfg.out):
-            fail("out", f"{cfg.out} exists", "pass --resume to extend it, --overwrite to replace it, or choose another --out")
+        elif not cfg.overwrite:
+            if os.path.isdir(self.work):
+                fail("out", f"an interrupted run exists in {self.work}/", "pass --resume to continue it, or --overwrite to start again")
+            if os.path.exists(cfg.out):
+                fail("out", f"{cfg.out} exists", "pass --resume to extend it, --overwrite to replace it, or choose another --out")
+        # the output policy of every command: not an input, directory exists and is writable
+        output_path(cfg.out, "data", overwrite=True, inputs=[cfg.pdb, cfg.start_from])
 
     def _frozen(self) -> dict:
         return {k: getattr(self.cfg, k) for k in _FROZEN}
 
     def _segments(self) -> list[str]:
-        return sorted(glob.glob(os.path.join(self.work, "seg-*.npz")))
+        return sorted(glob.glob(os.path.join(self.work, _SEGMENT_GLOB)))
 
     # -- main ---------------------------------------------------------------
     def run(self) -> str:
+        """Run, resume or extend; returns the output path.
+
+        A failure before this call checkpointed frames of its own removes the ``OUT.partial/``
+        that this call created; an ``OUT.partial/`` that existed before is left as it was.
+        """
+        had_work = os.path.isdir(self.work) and (self.cfg.resume or not self.cfg.overwrite)  # --overwrite discards it
+        try:
+            return self._run()
+        except BaseException:
+            if not had_work and not self._saved_new and os.path.isdir(self.work):
+                shutil.rmtree(self.work, ignore_errors=True)
+            raise
+
+    def _run(self) -> str:
         import openmm
         import openmm.unit as u
         from openmm import XmlSerializer
@@ -345,96 +484,123 @@ class Generator:
             aggregate_forces(np.zeros((1, n_atoms, 3)), groups, sel)  # validates the selection early
         else:
             sel = None
+        if cfg.start_from is not None:
+            positions = start_positions(cfg.start_from, cfg.start_frame, masses, cfg.system) * u.nanometer
+
+        # What to continue from, decided (and every setting checked) before anything is written.
+        ck = os.path.join(self.work, "checkpoint.npz")
+        run_json = os.path.join(self.work, "run.json")
+        from_partial = cfg.resume and os.path.exists(ck) and os.path.exists(run_json)
+        if from_partial:
+            with open(run_json) as fh:
+                self._check_same(json.load(fh)["frozen"])
+            with np.load(ck) as z:
+                ck_frames = int(z["n_frames"])
+            if os.path.exists(cfg.out) and ck_frames <= _n_frames_in(cfg.out):
+                from_partial = False  # killed while tidying up after writing OUT: OUT is the newer
+        prim = None
+        if cfg.resume and not from_partial and os.path.exists(cfg.out):  # extend a finished file
+            from latentlab.data.store import read_h5
+
+            prim = read_h5(cfg.out)
+            self._check_same(json.loads(prim["attrs"].get("generate_config", "{}")).get("frozen", {}))
+            if prim.get("replica") is not None and len(np.unique(prim["replica"])) > 1:
+                k = len(np.unique(prim["replica"]))
+                fail("resume", f"{cfg.out} is an ensemble of {k} replicas", f"pass --replicas {k} to extend it")
+            if "resume_state_xml" not in prim:
+                fail("resume", f"{cfg.out} has no stored final state", "regenerate it, or choose another --out")
+            if len(prim["time"]) >= cfg.total_frames:
+                shutil.rmtree(self.work, ignore_errors=True)  # a stale OUT.partial/ of a finished run
+                self.log(f"{cfg.out} already has {len(prim['time'])} frames >= {cfg.total_frames} requested; nothing to do")
+                return cfg.out
 
         def integrator_factory():
             integ = openmm.LangevinMiddleIntegrator(cfg.temperature * u.kelvin, cfg.friction / u.picosecond,
                                                    cfg.timestep_fs * u.femtosecond)
             return integ
 
-        platform, props = make_platform(cfg.platform, cfg.threads, system, integrator_factory, positions)
+        where = "while OpenMM timed the platforms (the first steps)"
+        try:
+            platform, props = make_platform(cfg.platform, cfg.threads, system, integrator_factory, positions)
+            if cfg.resume and os.path.isdir(self.work) and not from_partial:
+                # killed before the first checkpoint, or after OUT was written: nothing there is worth keeping
+                shutil.rmtree(self.work)
+                if prim is None:
+                    self.log(f"{self.work}/ held no checkpoint; starting again")
+            elif cfg.overwrite and not cfg.resume:
+                shutil.rmtree(self.work, ignore_errors=True)
 
-        # State: fresh, from OUT.partial/, or from a finished OUT.
-        state_xml, n_segments, n_frames, n_full, step = None, 0, 0, 0, 0
-        ck = os.path.join(self.work, "checkpoint.npz")
-        if cfg.resume and os.path.isdir(self.work) and (not os.path.exists(ck) or not os.path.exists(os.path.join(self.work, "run.json"))):
-            # killed before the first checkpoint: nothing in OUT.partial/ is worth keeping
-            shutil.rmtree(self.work)
-            if not os.path.exists(cfg.out):
-                self.log(f"{self.work}/ held no checkpoint; starting again")
-        if cfg.resume and os.path.isdir(self.work):
-            with open(os.path.join(self.work, "run.json")) as fh:
-                saved = json.load(fh)
-            self._check_same(saved["frozen"])
-            with np.load(ck) as z:
-                state_xml = str(z["state_xml"])
-                n_segments, n_frames, n_full, step = (int(z[k]) for k in ("n_segments", "n_frames", "n_full", "step"))
-            for path in self._segments()[n_segments:]:  # written after the last checkpoint: re-simulated
-                os.remove(path)
-            static = dict(np.load(os.path.join(self.work, "static.npz")))
-            self.log(f"resuming {self.work}/ at {n_frames} frames ({n_frames * cfg.save_every_ps / 1000:.4f} ns)")
-        else:
-            os.makedirs(self.work, exist_ok=cfg.resume)
-            static = None
-            # run.json first: a directory with a checkpoint always has it
-            with open(os.path.join(self.work, "run.json.tmp"), "w") as fh:
-                json.dump({"frozen": self._frozen(), "config": asdict(cfg)}, fh, indent=1)
-            os.replace(os.path.join(self.work, "run.json.tmp"), os.path.join(self.work, "run.json"))
-            if cfg.resume and os.path.exists(cfg.out):  # extend a finished file
-                from latentlab.data.store import read_h5
+            # State: fresh, from OUT.partial/, or from a finished OUT.
+            state_xml, n_segments, n_frames, n_full, step = None, 0, 0, 0, 0
+            if from_partial:
+                with np.load(ck) as z:
+                    state_xml = str(z["state_xml"])
+                    n_segments, n_frames, n_full, step = (int(z[k]) for k in ("n_segments", "n_frames", "n_full", "step"))
+                for path in self._segments()[n_segments:]:  # written after the last checkpoint: re-simulated
+                    os.remove(path)
+                static = dict(np.load(os.path.join(self.work, "static.npz")))
+                self.log(f"resuming {self.work}/ at {n_frames} frames ({n_frames * cfg.save_every_ps / 1000:.4f} ns)")
+            else:
+                os.makedirs(self.work)
+                static = None
+                # run.json first: a directory with a checkpoint always has it
+                with open(run_json + ".tmp", "w") as fh:
+                    json.dump({"frozen": self._frozen(), "config": asdict(cfg)}, fh, indent=1)
+                os.replace(run_json + ".tmp", run_json)
+                if prim is not None:
+                    state_xml = prim["resume_state_xml"]
+                    blocks = {"positions": prim["positions"], "forces": prim["forces"], "energies": prim["energies"], "time": prim["time"]}
+                    if prim["has_allatom"]:
+                        full = read_h5(cfg.out, "allatom")
+                        blocks.update({"full_" + k: full[k] for k in ("positions", "forces", "energies", "time")})
+                    n_frames = len(prim["time"])
+                    n_full = len(blocks["full_time"]) if "full_time" in blocks else 0
+                    step = int(round(prim["time"][-1] * 1000.0 / cfg.timestep_fs))
+                    full_pdb = read_h5(cfg.out, "allatom").get("topology_pdb", "") if prim["has_allatom"] else prim.get("topology_pdb", "")
+                    static = dict(masses=masses, groups=groups, sel=np.asarray(sel if sel is not None else np.arange(n_atoms)),
+                                  topology_pdb=np.array(full_pdb or ""),
+                                  sel_pdb=np.array(prim.get("topology_pdb", "") if sel is not None else ""))
+                    _atomic_savez(os.path.join(self.work, "static.npz"), **static)
+                    _atomic_savez(os.path.join(self.work, "seg-00000.npz"), **blocks)
+                    n_segments = 1
+                    # checkpoint at once: a kill before the first new segment must still resume from here
+                    _atomic_savez(ck, state_xml=np.array(state_xml), n_segments=n_segments, n_frames=n_frames,
+                                  n_full=n_full, step=step)
+                    self.log(f"extending {cfg.out} from {n_frames} frames")
 
-                prim = read_h5(cfg.out)
-                self._check_same(json.loads(prim["attrs"].get("generate_config", "{}")).get("frozen", {}))
-                if "resume_state_xml" not in prim:
-                    fail("resume", f"{cfg.out} has no stored final state", "regenerate it, or choose another --out")
-                state_xml = prim["resume_state_xml"]
-                blocks = {"positions": prim["positions"], "forces": prim["forces"], "energies": prim["energies"], "time": prim["time"]}
-                if prim["has_allatom"]:
-                    full = read_h5(cfg.out, "allatom")
-                    blocks.update({"full_" + k: full[k] for k in ("positions", "forces", "energies", "time")})
-                n_frames = len(prim["time"])
-                if n_frames >= cfg.total_frames:
-                    shutil.rmtree(self.work, ignore_errors=True)
-                    self.log(f"{cfg.out} already has {n_frames} frames >= {cfg.total_frames} requested; nothing to do")
-                    return cfg.out
-                n_full = len(blocks["full_time"]) if "full_time" in blocks else 0
-                step = int(round(prim["time"][-1] * 1000.0 / cfg.timestep_fs))
-                full_pdb = read_h5(cfg.out, "allatom").get("topology_pdb", "") if prim["has_allatom"] else prim.get("topology_pdb", "")
-                static = dict(masses=masses, groups=groups, sel=np.asarray(sel if sel is not None else np.arange(n_atoms)),
-                              topology_pdb=np.array(full_pdb or ""),
-                              sel_pdb=np.array(prim.get("topology_pdb", "") if sel is not None else ""))
+            integrator = integrator_factory()
+            seed_mix = (cfg.seed * 1_000_003 + n_segments * 7919 + 12345) % (2**31 - 1) + 1
+            integrator.setRandomNumberSeed(seed_mix)
+            context = openmm.Context(system, integrator, platform, props)
+            if state_xml is None:
+                where = "during minimisation and equilibration"
+                context.setPositions(positions)
+                openmm.LocalEnergyMinimizer.minimize(context, 10.0, 0)
+                context.setVelocitiesToTemperature(cfg.temperature * u.kelvin, seed_mix)
+                n_eq = int(round(cfg.equilibrate_ps * 1000.0 / cfg.timestep_fs))
+                if n_eq:
+                    self.log(f"equilibrating {cfg.equilibrate_ps} ps ({n_eq} steps, not saved)")
+                    integrator.step(n_eq)
+                xyz0 = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(u.nanometer)
+                if not np.isfinite(xyz0).all():
+                    _blow_up(cfg, where)
+                static = dict(
+                    masses=masses, groups=groups, sel=np.asarray(sel if sel is not None else np.arange(n_atoms)),
+                    topology_pdb=np.array(_pdb_text(topology, xyz0)),
+                    sel_pdb=np.array(_pdb_text(topology, xyz0, sel) if sel is not None else ""),
+                )
                 _atomic_savez(os.path.join(self.work, "static.npz"), **static)
-                _atomic_savez(os.path.join(self.work, "seg-00000.npz"), **blocks)
-                n_segments = 1
-                # checkpoint at once: a kill before the first new segment must still resume from here
-                _atomic_savez(os.path.join(self.work, "checkpoint.npz"), state_xml=np.array(state_xml),
-                              n_segments=n_segments, n_frames=n_frames, n_full=n_full, step=step)
-                self.log(f"extending {cfg.out} from {n_frames} frames")
-
-        integrator = integrator_factory()
-        seed_mix = (cfg.seed * 1_000_003 + n_segments * 7919 + 12345) % (2**31 - 1) + 1
-        integrator.setRandomNumberSeed(seed_mix)
-        context = openmm.Context(system, integrator, platform, props)
-        if state_xml is None:
-            context.setPositions(positions)
-            openmm.LocalEnergyMinimizer.minimize(context, 10.0, 0)
-            context.setVelocitiesToTemperature(cfg.temperature * u.kelvin, seed_mix)
-            n_eq = int(round(cfg.equilibrate_ps * 1000.0 / cfg.timestep_fs))
-            if n_eq:
-                self.log(f"equilibrating {cfg.equilibrate_ps} ps ({n_eq} steps, not saved)")
-                integrator.step(n_eq)
-            xyz0 = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(u.nanometer)
-            static = dict(
-                masses=masses, groups=groups, sel=np.asarray(sel if sel is not None else np.arange(n_atoms)),
-                topology_pdb=np.array(_pdb_text(topology, xyz0)),
-                sel_pdb=np.array(_pdb_text(topology, xyz0, sel) if sel is not None else ""),
-            )
-            _atomic_savez(os.path.join(self.work, "static.npz"), **static)
-            context.setTime(0.0)
-            context.setStepCount(0)
-        else:
-            context.setState(XmlSerializer.deserialize(state_xml))
-        self.platform_name = platform.getName()
-        self._loop(context, integrator, static, n_segments, n_frames, n_full, step)
+                context.setTime(0.0)
+                context.setStepCount(0)
+            else:
+                context.setState(XmlSerializer.deserialize(state_xml))
+            self.platform_name = platform.getName()
+            where = None
+            self._loop(context, integrator, static, n_segments, n_frames, n_full, step)
+        except Exception as err:
+            if _is_nan_error(err):
+                _blow_up(cfg, where or f"near {self._last_step * cfg.timestep_fs / 1000.0:g} ps")
+            raise
         return self._assemble(static)
 
     def _check_same(self, saved: dict) -> None:
@@ -444,14 +610,19 @@ class Generator:
             fail("resume", f"settings differ from the interrupted run: {diff} (saved, now)",
                  "resume with the same options (only --ns, --platform and --threads may change)")
 
+    _last_step = 0
+
     def _loop(self, context, integrator, static, n_segments, n_frames, n_full, step) -> None:
         import openmm.unit as u
         from openmm import XmlSerializer
 
         cfg = self.cfg
         total = cfg.total_frames
+        self._last_step = step
         if n_frames >= total:
             self.log(f"already {n_frames} frames >= {total} requested; nothing to simulate")
+            if self.on_progress is not None:
+                self.on_progress(n_frames, total, 0, 0.0)
             return
         sel = static["sel"]
         groups = static["groups"]
@@ -464,6 +635,8 @@ class Generator:
             nonlocal n_segments
             if not buf["time"]:
                 return
+            if self.guard is not None:
+                self.guard()
             arrays = {k: np.asarray(v) for k, v in buf.items() if v}
             seg = os.path.join(self.work, f"seg-{n_segments:05d}.npz")
             _atomic_savez(seg, **arrays)  # 1. the frames
@@ -472,6 +645,7 @@ class Generator:
             _atomic_savez(os.path.join(self.work, "checkpoint.npz"),  # 2. the state that follows them
                           state_xml=np.array(XmlSerializer.serialize(state)), n_segments=n_segments,
                           n_frames=n_frames, n_full=n_full, step=step)
+            self._saved_new = True
             for v in buf.values():
                 v.clear()
 
@@ -482,16 +656,19 @@ class Generator:
             bar = tqdm(total=round(cfg.ns * 1000.0, 6), initial=round(n_frames * cfg.save_every_ps, 6), unit="ps",
                        desc=f"generate {cfg.system}", mininterval=2.0, file=sys.stderr, dynamic_ncols=True)
         t_start = _time.perf_counter()
-        t_flush = t_start
+        t_flush = t_report = t_start
         frames_this_run = 0
         try:
             while n_frames < total:
                 integrator.step(cfg.save_steps)
                 step += cfg.save_steps
+                self._last_step = step
                 st = context.getState(getPositions=True, getForces=True, getEnergy=True)
                 xyz = st.getPositions(asNumpy=True).value_in_unit(nm)
                 f = st.getForces(asNumpy=True).value_in_unit(kjmolnm)
                 e = st.getPotentialEnergy().value_in_unit(kjmol)
+                if not (np.isfinite(e) and np.isfinite(xyz).all() and np.isfinite(f).all()):
+                    _blow_up(cfg, f"near {step * cfg.timestep_fs / 1000.0:g} ps")
                 t = step * cfg.timestep_fs / 1000.0
                 n_frames += 1
                 frames_this_run += 1
@@ -514,6 +691,9 @@ class Generator:
                 if now - t_flush >= cfg.checkpoint_every_s or n_frames == total or len(buf["time"]) >= 20000:
                     flush()
                     t_flush = now
+                if self.on_progress is not None and (now - t_report >= 1.0 or n_frames == total):
+                    self.on_progress(n_frames, total, frames_this_run, now - t_start)
+                    t_report = now
                 if bar is not None:
                     elapsed = now - t_start
                     ns_day = frames_this_run * cfg.save_every_ps / 1000.0 / max(elapsed, 1e-9) * 86400.0
@@ -523,6 +703,7 @@ class Generator:
             if bar is not None:
                 bar.close()
         elapsed = _time.perf_counter() - t_start
+        self.frames_this_run, self.loop_seconds = frames_this_run, elapsed
         self.ns_per_day = frames_this_run * cfg.save_every_ps / 1000.0 / max(elapsed, 1e-9) * 86400.0
         self.log(f"simulated {frames_this_run * cfg.save_every_ps / 1000.0:.4f} ns in {elapsed:.1f} s "
                  f"({self.ns_per_day:.1f} ns/day on {self.platform_name})")
@@ -534,6 +715,7 @@ class Generator:
         ck = os.path.join(self.work, "checkpoint.npz")
         with np.load(ck) as z:
             n_segments = int(z["n_segments"])
+            n_checkpointed = int(z["n_frames"])
             state_xml = str(z["state_xml"])
         parts = {}
         for path in self._segments()[:n_segments]:
@@ -543,8 +725,9 @@ class Generator:
         cat = {k: np.concatenate(v) for k, v in parts.items()}
         time = cat["time"]
         expected = np.arange(1, len(time) + 1) * cfg.save_every_ps
-        if not np.allclose(time, expected, atol=1e-6 * max(1.0, expected[-1])):
-            raise RuntimeError("internal error: frame times are not contiguous; the partial run is kept for inspection")
+        if len(time) != n_checkpointed or not np.allclose(time, expected, atol=1e-6 * max(1.0, expected[-1])):
+            raise RuntimeError(f"internal error: {self.work}/ holds {len(time)} frames, its checkpoint counts {n_checkpointed}, "
+                               "or the frame times are not contiguous; the partial run is kept for inspection")
         sel = static["sel"]
         masses, groups = static["masses"], static["groups"]
         aggregated = bool(cfg.selection) and bool((groups != np.arange(len(groups))).any())
@@ -556,10 +739,12 @@ class Generator:
             nonbonded_method="NoCutoff", integrator="LangevinMiddleIntegrator", timestep_ps=cfg.timestep_fs / 1000.0,
             friction_per_ps=float(cfg.friction), constraints=cfg.constraints, hydrogen_mass_amu=float(cfg.hydrogen_mass),
             seed=int(cfg.seed), save_every_ps=float(cfg.save_every_ps), selection=cfg.selection or "all",
-            platform=getattr(self, "platform_name", ""), versions=_versions(), system=cfg.system,
+            platform=self.platform_name, versions=_versions(), system=cfg.system,
             equilibrate_ps=float(cfg.equilibrate_ps), command=" ".join(sys.argv),
             generate_config=json.dumps({"frozen": self._frozen()}),
         )
+        if cfg.start_from is not None:
+            attrs.update(start_from=cfg.start_from, start_frame=-1 if cfg.start_frame is None else int(cfg.start_frame))
         primary = dict(positions=cat["positions"], forces=cat["forces"], energies=cat["energies"], time=time,
                        masses=masses[sel] if cfg.selection else masses,
                        topology_pdb=str(static["sel_pdb"]) if cfg.selection else str(static["topology_pdb"]),
@@ -571,6 +756,7 @@ class Generator:
                            constraint_group=groups, attrs={"atom_indices": np.asarray(sel, dtype=np.int64),
                                                            "forces_aggregated": False})
         write_h5(cfg.out, primary, attrs, allatom=allatom, resume_state_xml=state_xml)
+        os.remove(ck)  # first: a kill during the removal below leaves a folder that --resume discards
         shutil.rmtree(self.work, ignore_errors=True)
         self.log(f"wrote {cfg.out}: {len(time)} frames x {primary['positions'].shape[1]} atoms"
                  + (f", all-atom block {len(cat['full_time'])} frames" if allatom else "")
