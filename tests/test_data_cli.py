@@ -31,20 +31,134 @@ def test_generate_then_info_json_shows_forces_and_energies(tmp_path, capsys):
     assert info["default_map"] == "dihedrals:phi-psi"
 
 
+def _three_atom_arrays(tmp_path, n=2000):
+    """Exact samples of the analytic three-atom system saved as bare arrays in Angstrom and kcal/mol."""
+    from latentlab.data import load
+
+    ds = load("three-atom", n=n, seed=2)
+    np.save(tmp_path / "pos.npy", 10 * ds.positions)  # nm -> Angstrom
+    np.save(tmp_path / "frc.npy", ds.forces / 41.84)  # kJ/mol/nm -> kcal/mol/Angstrom
+    np.save(tmp_path / "e.npy", ds.energies / 4.184)
+    return ds
+
+
 def test_import_npy_with_units_then_info(tmp_path, capsys):
-    rng = np.random.default_rng(0)
-    base = np.array([[0.0, 0.0, 0.0], [1.5, 0.0, 0.0], [2.0, 1.4, 0.0]])  # Angstrom
-    pos = base + 0.05 * rng.normal(size=(30, 3, 3))
-    np.save(tmp_path / "pos.npy", pos)
-    np.save(tmp_path / "frc.npy", rng.normal(size=(30, 3, 3)))
-    np.save(tmp_path / "e.npy", rng.normal(size=30))
+    ds = _three_atom_arrays(tmp_path)
     out = str(tmp_path / "imp.h5")
     assert main(["import", "--positions", str(tmp_path / "pos.npy"), "--forces", str(tmp_path / "frc.npy"),
-                 "--energies", str(tmp_path / "e.npy"), "--masses", "12,14,16", "--temperature", "310",
-                 "--length-unit", "angstrom", "--energy-unit", "kcal/mol", "--out", out]) == 0
+                 "--energies", str(tmp_path / "e.npy"), "--masses", "12,14,16", "--temperature", "300",
+                 "--length-unit", "angstrom", "--energy-unit", "kcal/mol", "--dt", "0.5", "--out", out]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out}" in printed and "force check: consistent" in printed
     info = _json(capsys, ["info", out, "--json"])
-    assert (info["frames"], info["atoms"], info["temperature"]) == (30, 3, 310.0)
-    assert info["has_forces"] and info["has_energies"] and not info["has_topology"]
+    assert (info["frames"], info["atoms"], info["temperature"]) == (2000, 3, 300.0)
+    assert info["has_forces"] and info["has_energies"] and not info["has_topology"]  # 0.4 nm apart: no bonds
+    assert info["topology_source"].startswith("none") and info["dropped_frames"] == 0
+    assert info["time_ps"] == [0.0, 0.5 * 1999]
+    back = load_file(out)
+    np.testing.assert_allclose(back.forces, ds.forces, rtol=1e-5)
+
+
+def load_file(path):
+    from latentlab.data import load
+
+    return load(path)
+
+
+@pytest.mark.parametrize("factor, energy_unit, match", [
+    # the three unit mistakes of issue 10 (the arrays hold kcal/mol/Angstrom forces times `factor`)
+    (1.0, "kJ/mol", r"4.184x too small for kJ/mol/angstrom; they fit the positions if they were in kcal/mol/angstrom"),
+    (10.0, "kcal/mol", r"10x too large for kcal/mol/angstrom; they fit the positions if they were in kcal/mol/nm"),
+    (4.184, "kcal/mol", r"4.184x too large for kcal/mol/angstrom; they fit the positions if they were in kJ/mol/angstrom"),
+    (-1.0, "kcal/mol", r"point uphill: they look like gradients"),
+])
+def test_import_refuses_forces_that_do_not_fit_the_positions(tmp_path, capsys, factor, energy_unit, match):
+    import re
+
+    _three_atom_arrays(tmp_path)
+    np.save(tmp_path / "frc.npy", factor * np.load(tmp_path / "frc.npy"))
+    argv = ["import", "--positions", str(tmp_path / "pos.npy"), "--forces", str(tmp_path / "frc.npy"),
+            "--masses", "12,14,16", "--temperature", "300", "--length-unit", "angstrom", "--energy-unit", energy_unit,
+            "--out", str(tmp_path / "o")]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert re.search(match, err) and "Fix: " in err and "--no-check" in err, err
+    assert not os.path.exists(tmp_path / "o.h5")
+    assert main(argv + ["--no-check"]) == 0  # the user can override
+    assert "force check: skipped (--no-check)" in capsys.readouterr().out
+
+
+def test_import_force_unit_option_fixes_the_mistake_it_names(tmp_path, capsys):
+    _three_atom_arrays(tmp_path)
+    np.save(tmp_path / "frc.npy", 10.0 * np.load(tmp_path / "frc.npy"))  # now kcal/mol/nm, positions still Angstrom
+    argv = ["import", "--positions", str(tmp_path / "pos.npy"), "--forces", str(tmp_path / "frc.npy"),
+            "--masses", "12,14,16", "--temperature", "300", "--length-unit", "angstrom", "--energy-unit", "kcal/mol",
+            "--force-unit", "kcal/mol/nm", "--out", str(tmp_path / "o")]
+    assert main(argv) == 0
+    assert "force check: consistent" in capsys.readouterr().out
+
+
+def test_import_names_a_wrong_temperature(tmp_path, capsys):
+    _three_atom_arrays(tmp_path)
+    argv = ["import", "--positions", str(tmp_path / "pos.npy"), "--forces", str(tmp_path / "frc.npy"),
+            "--masses", "12,14,16", "--temperature", "400", "--length-unit", "angstrom", "--energy-unit", "kcal/mol",
+            "--out", str(tmp_path / "o")]
+    capsys.readouterr()
+    assert main(argv) == 2
+    import re
+
+    assert re.search(r"consistent with a temperature of about (29\d|30\d) K, not the stated 400 K", capsys.readouterr().err)
+
+
+def test_import_without_extension_adds_h5_and_refuses_to_overwrite(tmp_path, capsys):
+    _three_atom_arrays(tmp_path, n=300)
+    base = ["import", "--positions", str(tmp_path / "pos.npy"), "--forces", str(tmp_path / "frc.npy"), "--masses",
+            "12,14,16", "--temperature", "300", "--length-unit", "angstrom", "--energy-unit", "kcal/mol"]
+    capsys.readouterr()
+    assert main(base + ["--out", str(tmp_path / "ala2")]) == 0
+    assert f"wrote {tmp_path / 'ala2.h5'}" in capsys.readouterr().out
+    before = (tmp_path / "ala2.h5").read_bytes()
+    assert main(base + ["--out", str(tmp_path / "ala2")]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (tmp_path / "ala2.h5").read_bytes() == before
+    assert main(base + ["--out", str(tmp_path / "ala2"), "--overwrite", "--name", "again"]) == 0
+    assert main(base + ["--out", str(tmp_path / "frc.npy"), "--overwrite"]) == 2  # never onto an input
+    assert "also an input" in capsys.readouterr().err
+    assert main(["info", str(tmp_path / "ala2.h5"), "--json"]) == 0
+
+
+def test_import_drops_nan_frames_leaving_gaps_in_time(tmp_path, capsys):
+    _three_atom_arrays(tmp_path, n=400)
+    pos = np.load(tmp_path / "pos.npy")
+    pos[[5, 17]] = np.nan
+    np.save(tmp_path / "pos.npy", pos)
+    out = str(tmp_path / "d.h5")
+    argv = ["import", "--positions", str(tmp_path / "pos.npy"), "--forces", str(tmp_path / "frc.npy"), "--masses",
+            "12,14,16", "--temperature", "300", "--length-unit", "angstrom", "--energy-unit", "kcal/mol", "--dt", "2",
+            "--out", out]
+    assert main(argv) == 2
+    assert "2 frame(s) contain NaN or inf (frame indices 5, 17)" in capsys.readouterr().err
+    assert main(argv + ["--drop-nonfinite"]) == 0
+    info = _json(capsys, ["info", out, "--json"])
+    assert (info["frames"], info["dropped_frames"]) == (398, 2)
+    ds = load_file(out)
+    gaps = np.nonzero(np.diff(ds.time) != 2.0)[0]
+    np.testing.assert_array_equal(ds.time[gaps], [8.0, 32.0])  # 4 -> 6 and 16 -> 18 (frames 5 and 17 missing)
+    assert ds.metadata["dropped_frame_indices"] == "[5, 17]"
+
+
+def test_import_validates_the_default_map(tmp_path, capsys):
+    _three_atom_arrays(tmp_path, n=300)
+    base = ["import", "--positions", str(tmp_path / "pos.npy"), "--masses", "12,14,16", "--temperature", "300",
+            "--length-unit", "angstrom", "--out", str(tmp_path / "m.h5")]
+    for spec, match in (("", "--default-map: is empty"), ("banana:1", "unknown map kind 'banana'"),
+                        ("distances:0-7", "out of range")):
+        capsys.readouterr()
+        assert main(base + ["--default-map", spec]) == 2
+        assert match in capsys.readouterr().err
+    assert main(base + ["--default-map", "triangle:0,1,2"]) == 0
+    assert load_file(str(tmp_path / "m.h5")).default_map == "triangle:0,1,2"
 
 
 @pytest.mark.parametrize("extra, match", [

@@ -2,6 +2,8 @@
 
 DATA is a built-in name (``latentlab datasets``) or a path; trajectories and
 bare ``.npy`` positions also need ``--topology`` and/or ``--temperature``.
+Files are recognised by their content, so a model or SIM file, an empty or
+damaged file given as DATA is refused with a message that says what it is.
 """
 
 from __future__ import annotations
@@ -21,6 +23,31 @@ def add_data_arguments(parser, help: str = "built-in name (see `latentlab datase
 def load_data(args):
     """Load the data set named by the arguments that :func:`add_data_arguments` added."""
     from latentlab.data import load
+    from latentlab.validation import check_positive
 
+    if args.temperature is not None:
+        check_positive(args.temperature, "--temperature", "K")
     return load(args.data, topology=args.topology, temperature=args.temperature,
                 block=getattr(args, "block", "primary"))
+
+
+def map_spec(spec, ds, option: str = "--map") -> str:
+    """The map spec a command uses: ``spec`` if given (refused when empty), else the data set's default map."""
+    from latentlab.validation import fail
+
+    if spec is None:
+        if not ds.default_map:
+            fail(option, f"the data set {ds.name!r} has no default map", f"pass {option} SPEC, e.g. 'distances:0-1'")
+        return ds.default_map
+    if not str(spec).strip():
+        fail(option, "is empty", f"give a map spec such as 'distances:0-1', or leave {option} out to use the data "
+             "set's default map")
+    return spec
+
+
+def output_file(path, kind: str, args, inputs=(), option: str = "--out") -> str:
+    """:func:`latentlab.io.output_path` with the command's ``--overwrite`` and DATA/--topology as inputs."""
+    from latentlab.io import output_path
+
+    return output_path(path, kind, overwrite=getattr(args, "overwrite", False), argument=option,
+                       inputs=[getattr(args, "data", None), getattr(args, "topology", None), *inputs])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from latentlab.cli._data_args import add_data_arguments, load_data
+from latentlab.cli._data_args import add_data_arguments, load_data, map_spec, output_file
 
 import json
 
@@ -15,7 +15,9 @@ def register(sub) -> None:
     add_data_arguments(p, block=False)
     p.add_argument("--map", dest="spec", default=None, help="map spec, e.g. 'triangle:0,1,2' (default: the data set's)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--plot", metavar="PNG", default=None, help="write a plot of the spread over Q to this PNG file")
+    p.add_argument("--plot", metavar="PNG", default=None,
+                   help="write a plot of the spread over Q to this PNG file (.png added when there is no extension)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --plot file")
     p.add_argument("--frames", type=int, default=20000, help="use at most this many frames, evenly spaced (default 20000)")
     p.add_argument("--bins", type=int, default=20, help="bins per coordinate (default 20)")
     p.add_argument("--level-set-frames", type=int, default=200, help="frames the level-set moves start from (default 200)")
@@ -62,7 +64,7 @@ def plot_report(report, out: str) -> str:
     ax.set_title(f"level-set spread: median {ls['median']:.2e}, p95 {ls['p95']:.2e}")
     fig.suptitle(f"{report.map_spec}: {report.verdict()}")
     fig.tight_layout()
-    with atomic_output(out) as tmp:
+    with atomic_output(out, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return out
@@ -74,20 +76,24 @@ def run(args) -> int:
 
     from latentlab.consistency import check_consistency
 
-    torch.set_num_threads(1)
-    ds = load_data(args)
-    spec = args.spec or ds.default_map
-    if not spec:
-        from latentlab.validation import fail
+    from latentlab.validation import fail
 
-        fail("--map", f"the data set {args.data!r} has no default map", "pass --map SPEC (see latentlab.maps.spec)")
+    torch.set_num_threads(1)
+    for option, value in (("--frames", args.frames), ("--bins", args.bins), ("--level-set-frames", args.level_set_frames)):
+        if value < 1:
+            fail(option, f"got {value}", "pass a positive integer")
+    if not args.step > 0 or args.step != args.step or args.step == float("inf"):
+        fail("--step", f"got {args.step}", "pass a positive RMS move in nm, e.g. 0.01")
+    plot = output_file(args.plot, "plot", args, option="--plot") if args.plot else None
+    ds = load_data(args)
+    spec = map_spec(args.spec, ds)
     if ds.n_frames > args.frames:
         ds = ds.select_frames(np.linspace(0, ds.n_frames - 1, args.frames).astype(int))
     cg_map = ds.map(spec)
     report = check_consistency(cg_map, torch.as_tensor(ds.positions, dtype=torch.float64), ds.masses, n_bins=args.bins,
                                n_level_set_frames=args.level_set_frames, step=args.step, seed=args.seed)
-    if args.plot:
-        plot_report(report, args.plot)
+    if plot:
+        plot_report(report, plot)
     out = report.to_dict()
     out["data"] = args.data
     out["frames"] = ds.n_frames
@@ -102,6 +108,6 @@ def run(args) -> int:
             print(f"  binned spread ({bn['n_bins_used']} bins with >= {bn['min_count']} frames): "
                   f"median {bn['median']:.3e}, p95 {bn['p95']:.3e}, max {bn['max']:.3e}")
         print("  spreads are ||A - mean A||_F / ||mean A||_F; round-off (~1e-12) means A is a function of Q alone")
-        if args.plot:
-            print(f"  plot written to {args.plot}")
+        if plot:
+            print(f"  plot written to {plot}")
     return 0

@@ -45,6 +45,11 @@ _TRAJ_EXT = (".xtc", ".dcd", ".trr", ".nc", ".netcdf", ".pdb", ".h5", ".lh5", ".
              ".arc", ".lammpstrj", ".hdf5", ".dtr", ".gsd", ".xml", ".mol2", ".prmtop", ".rst7")
 
 
+#: What DATA may be, for messages.
+DATA_FIX = ("pass a built-in name (latentlab datasets), a latentlab .h5 data set, an mdtraj-readable trajectory "
+            "(.xtc, .dcd, .pdb, ...) or positions as .npy/.npz")
+
+
 def builtin_path(name: str) -> str:
     """Path of a built-in OpenMM data set (may not exist if not generated)."""
     return os.path.join(BUILTIN_DIR, BUILTIN_FILES[name])
@@ -111,8 +116,13 @@ def _load_analytic(name: str, n: int | None, seed: int, temperature: float | Non
 
 def load(source, *, topology=None, forces=None, energies=None, masses=None, temperature=None,
          length_unit: str = "nm", energy_unit: str = "kJ/mol", drop_nonfinite: bool = False, block: str = "primary",
-         n: int | None = None, seed: int = 0) -> Dataset:
+         n: int | None = None, seed: int = 0, time=None, force_unit: str | None = None,
+         dt: float | None = None) -> Dataset:
     """Load a data set from a built-in name, a latentlab HDF5 file, a trajectory or arrays.
+
+    Files are recognised by their content (:func:`latentlab.data.sniff.file_kind`), not their
+    extension: a file of the wrong kind (empty, truncated, text, a model or SIM file) is refused
+    with a message that says what it is.
 
     Parameters
     ----------
@@ -121,7 +131,7 @@ def load(source, *, topology=None, forces=None, energies=None, masses=None, temp
     topology : str or mdtraj.Topology, optional
         For trajectories without one and for ``.npy`` positions.
     forces, energies : path (``.npy``/``.npz``) or array, optional
-        In ``energy_unit`` per ``length_unit`` and ``energy_unit``.
+        In ``energy_unit`` per ``length_unit`` (or ``force_unit``) and ``energy_unit``.
     masses : array, shape=(n_atoms,), amu, optional (default: from the topology)
     temperature : float, K
         Required for trajectories and arrays; for analytic systems it changes the system's temperature.
@@ -133,6 +143,12 @@ def load(source, *, topology=None, forces=None, energies=None, masses=None, temp
         For latentlab files with an all-atom block (chignolin).
     n, seed : int
         Number of exact samples and seed for the analytic systems.
+    time : path or array, shape=(n_frames,), ps, optional
+        Time of each frame (arrays and trajectories; default: an ``.npz``'s ``time`` or the trajectory's own).
+    force_unit : str, optional
+        ``ENERGY/LENGTH`` of the forces when it differs from ``energy_unit/length_unit``.
+    dt : float, ps, optional
+        Time between frames of arrays and trajectories (instead of ``time``).
     """
     if isinstance(source, Dataset):
         return source
@@ -141,35 +157,40 @@ def load(source, *, topology=None, forces=None, energies=None, masses=None, temp
         return _load_analytic(name, n, seed, temperature)
     if name in BUILTIN_FILES:
         return Dataset.from_h5(builtin_path(name), block=block, drop_nonfinite=drop_nonfinite)
+    from latentlab.data.dataset import _load_array
+    from latentlab.data.sniff import check_kind, file_kind
+
     path = name
     ext = os.path.splitext(path)[1].lower()
-    if ext in (".h5", ".hdf5"):
-        from latentlab.data.store import is_latentlab_file
-
-        if is_latentlab_file(path):
-            return Dataset.from_h5(path, block=block, drop_nonfinite=drop_nonfinite)
-    if ext in (".npy", ".npz"):
-        from latentlab.data.dataset import _load_array
-
+    kind = file_kind(path)
+    if isinstance(time, (str, os.PathLike)):
+        time = _load_array(time, "time")
+    if kind == "latentlab-data":
+        return Dataset.from_h5(path, block=block, drop_nonfinite=drop_nonfinite)
+    if kind in ("npy", "npz"):
         pos = _load_array(path, "positions")
         if isinstance(forces, (str, os.PathLike)):
             forces = _load_array(forces, "forces")
-        elif forces is None and ext == ".npz":
+        if kind == "npz":
             with np.load(path) as z:
-                forces = z["forces"] if "forces" in z.files else None
+                forces = z["forces"] if forces is None and "forces" in z.files else forces
                 energies = z["energies"] if energies is None and "energies" in z.files else energies
                 masses = z["masses"] if masses is None and "masses" in z.files else masses
+                time = z["time"] if time is None and dt is None and "time" in z.files else time
         if isinstance(energies, (str, os.PathLike)):
             energies = _load_array(energies, "energies")
         top = load_topology(str(topology)) if isinstance(topology, (str, os.PathLike)) else topology
         return Dataset.from_arrays(pos, forces, masses=masses, temperature=temperature, energies=energies, topology=top,
                                    length_unit=length_unit, energy_unit=energy_unit, drop_nonfinite=drop_nonfinite,
-                                   name=os.path.splitext(os.path.basename(path))[0], source=os.path.abspath(path))
-    if ext in _TRAJ_EXT:
+                                   name=os.path.splitext(os.path.basename(path))[0], source=os.path.abspath(path),
+                                   time=time, force_unit=force_unit, dt=dt)
+    trajectory = kind in ("dcd", "xtc", "trr", "netcdf", "pdb", "mdtraj-hdf5") or (
+        kind in ("text", "unknown", "gzip") and ext in _TRAJ_EXT and ext not in (".h5", ".hdf5"))
+    if trajectory:
         return Dataset.from_trajectory(path, topology, forces, temperature=temperature, masses=masses, energies=energies,
-                                       length_unit=length_unit, energy_unit=energy_unit, drop_nonfinite=drop_nonfinite)
-    fail("data", f"{path}: unknown file type '{ext}'",
-         "pass a latentlab .h5 file, an mdtraj-readable trajectory (.xtc, .dcd, .pdb, ...) or positions as .npy/.npz")
+                                       length_unit=length_unit, energy_unit=energy_unit, drop_nonfinite=drop_nonfinite,
+                                       time=time, force_unit=force_unit, dt=dt)
+    check_kind(path, (), "data", "a data set", fix=DATA_FIX)
 
 
 def list_datasets() -> list[dict]:

@@ -50,6 +50,16 @@ def _energy_factor(unit: str) -> float:
     return ENERGY_UNITS[key]
 
 
+def force_unit_factor(unit: str) -> float:
+    """Factor from ``unit`` (``ENERGY/LENGTH``, e.g. ``"kcal/mol/angstrom"``) to kJ/mol/nm."""
+    text = str(unit).strip().lower().replace(" ", "")
+    energy, _, length = text.rpartition("/")
+    if energy not in ENERGY_UNITS or length not in LENGTH_UNITS:
+        fail("force_unit", f"got {unit!r}", "write ENERGY/LENGTH with ENERGY kJ/mol or kcal/mol and LENGTH nm or angstrom, "
+             "e.g. 'kcal/mol/angstrom'")
+    return ENERGY_UNITS[energy] / LENGTH_UNITS[length]
+
+
 def typical_neighbour_distance(positions: np.ndarray, topology=None) -> float | None:
     """Median bonded distance (if the topology has bonds) or median nearest-neighbour distance, nm.
 
@@ -234,7 +244,7 @@ class Dataset:
                     time=None, length_unit: str = "nm", energy_unit: str = "kJ/mol", drop_nonfinite: bool = False,
                     check_units: bool = True, name: str = "", default_map: str = "", constraint_group=None,
                     forces_aggregated: bool = False, metadata: dict | None = None, source: str = "arrays",
-                    weights=None, replica=None) -> "Dataset":
+                    weights=None, replica=None, force_unit: str | None = None, dt: float | None = None) -> "Dataset":
         """Build a data set from arrays, converting units and validating everything once.
 
         Parameters
@@ -258,6 +268,16 @@ class Dataset:
             Statistical weights (>= 0, finite, not all 0), stored normalised to mean 1.
         replica : array, shape=(n_frames,), int, optional
             Id of the independent trajectory of each frame; each replica's frames must be contiguous.
+        force_unit : str, optional
+            Unit of the forces when it is not ``energy_unit/length_unit`` (e.g. ``"kcal/mol/angstrom"``).
+        dt : float, ps, optional
+            Time between frames: ``time = dt * arange(n_frames)`` (counted before any frame is dropped).
+
+        Notes
+        -----
+        Frames dropped by ``drop_nonfinite`` leave a trace: ``metadata["dropped_frames"]`` (their
+        number) and ``metadata["dropped_frame_indices"]`` (JSON list of their indices in the input),
+        and gaps in ``time`` when a time axis was given.
         """
         if temperature is None:
             fail("temperature", "is required for bare arrays", "pass temperature=... in K (CLI: --temperature K)")
@@ -297,6 +317,10 @@ class Dataset:
                 fail("replica", "has a replica whose frames are not contiguous",
                      "order the frames replica by replica, each in time order")
         t = None
+        if dt is not None:
+            if time is not None:
+                fail("dt", "was given together with time", "pass one of them (CLI: --dt PS or --time FILE)")
+            time = check_positive(dt, "dt", "ps") * np.arange(n_frames)
         if time is not None:
             t = np.asarray(time, dtype=np.float64).reshape(-1)
             if t.shape[0] != n_frames:
@@ -329,6 +353,11 @@ class Dataset:
             keep = ~bad
             if not keep.any():
                 fail("data", "every frame contains NaN or inf", "check the input files")
+            import json
+
+            metadata = dict(metadata or {})
+            metadata["dropped_frames"] = int(len(idx)) + int(metadata.get("dropped_frames", 0))
+            metadata["dropped_frame_indices"] = json.dumps([int(i) for i in idx])
             x, f = x[keep], (f[keep] if f is not None else None)
             e = e[keep] if e is not None else None
             t = t[keep] if t is not None else None
@@ -338,7 +367,7 @@ class Dataset:
         if check_units:
             check_length_unit(x, length_unit, topology)
         if f is not None:
-            f = f * (ef / lf)
+            f = f * (ef / lf if force_unit is None else force_unit_factor(force_unit))
         if e is not None:
             e = e * ef
         cg = None if constraint_group is None else np.asarray(constraint_group, dtype=np.int64)
@@ -373,37 +402,63 @@ class Dataset:
         return ds
 
     @classmethod
-    def from_trajectory(cls, trajectory: str, topology: str | None = None, forces=None, *, temperature=None,
+    def from_trajectory(cls, trajectory: str, topology=None, forces=None, *, temperature=None,
                         masses=None, energies=None, length_unit: str = "nm", energy_unit: str = "kJ/mol",
-                        drop_nonfinite: bool = False, name: str = "", default_map: str = "") -> "Dataset":
+                        drop_nonfinite: bool = False, name: str = "", default_map: str = "", time=None,
+                        force_unit: str | None = None, dt: float | None = None) -> "Dataset":
         """Load any mdtraj-readable trajectory (+ topology) with forces from ``.npy``/``.npz``.
 
         mdtraj converts trajectory coordinates to nm itself; ``length_unit``
-        and ``energy_unit`` describe the *forces* (``energy_unit/length_unit``)
-        and energies.
+        and ``energy_unit`` describe the *forces* (``energy_unit/length_unit``,
+        unless ``force_unit`` is given) and energies.  ``time`` (ps, one per
+        frame) defaults to the trajectory's own time for formats that store
+        it (XTC, TRR, NetCDF, mdtraj HDF5; DCD and PDB store none) unless ``dt``
+        (ps between frames) is given.
         """
         import mdtraj as md
 
+        from latentlab.data.sniff import file_kind
+
         _require_file(trajectory, "trajectory")
-        if topology is not None:
-            _require_file(topology, "topology")
+        if isinstance(topology, (str, os.PathLike)):
+            topology = load_topology(str(topology))
+        kind = file_kind(trajectory)
+        if topology is None and kind in ("dcd", "xtc", "trr", "netcdf"):
+            fail("topology", f"{trajectory} is {describe_kind(kind)}, which stores coordinates but no atoms",
+                 "pass --topology TOP.pdb (a PDB of exactly these atoms)")
+        if kind == "mdtraj-hdf5":
+            try:
+                import tables  # noqa: F401  (mdtraj reads its HDF5 format with PyTables)
+            except ImportError:
+                fail("trajectory", f"{trajectory} is an mdtraj HDF5 trajectory, which mdtraj reads with PyTables "
+                     "(not installed)", "pip install tables, or convert the trajectory to .dcd/.xtc")
+        import warnings
+
         try:
-            traj = md.load(trajectory, top=topology) if topology is not None else md.load(trajectory)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                traj = md.load(trajectory, top=topology) if topology is not None else md.load(trajectory)
         except Exception as err:  # mdtraj raises many types for unreadable files
-            hint = "pass --topology TOP.pdb" if topology is None else "check that the trajectory matches the topology"
-            fail("trajectory", f"mdtraj could not read {trajectory} ({type(err).__name__}: {err})", hint)
+            has_own_topology = os.path.splitext(str(trajectory))[1].lower() in (".pdb", ".h5", ".lh5", ".gro", ".mol2")
+            hint = ("pass --topology TOP.pdb (this format stores no atoms)" if topology is None and not has_own_topology
+                    else "check that the file is complete and that the trajectory matches the topology")
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            fail("trajectory", f"mdtraj could not read {trajectory} ({describe_kind(kind)}; {type(err).__name__}: {first})",
+                 hint)
         f = _load_array(forces, "forces") if isinstance(forces, (str, os.PathLike)) else forces
-        if f is not None:
+        if f is not None and force_unit is None:
             # Trajectory coordinates are nm already; forces are in energy_unit per length_unit:
             # per Angstrom -> per nm divides by 0.1.
             f = np.asarray(f, dtype=np.float64) / _length_factor(length_unit)
         e = _load_array(energies, "energies") if isinstance(energies, (str, os.PathLike)) else energies
+        if time is None and dt is None and kind in ("xtc", "trr", "netcdf", "mdtraj-hdf5") and traj.time is not None \
+                and len(traj.time) == traj.n_frames:
+            time = traj.time
         ds = cls.from_arrays(traj.xyz, f,
-                             masses=masses, temperature=temperature, energies=e, topology=traj.topology,
-                             time=traj.time if traj.time is not None and len(traj.time) == traj.n_frames else None,
+                             masses=masses, temperature=temperature, energies=e, topology=traj.topology, time=time,
                              length_unit="nm", energy_unit=energy_unit, drop_nonfinite=drop_nonfinite,
                              name=name or os.path.splitext(os.path.basename(trajectory))[0], default_map=default_map,
-                             source=os.path.abspath(trajectory))
+                             source=os.path.abspath(trajectory), force_unit=force_unit, dt=dt)
         return ds
 
     # ------------------------------------------------------------------ views
@@ -491,8 +546,10 @@ class Dataset:
             out["weights_ess_fraction"] = float(w.sum() ** 2 / (w**2).sum() / len(w))
         if self.time is not None and len(self.time):
             out["time_ps"] = [float(self.time[0]), float(self.time[-1])]
+        out["dropped_frames"] = int(self.metadata.get("dropped_frames", 0))
         for key in ("forcefield", "solvent", "timestep_ps", "friction_per_ps", "constraints", "hydrogen_mass_amu",
-                    "save_every_ps", "seed", "platform", "selection", "system"):
+                    "save_every_ps", "seed", "platform", "selection", "system", "imported_from", "topology_source",
+                    "force_check"):
             if key in self.metadata:
                 v = self.metadata[key]
                 out[key] = v.item() if hasattr(v, "item") else v
@@ -527,34 +584,68 @@ def _require_file(path, argument: str) -> None:
         raise FileNotFoundError(f"{argument}: {path} does not exist. Fix: check the path")
 
 
+def describe_kind(kind: str) -> str:
+    """Words for a :func:`latentlab.data.sniff.file_kind` kind."""
+    from latentlab.data.sniff import describe
+
+    return describe(kind)
+
+
 def _load_array(path, argument: str) -> np.ndarray:
-    """Load ``.npy`` or ``.npz`` (key ``argument`` or the only array)."""
+    """Load ``.npy`` or ``.npz`` (key ``argument`` or the only array); other kinds of file are named and refused."""
+    from latentlab.data.sniff import check_kind
+
     path = str(path)
     _require_file(path, argument)
+    check_kind(path, ("npy", "npz"), argument, "a NumPy .npy/.npz array",
+               fix=f"save the {argument} with numpy.save / numpy.savez")
     try:
         obj = np.load(path, allow_pickle=False)
     except Exception as err:
-        fail(argument, f"{path} could not be read as .npy/.npz ({type(err).__name__}: {err})", "save it with numpy.save / numpy.savez")
+        fail(argument, f"{path} could not be read as .npy/.npz ({type(err).__name__}: {err})",
+             "save it again with numpy.save / numpy.savez (the file may be truncated)")
     if isinstance(obj, np.lib.npyio.NpzFile):
         with obj:
             keys = list(obj.files)
-            if argument in keys:
-                return obj[argument]
-            if len(keys) == 1:
-                return obj[keys[0]]
+            try:
+                if argument in keys:
+                    return obj[argument]
+                if len(keys) == 1:
+                    return obj[keys[0]]
+            except Exception as err:  # a damaged member
+                fail(argument, f"{path} could not be read as .npz ({type(err).__name__}: {err})",
+                     "save it again with numpy.savez (the file may be truncated)")
             fail(argument, f"{path} holds arrays {keys} and none is named '{argument}'", f"save the array under the key '{argument}'")
     return obj
+
+
+#: Kinds of file that can never hold a topology.
+_NOT_TOPOLOGY = ("empty", "directory", "unreadable", "latentlab-data", "hdf5", "hdf5-damaged", "latentlab-model",
+                 "latentlab-checkpoint", "torch-zip", "latentlab-simulation", "npz", "npy", "zip", "png", "pickle",
+                 "dcd", "xtc", "trr", "netcdf")
 
 
 def load_topology(path: str):
     """An mdtraj topology from a PDB (or any file mdtraj reads a topology from)."""
     import mdtraj as md
 
+    from latentlab.data.sniff import check_kind, file_kind
+
     _require_file(path, "topology")
+    kind = file_kind(path)
+    if kind in _NOT_TOPOLOGY:
+        check_kind(path, (), "topology", "a topology (PDB)", fix="pass a PDB file of exactly these atoms")
     try:
-        return md.load_topology(path)
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            top = md.load_topology(path)
     except Exception as err:
         fail("topology", f"mdtraj could not read a topology from {path} ({type(err).__name__}: {err})", "pass a PDB file")
+    if top.n_atoms == 0:
+        fail("topology", f"{path} has no atoms", "pass a PDB file with ATOM/HETATM records for exactly these atoms")
+    return top
 
 
 def topology_from_pdb_text(text: str):

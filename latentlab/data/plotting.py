@@ -44,7 +44,8 @@ def latent_values(ds, spec: str | None = None, batch: int = 20000):
 def plot_latent_histograms(ds, spec: str | None = None, out: str = "latent.png", bins: int = 60, max_pairs: int = 3) -> str:
     """Write a PNG with the 1-D free energies of every CG coordinate and 2-D surfaces of the first pairs.
 
-    Free energies are ``-ln p`` in kT at the data set's temperature (min set to 0).
+    Free energies are ``-ln p`` in kT at the data set's temperature (min set to 0), with the
+    data set's frame weights when it has them.  The file is written as PNG whatever its name.
     """
     import matplotlib
 
@@ -67,13 +68,13 @@ def plot_latent_histograms(ds, spec: str | None = None, out: str = "latent.png",
         return f"{names[i]} ({units[i]})" if units[i] and units[i] != "1" else names[i]
 
     for i in range(n_1d):
-        c, f = free_energy_1d(q[:, i], bins=bins, range_=rng(i))
+        c, f = free_energy_1d(q[:, i], bins=bins, range_=rng(i), weights=ds.weights)
         ax = axes[0, i]
         ax.plot(c, f, "-")
         ax.set_xlabel(label(i))
         ax.set_ylabel("F / kT")
     for k, (i, j) in enumerate(pairs):
-        xe, ye, f = free_energy_2d(q[:, i], q[:, j], bins=bins, range_=[rng(i), rng(j)])
+        xe, ye, f = free_energy_2d(q[:, i], q[:, j], bins=bins, range_=[rng(i), rng(j)], weights=ds.weights)
         ax = axes[1, k]
         im = ax.pcolormesh(xe, ye, f.T, cmap="viridis", vmax=np.nanpercentile(f, 98) if np.isfinite(f).any() else None)
         fig.colorbar(im, ax=ax, label="F / kT")
@@ -85,6 +86,6 @@ def plot_latent_histograms(ds, spec: str | None = None, out: str = "latent.png",
                 ax.axis("off")
     fig.suptitle(f"{ds.name}: {cg_map.spec or spec}  ({ds.n_frames} frames, {ds.temperature:g} K)")
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    fig.savefig(out, dpi=100, format="png")
     plt.close(fig)
     return out

@@ -177,22 +177,30 @@ def read_h5(path: str, block: str = "primary") -> dict:
         fh = h5py.File(path, "r")
     except OSError as err:
         raise ValueError(f"data: {path} could not be opened as HDF5 ({err}). Fix: pass a file written by latentlab generate/import") from None
-    with fh:
-        if fh.attrs.get("format") not in (FORMAT, FORMAT.encode()):
-            raise ValueError(f"data: {path} is HDF5 but not a latentlab data set (no format='{FORMAT}' attribute). "
-                             "Fix: convert it with `latentlab import`")
-        root_attrs = {k: _attr(v) for k, v in fh.attrs.items()}
-        if block == "primary":
-            out = _read_block(fh)
-        elif block == "allatom":
-            if "allatom" not in fh:
-                raise ValueError(f"data: {path} has no all-atom block. Fix: use the primary block (block='primary')")
-            out = _read_block(fh["allatom"])
-        else:
-            raise ValueError(f"block: got {block!r}. Fix: use 'primary' or 'allatom'")
-        out["attrs"] = {**root_attrs, **out["attrs"]}
-        out["has_allatom"] = "allatom" in fh
-        if "resume_state_xml" in fh:
-            text = fh["resume_state_xml"][()]
-            out["resume_state_xml"] = text.decode() if isinstance(text, bytes) else str(text)
+    try:
+        with fh:
+            return _read_file(fh, path, block)
+    except (OSError, KeyError, RuntimeError) as err:  # data chunks missing or corrupt inside a file that opens
+        raise ValueError(f"data: {path} is a damaged latentlab data set ({type(err).__name__}: {err}). "
+                         "Fix: regenerate it (latentlab generate / latentlab import) or restore a good copy") from None
+
+
+def _read_file(fh, path: str, block: str) -> dict:
+    if fh.attrs.get("format") not in (FORMAT, FORMAT.encode()):
+        raise ValueError(f"data: {path} is HDF5 but not a latentlab data set (no format='{FORMAT}' attribute). "
+                         "Fix: convert it with `latentlab import`")
+    root_attrs = {k: _attr(v) for k, v in fh.attrs.items()}
+    if block == "primary":
+        out = _read_block(fh)
+    elif block == "allatom":
+        if "allatom" not in fh:
+            raise ValueError(f"data: {path} has no all-atom block. Fix: use the primary block (block='primary')")
+        out = _read_block(fh["allatom"])
+    else:
+        raise ValueError(f"block: got {block!r}. Fix: use 'primary' or 'allatom'")
+    out["attrs"] = {**root_attrs, **out["attrs"]}
+    out["has_allatom"] = "allatom" in fh
+    if "resume_state_xml" in fh:
+        text = fh["resume_state_xml"][()]
+        out["resume_state_xml"] = text.decode() if isinstance(text, bytes) else str(text)
     return out
