@@ -8,11 +8,24 @@ checkpoints, progress bar), timed two ways: the steady-state simulation loop
 equilibration-free start and writing the HDF5 file.  Runs alternate
 (bare, latentlab, bare, latentlab, ...) and the best of each is reported.
 
+Replica scaling (``--scaling``): R replicas on R local Dask workers
+(``latentlab generate --replicas R --cluster local:R``, one OpenMM thread per
+worker) against one replica on one worker, alternated side by side in one run.
+Aggregate ns/day is reported two ways: *loop* = simulated ns of all replicas /
+(last loop end - first loop start), the steady state; *call* = simulated ns /
+wall time of the whole call (cluster start, system set-up, equilibration-free
+start, merge).  Target: 2 replicas on 2 workers >= 1.7x one replica on one
+worker.  The machine's 1-minute load average is recorded before and after each
+measurement: on a shared machine a load above the idle level (0 + this run)
+means other jobs took cores and the ratio understates the scaling.
+
 Usage::
 
     python benchmarks/bench_generate.py [--systems alanine-dipeptide chignolin] [--ps 20] [--repeats 2]
+    python benchmarks/bench_generate.py --scaling [--systems alanine-dipeptide] [--ps 1000] [--repeats 3] [--replicas 2]
 
-Prints a table and writes ``benchmarks/results/bench_generate.json``.
+Prints a table and writes ``benchmarks/results/bench_generate.json``
+(``bench_generate_scaling.json`` with ``--scaling``).
 """
 
 from __future__ import annotations
@@ -73,14 +86,95 @@ def latentlab_run(cfg) -> tuple[float, float]:
     return gen.ns_per_day, cfg.ns / total * 86400.0
 
 
+# Per system: simulated ps per replica in one scaling measurement (about 30-60 s of loop on one 2-GHz core).
+SCALING_PS = {"alanine-dipeptide": 1600.0, "chignolin": 40.0}
+
+
+def ensemble_run(cfg, replicas: int) -> dict:
+    """Aggregate ns/day of ``replicas`` replicas on as many local Dask workers (see module docstring)."""
+    from latentlab.data.ensemble import Ensemble
+
+    load_before = os.getloadavg()[0]
+    ens = Ensemble(cfg, replicas, cluster=f"local:{replicas}", log=lambda *a: None)
+    ens.run()
+    load_after = os.getloadavg()[0]
+    res = ens.results
+    ns = sum(r["frames_this_run"] for r in res) * cfg.save_every_ps / 1000.0
+    span = max(r["loop_end"] for r in res) - min(r["loop_start"] for r in res)
+    return {"replicas": replicas, "workers": replicas, "simulated_ns": ns, "loop_span_s": span, "wall_s": ens.wall_seconds,
+            "loop_ns_per_day": ns / span * 86400.0, "call_ns_per_day": ns / ens.wall_seconds * 86400.0,
+            "per_replica_loop_ns_per_day": [r["ns_per_day"] for r in res], "platforms": sorted({r["platform"] for r in res}),
+            "load_before": load_before, "load_after": load_after}
+
+
+def scaling(args) -> int:
+    import openmm
+
+    from latentlab.data.generate import GenerateConfig
+
+    rows = []
+    for name in args.systems:
+        d = DEFAULTS[name]
+        if d["pdb"] and not os.path.exists(d["pdb"]):
+            print(f"skip {name}: {d['pdb']} not found", file=sys.stderr)
+            continue
+        ps = args.ps or SCALING_PS[name]
+        runs = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for rep in range(args.repeats):
+                for replicas in (1, args.replicas):  # alternated: the same machine state for both
+                    cfg = GenerateConfig(system=name, ns=ps / 1000.0, out=os.path.join(tmp, f"s{rep}-{replicas}.h5"),
+                                         save_every_ps=d["save_every"], pdb=d["pdb"], platform=d["platform"], threads=1,
+                                         equilibrate_ps=0.0, progress=False, checkpoint_every_s=60.0)
+                    r = ensemble_run(cfg, replicas)
+                    r.update(system=name, repeat=rep, simulated_ps_per_replica=ps)
+                    runs.append(r)
+                    print(f"  {name} repeat {rep}: {replicas} replica(s) on {replicas} worker(s): loop {r['loop_ns_per_day']:.1f} "
+                          f"ns/day, call {r['call_ns_per_day']:.1f} ns/day, load {r['load_before']:.2f} -> {r['load_after']:.2f}",
+                          flush=True)
+        for rep in range(args.repeats):
+            one = next(r for r in runs if r["repeat"] == rep and r["replicas"] == 1)
+            many = next(r for r in runs if r["repeat"] == rep and r["replicas"] == args.replicas)
+            rows.append({"system": name, "repeat": rep, "platform": ",".join(many["platforms"]),
+                         "one_loop_ns_per_day": one["loop_ns_per_day"], "many_loop_ns_per_day": many["loop_ns_per_day"],
+                         "loop_ratio": many["loop_ns_per_day"] / one["loop_ns_per_day"],
+                         "one_call_ns_per_day": one["call_ns_per_day"], "many_call_ns_per_day": many["call_ns_per_day"],
+                         "call_ratio": many["call_ns_per_day"] / one["call_ns_per_day"],
+                         "max_load": max(one["load_before"], one["load_after"], many["load_before"], many["load_after"])})
+    print(f"\n{'system':<18} {'rep':>3} {'platform':<10} {'1x1 loop':>9} {f'{args.replicas}x{args.replicas} loop':>10} {'ratio':>6} "
+          f"{'1x1 call':>9} {f'{args.replicas}x{args.replicas} call':>10} {'ratio':>6} {'max load':>8}")
+    for r in rows:
+        print(f"{r['system']:<18} {r['repeat']:>3} {r['platform']:<10} {r['one_loop_ns_per_day']:>9.1f} {r['many_loop_ns_per_day']:>10.1f} "
+              f"{r['loop_ratio']:>6.2f} {r['one_call_ns_per_day']:>9.1f} {r['many_call_ns_per_day']:>10.1f} {r['call_ratio']:>6.2f} "
+              f"{r['max_load']:>8.2f}")
+    out = args.out or os.path.join(HERE, "results", "bench_generate_scaling.json")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as fh:
+        json.dump({"machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+                   "openmm": openmm.__version__, "replicas": args.replicas, "target_loop_ratio": 1.7,
+                   "results": rows, "runs": runs}, fh, indent=1)
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--systems", nargs="+", default=list(DEFAULTS), choices=list(DEFAULTS))
-    parser.add_argument("--ps", type=float, default=None, help="simulated ps per timing run (default: per system)")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--systems", nargs="+", default=None, choices=list(DEFAULTS),
+                        help="default: all (overhead), alanine-dipeptide (--scaling)")
+    parser.add_argument("--ps", type=float, default=None, help="simulated ps per timing run and replica (default: per system)")
+    parser.add_argument("--repeats", type=int, default=None, help="default: 2 (overhead), 3 (--scaling)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=os.path.join(HERE, "results", "bench_generate.json"))
+    parser.add_argument("--scaling", action="store_true", help="replica ensembles: R replicas on R workers vs 1 on 1")
+    parser.add_argument("--replicas", type=int, default=2, help="R for --scaling (default 2)")
+    parser.add_argument("--out", default=None, help="JSON file (default: benchmarks/results/bench_generate[_scaling].json)")
     args = parser.parse_args(argv)
+    if args.scaling:
+        args.systems = args.systems or ["alanine-dipeptide"]
+        args.repeats = args.repeats or 3
+        return scaling(args)
+    args.systems = args.systems or list(DEFAULTS)
+    args.repeats = args.repeats or 2
+    args.out = args.out or os.path.join(HERE, "results", "bench_generate.json")
 
     import openmm
 

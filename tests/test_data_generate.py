@@ -229,3 +229,133 @@ def test_generate_chignolin_without_pdb_starts_from_the_builtin_topology(tmp_pat
                             platform="CPU", progress=False), log=lambda *a: None)
     ds = load(path)
     assert (ds.n_frames, ds.n_atoms, ds.allatom().n_atoms) == (10, 10, 138)
+
+
+# ----------------------------------------------------------------------------- output policy and blow-ups (issue 10)
+
+CLI_ALA = ["generate", "alanine-dipeptide", "--ns", "0.002", "--save-every", "0.1", "--equilibrate", "0.1", "--no-progress"]
+
+
+def _files(directory) -> dict:
+    """Every file under ``directory`` with its bytes (folders included, as None)."""
+    out = {}
+    for root, dirs, files in os.walk(directory):
+        for d in dirs:
+            out[os.path.relpath(os.path.join(root, d), directory)] = None
+        for f in files:
+            with open(os.path.join(root, f), "rb") as fh:
+                out[os.path.relpath(os.path.join(root, f), directory)] = fh.read()
+    return out
+
+
+@pytest.mark.parametrize("platform", ["Reference", "auto"])
+def test_generate_blow_up_is_one_clear_error_that_suggests_a_time_step(tmp_path, capsys, platform):
+    """--timestep 50 fs: OpenMM's NaN traceback becomes exit 2 naming the time step; nothing is left behind."""
+    assert main(CLI_ALA + ["--timestep", "50", "--platform", platform, "--out", str(tmp_path / "t50")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "timestep: the simulation blew up" in err and "50 fs is too large" in err
+    assert "use a smaller --timestep, e.g. 1 fs" in err
+    assert os.listdir(tmp_path) == []
+
+
+def test_blow_up_at_the_preset_time_step_suggests_half_of_it():
+    from latentlab.data.generate import _blow_up
+
+    cfg = GenerateConfig(system="alanine-dipeptide", ns=0.001, out="x.h5", timestep_fs=0.5).resolved()
+    with pytest.raises(ValueError, match=r"e\.g\. 0\.25 fs .*check the starting structure"):
+        _blow_up(cfg, "near 1 ps")
+
+
+def test_refused_resume_leaves_every_file_as_it_was(tmp_path, capsys):
+    out = str(tmp_path / "ala.h5")
+    assert main(CLI_ALA + ["--platform", "Reference", "--out", out]) == 0
+    before = _files(tmp_path)
+    # changed settings against a finished file, and against an interrupted run
+    assert main(CLI_ALA + ["--platform", "Reference", "--out", out, "--resume", "--ns", "0.004", "--temperature", "350"]) == 2
+    assert "settings differ" in capsys.readouterr().err
+    assert _files(tmp_path) == before
+    with pytest.raises(ValueError, match="settings differ"):
+        # an interrupted run: a guard that stops at the second checkpoint leaves a resumable OUT.partial/
+        from latentlab.data.generate import Generator
+
+        calls = []
+
+        def stop_at_second_checkpoint():
+            calls.append(1)
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+
+        cfg = GenerateConfig(system="alanine-dipeptide", ns=0.01, out=str(tmp_path / "cut.h5"), save_every_ps=0.1,
+                             equilibrate_ps=0.1, platform="Reference", progress=False, checkpoint_every_s=0.0)
+        with pytest.raises(KeyboardInterrupt):
+            Generator(cfg, log=lambda *a: None, guard=stop_at_second_checkpoint).run()
+        assert os.path.exists(str(tmp_path / "cut.h5.partial" / "checkpoint.npz"))  # frames saved: kept for --resume
+        before = _files(tmp_path)
+        _tiny(tmp_path, name="cut.h5", ns=0.01, resume=True, temperature=350.0)
+    assert _files(tmp_path) == before
+    assert main(CLI_ALA + ["--platform", "Reference", "--out", str(tmp_path / "none.h5"), "--resume"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+    assert _files(tmp_path) == before
+    # the interrupted run resumes to a complete file
+    _tiny(tmp_path, name="cut.h5", ns=0.01, resume=True)
+    ds = load(str(tmp_path / "cut.h5"))
+    np.testing.assert_allclose(ds.time, 0.1 * np.arange(1, 101), atol=1e-9)
+    assert not os.path.exists(str(tmp_path / "cut.h5.partial"))
+
+
+def test_a_failure_before_the_first_checkpoint_removes_the_partial_folder_it_created(tmp_path):
+    from latentlab.data.generate import Generator
+
+    def stop():
+        raise RuntimeError("disk full")
+
+    cfg = GenerateConfig(system="alanine-dipeptide", ns=0.002, out=str(tmp_path / "a.h5"), save_every_ps=0.1,
+                         equilibrate_ps=0.1, platform="Reference", progress=False)
+    with pytest.raises(RuntimeError, match="disk full"):
+        Generator(cfg, log=lambda *a: None, guard=stop).run()
+    assert os.listdir(tmp_path) == []
+
+
+def test_out_without_extension_writes_h5_and_prints_the_path(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(CLI_ALA + ["--platform", "Reference", "--out", "gen"]) == 0
+    assert "wrote gen.h5: 20 frames" in capsys.readouterr().out
+    assert sorted(os.listdir(tmp_path)) == ["gen.h5"]
+    assert load("gen.h5").n_frames == 20
+    assert main(["info", "gen.h5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["frames"] == 20
+    # `--out gen` again refers to gen.h5: refused (naming --resume and --overwrite), then replaced with --overwrite
+    before = _files(tmp_path)
+    assert main(CLI_ALA + ["--platform", "Reference", "--out", "gen"]) == 2
+    err = capsys.readouterr().err
+    assert "gen.h5 exists" in err and "--resume" in err and "--overwrite" in err
+    assert _files(tmp_path) == before
+    assert main(CLI_ALA + ["--platform", "Reference", "--out", "gen", "--overwrite", "--seed", "3"]) == 0
+    assert _files(tmp_path) != before and sorted(os.listdir(tmp_path)) == ["gen.h5"]
+
+
+def test_output_onto_an_input_or_into_a_missing_directory_is_refused_before_any_work(tmp_path, capsys):
+    src = _tiny(tmp_path, name="src.h5")
+    before = _files(tmp_path)
+    assert main(CLI_ALA + ["--platform", "Reference", "--start-from", src, "--out", src, "--overwrite"]) == 2
+    assert "also an input" in capsys.readouterr().err
+    assert main(CLI_ALA + ["--platform", "Reference", "--out", str(tmp_path / "no" / "x.h5")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert _files(tmp_path) == before
+
+
+def test_start_from_a_data_set_frame(tmp_path):
+    """--start-from DATA --start-frame I: the run starts from frame I (minimised, then 0.1 ps on)."""
+    src = load(_tiny(tmp_path, name="src.h5"))
+    path = _tiny(tmp_path, name="cont.h5", start_from=str(tmp_path / "src.h5"), start_frame=7, equilibrate_ps=0.0, seed=1)
+    ds = load(path)
+    rms = [np.sqrt(((ds.positions[0] - x) ** 2).sum(-1).mean()) for x in src.positions]
+    assert int(np.argmin(rms)) in (6, 7, 8)  # nearest data frame: the start (or a neighbour 0.1 ps away)
+    with h5py.File(path, "r") as fh:
+        assert fh.attrs["start_frame"] == 7 and fh.attrs["start_from"] == str(tmp_path / "src.h5")
+    with pytest.raises(ValueError, match="start_frame: got 20 but .* has 20 frames"):
+        _tiny(tmp_path, name="bad.h5", start_from=str(tmp_path / "src.h5"), start_frame=20)
+    with pytest.raises(ValueError, match="start_frame: given without a data set"):
+        _tiny(tmp_path, name="bad.h5", start_frame=2)
+    assert sorted(os.listdir(tmp_path)) == ["cont.h5", "src.h5"]

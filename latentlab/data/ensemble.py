@@ -56,6 +56,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import json
+import logging
 import os
 import shutil
 import sys
@@ -426,7 +427,10 @@ class Ensemble:
                      "start one with `dask scheduler` and `dask worker ADDRESS`, or drop --scheduler for a local cluster")
             return client, [client]
         n = self.n_local or min(self.replicas, _cores())
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+        # Dask's own log lines (a failed task's traceback, a restarted worker) stay quiet: the error is re-raised
+        # here as one message, and a replica that resumes after its worker died says so.
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                               silence_logs=logging.CRITICAL)
         client = Client(cluster)
         return client, [client, cluster]
 

@@ -667,24 +667,26 @@ class Generator:
                 xyz = st.getPositions(asNumpy=True).value_in_unit(nm)
                 f = st.getForces(asNumpy=True).value_in_unit(kjmolnm)
                 e = st.getPotentialEnergy().value_in_unit(kjmol)
-                if not (np.isfinite(e) and np.isfinite(xyz).all() and np.isfinite(f).all()):
+                with np.errstate(over="ignore", invalid="ignore"):
+                    xyz32, f32 = xyz.astype(np.float32), f.astype(np.float32)  # as stored
+                if not (np.isfinite(e) and np.isfinite(xyz32).all() and np.isfinite(f32).all()):
                     _blow_up(cfg, f"near {step * cfg.timestep_fs / 1000.0:g} ps")
                 t = step * cfg.timestep_fs / 1000.0
                 n_frames += 1
                 frames_this_run += 1
                 if cfg.selection:
-                    buf["positions"].append(xyz[sel].astype(np.float32))
+                    buf["positions"].append(xyz32[sel])
                     fs = aggregate_forces(f[None], groups, sel)[0] if aggregate else f[sel]
                     buf["forces"].append(fs.astype(np.float32))
                 else:
-                    buf["positions"].append(xyz.astype(np.float32))
-                    buf["forces"].append(f.astype(np.float32))
+                    buf["positions"].append(xyz32)
+                    buf["forces"].append(f32)
                 buf["energies"].append(e)
                 buf["time"].append(t)
                 if stride and n_frames % stride == 0:
                     n_full += 1
-                    buf["full_positions"].append(xyz.astype(np.float32))
-                    buf["full_forces"].append(f.astype(np.float32))
+                    buf["full_positions"].append(xyz32)
+                    buf["full_forces"].append(f32)
                     buf["full_energies"].append(e)
                     buf["full_time"].append(t)
                 now = _time.perf_counter()
