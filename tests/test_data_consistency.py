@@ -109,3 +109,78 @@ def test_chignolin_ca_distance_pmf_matches_integrated_mean_force(spec, strict):
         assert res.chi2_per_bin < 2.5, s
     # the check has power: a kcal/kJ mix-up fails
     assert dataset_consistency(_scaled(ds, 1 / 4.184), spec, bins=30, min_count=100).max_abs_z > 4
+
+
+# ---------------------------------------------------------------------- force scale (the import check)
+
+from latentlab.data.checks import CONSISTENT_LOG, force_scale, judge_force_scale  # noqa: E402
+
+UNITS = [(e, l) for e in ("kJ/mol", "kcal/mol") for l in ("nm", "angstrom")]
+TO_KJ_NM = {("kJ/mol", "nm"): 1.0, ("kJ/mol", "angstrom"): 10.0, ("kcal/mol", "nm"): 4.184, ("kcal/mol", "angstrom"): 41.84}
+
+
+@pytest.mark.parametrize("name", ["three-atom", "double-well", "gaussian-mixture"])
+def test_force_scale_is_one_on_exact_samples(name):
+    """Exact Boltzmann samples: s = 1 within its jackknife error (z-score, fixed seed)."""
+    result = force_scale(load(name, n=20000, seed=5))
+    assert abs(result.scale - 1.0) < 4 * result.scale_err
+    assert result.scale_err < 0.02  # sharp enough to tell 4.184 and 10 apart by far
+    assert judge_force_scale(result, 300.0)[0] == "consistent"
+
+
+@pytest.mark.parametrize("name", list(BUILTIN_FILES))
+def test_force_scale_passes_the_builtin_sets(name):
+    """OpenMM data: consistent (finite-timestep Langevin shifts s by 0.5-2.5 %, inside the 10 % tolerance)."""
+    if not os.path.exists(builtin_path(name)):
+        pytest.skip(f"built-in {name!r} not generated")
+    ds = load(name)
+    result = force_scale(Dataset.from_arrays(ds.positions, ds.forces, masses=ds.masses, temperature=ds.temperature,
+                                             check_units=False, forces_aggregated=ds.forces_aggregated))  # no topology
+    assert abs(np.log(result.scale)) < CONSISTENT_LOG and result.scale_err < 0.01
+    assert judge_force_scale(result, ds.temperature)[0] == "consistent"
+
+
+@pytest.mark.parametrize("true", UNITS)
+@pytest.mark.parametrize("declared", UNITS)
+def test_force_scale_names_every_unit_mistake(true, declared):
+    """Forces written in ``true`` units but declared in ``declared`` ones: the verdict names ``true``."""
+    ds = load("three-atom", n=3000, seed=1)
+    factor = TO_KJ_NM[declared] / TO_KJ_NM[true]  # stored = correct * (declared-to-kJ/nm) / (true-to-kJ/nm)
+    stored = Dataset.from_arrays(ds.positions, ds.forces * factor, masses=ds.masses, temperature=300.0, check_units=False)
+    verdict, problem, fix = judge_force_scale(force_scale(stored), 300.0, *declared)
+    if true == declared:
+        assert verdict == "consistent"
+    else:
+        assert verdict == "unit", problem
+        assert f"if they were in {true[0]}/{true[1]}" in problem and f"--force-unit {true[0]}/{true[1]}" in fix
+
+
+def test_force_scale_names_gradients_and_wrong_temperatures():
+    ds = load("double-well", n=5000, seed=2)
+    verdict, problem, _ = judge_force_scale(force_scale(_scaled(ds, -1.0)), 300.0)
+    assert verdict == "sign" and "gradients" in problem
+    result = force_scale(Dataset.from_arrays(ds.positions, ds.forces, masses=ds.masses, temperature=360.0,
+                                             check_units=False))
+    assert result.scale == pytest.approx(1.2, abs=4 * result.scale_err)  # s = T_stated / T_true
+    verdict, problem, _ = judge_force_scale(result, 360.0)
+    assert verdict == "temperature" and "not the stated 360 K" in problem
+
+
+def test_force_scale_with_few_frames_is_inconclusive_not_wrong():
+    ds = load("three-atom", n=100, seed=0)
+    result = force_scale(ds, n_blocks=20)
+    verdict = judge_force_scale(result, 300.0)[0]
+    assert verdict in ("consistent", "inconclusive")
+    with pytest.raises(ValueError, match="needs at least 100 frames"):
+        force_scale(load("three-atom", n=50, seed=0))
+
+
+def test_force_scale_sums_forces_over_constraint_groups():
+    """Chignolin all-atom (HBonds): the constrained X-H bonds are found and skipped, their forces summed."""
+    if not os.path.exists(builtin_path("chignolin")):
+        pytest.skip("built-in chignolin not generated")
+    full = load("chignolin").allatom()
+    bare = Dataset.from_arrays(full.positions, full.forces, masses=full.masses, temperature=300.0, check_units=False)
+    result = force_scale(bare)
+    assert result.rigid_groups == len(set(full.constraint_group[full.constraint_group != np.arange(full.n_atoms)]))
+    assert abs(np.log(result.scale)) < CONSISTENT_LOG
