@@ -247,7 +247,7 @@ def test_plot_builtin_alanine_default_map(tmp_path):
     assert out.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_chignolin_default_map_is_the_seeds_triangle():
+def test_chignolin_default_map_is_the_triangle_of_bruce_et_al():
     """CA of residues 1, 6, 10 in the order a, b (vertex, residue 6), c."""
     _need_builtin("chignolin")
     from latentlab.data import load

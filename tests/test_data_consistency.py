@@ -84,7 +84,7 @@ def test_alanine_dipeptide_phi_pmf_matches_integrated_mean_force(name):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("spec, strict", [
-    ("distances:0-5", True),   # r1 of the seed's triangle: CA of residue 1 to CA of residue 6
+    ("distances:0-5", True),   # r1 of the triangle of Bruce et al.: CA of residue 1 to CA of residue 6
     ("distances:5-9", True),   # r2: CA of residue 6 to CA of residue 10
     ("distances:0-9", False),  # end-to-end, the slowest coordinate (folding); see below
 ])

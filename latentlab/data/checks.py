@@ -5,7 +5,7 @@ obtained two independent ways from the same frames:
 
 1. from the histogram, ``A_hist(xi) = -kT ln p(xi)``;
 2. by integrating the binned mean force ``dA/dxi = < B grad U - kT div B >_xi``
-   (THEORY.md section 3) along xi, with ``grad U = -F`` from the data set.
+   (docs/theory.md section 3) along xi, with ``grad U = -F`` from the data set.
 
 They agree within statistical error only if positions and forces belong to the
 same Boltzmann distribution at the stated temperature, with the right units,

@@ -27,7 +27,15 @@ atom's constraint group, i.e. constraint-free forces on rigid groups),
 ``solvent``, ``nonbonded_method``, ``integrator``, ``timestep_ps``,
 ``friction_per_ps``, ``constraints``, ``hydrogen_mass_amu`` (0 = no HMR),
 ``seed``, ``save_every_ps``, ``selection``, ``platform``, ``versions`` (JSON),
-``command``.
+``command``; for imported data ``imported_from``, ``length_unit_in``,
+``energy_unit_in``, ``force_unit_in``, ``topology_source`` (given, inferred
+from masses and distances, or none) and ``force_check`` (the verdict of
+:func:`latentlab.data.checks.check_forces`); ``dropped_frames`` (int) and
+``dropped_frame_indices`` (JSON list of indices in the input) when frames with
+NaN/inf were dropped (with a time axis they also leave gaps in ``time``).
+An inferred topology is stored like any other (``topology_pdb``, with CONECT
+records for its bonds; one residue ``UNK`` per molecule, atoms named element +
+number).
 
 Optional group ``allatom`` (only when the primary block is a subset of the
 atoms, e.g. the CA-only chignolin set) holds the same datasets for all atoms
