@@ -366,3 +366,17 @@ def test_no_bonds_for_isolated_particles():
     x = rng.uniform(0, 3, size=(20, 10, 3))  # far apart coarse-grained beads
     guess = infer_bonds(x, np.full(10, 72.0))
     assert guess.rule == "none" and len(guess.bonds) == 0 and len(guess.unknown_masses) == 10
+
+
+def test_inferred_topology_keeps_atom_order_through_the_file(tmp_path):
+    """Interleaved molecules (atoms 0, 2 and 1, 3 bonded) and an atom of no element keep their order and bonds."""
+    from latentlab.data.bonds import topology_from_bonds
+
+    top = topology_from_bonds(["C", "O", "N", "H", None], [[0, 2], [1, 3]])
+    x = np.array([[[0.0, 0, 0], [0.5, 0, 0], [0.14, 0, 0], [0.6, 0, 0], [1.0, 1.0, 1.0]]]).repeat(3, 0)
+    ds = Dataset.from_arrays(x, masses=[12.011, 15.999, 14.007, 1.008, 72.0], temperature=300, topology=top,
+                             check_units=False)
+    ds.save(str(tmp_path / "order.h5"))
+    back = load(str(tmp_path / "order.h5")).topology
+    assert [a.element.symbol for a in back.atoms] == ["C", "O", "N", "H", "VS"]
+    assert _bond_set(back) == [(0, 2), (1, 3)]

@@ -10,7 +10,7 @@ the graph is guessed the way molecular viewers and file converters guess it:
 2. two atoms are bonded if their median distance over the frames is below the
    sum of their covalent radii plus :data:`BOND_TOLERANCE` (the rule of Open
    Babel's ``ConnectTheDots``, 0.45 Angstrom), hydrogens keep only their nearest
-   partner, and metal ions get no bonds;
+   partner, and metal ions and atoms of no element get no bonds;
 3. atoms of a chain of alpha carbons only (a CA trace, bond lengths 0.38 nm
    trans, 0.29 nm cis) are bonded to their sequence neighbours when no covalent
    bond is found at all.
@@ -121,7 +121,8 @@ class BondGuess:
         text = f"{len(self.bonds)} bonds ({self.rule} rule)"
         if self.unknown_masses:
             shown = ", ".join(f"{m:g}" for m in sorted(set(self.unknown_masses))[:5])
-            text += f"; {len(self.unknown_masses)} atoms with masses of no element ({shown} amu) have no element"
+            text += (f"; {len(self.unknown_masses)} atoms with masses of no element ({shown} amu) got no bonds "
+                     "(physical masses, not repartitioned ones, give the elements)")
         return text
 
 
@@ -146,17 +147,20 @@ def infer_bonds(positions, masses, n_frames: int = 50) -> BondGuess:
         fail("masses", f"has {m.shape[0]} entries but positions have shape {np.shape(positions)}", "pass one mass per atom")
     elements = [element_from_mass(v) for v in m]
     unknown = [float(v) for v, e in zip(m, elements) if e is None]
-    radius = np.array([COVALENT_RADII_NM.get(e, COVALENT_RADII_NM["C"]) if e not in IONS else 0.0 for e in elements])
+    # atoms of no element (coarse-grained beads, repartitioned hydrogen masses) and ions get no covalent bonds;
+    # a missing bond only makes the rigid-rotation estimator noisier, a wrong one could join two sides
+    radius = np.array([COVALENT_RADII_NM[e] if e is not None and e not in IONS else 0.0 for e in elements])
     n_atoms = len(m)
     bonds = np.zeros((0, 2), dtype=np.int64)
     rule = "none"
     if n_atoms >= 2:
         cutoff = 2 * radius.max() + BOND_TOLERANCE
-        pairs = _candidate_pairs(x, cutoff)
+        pairs = _candidate_pairs(x, cutoff) if radius.max() > 0 else np.zeros((0, 2), dtype=np.int64)
         if len(pairs):
             d = np.median(np.linalg.norm(x[:, pairs[:, 0]] - x[:, pairs[:, 1]], axis=-1), axis=0)  # (P,)
             ei, ej = [elements[i] for i in pairs[:, 0]], [elements[j] for j in pairs[:, 1]]
             ok = (d > MIN_BOND) & (d < radius[pairs[:, 0]] + radius[pairs[:, 1]] + BOND_TOLERANCE)
+            ok &= (radius[pairs[:, 0]] > 0) & (radius[pairs[:, 1]] > 0)
             ok &= np.array([not (a in IONS or b in IONS or (a == "H" and b == "H")) for a, b in zip(ei, ej)], dtype=bool)
             pairs, d = pairs[ok], d[ok]
             # a hydrogen keeps only its nearest partner
@@ -183,7 +187,9 @@ def infer_bonds(positions, masses, n_frames: int = 50) -> BondGuess:
 
 
 def topology_from_bonds(elements, bonds, names=None):
-    """An mdtraj Topology with one residue ``UNK`` per connected molecule, atoms named element + number.
+    """An mdtraj Topology in atom order: residues ``UNK`` = runs of consecutive atoms of one molecule.
+
+    Atoms are named element + number (``C1``, ``N2``, ...; ``X`` for no element).
 
     Parameters
     ----------
@@ -207,17 +213,16 @@ def topology_from_bonds(elements, bonds, names=None):
         parent[root(int(i))] = root(int(j))
     top = md.Topology()
     chain = top.add_chain()
-    residues: dict[int, object] = {}
     atoms = []
+    residue = None
     for i, symbol in enumerate(elements):
-        r = root(i)
-        if r not in residues:
-            residues[r] = top.add_residue("UNK", chain)
+        if i == 0 or root(i) != root(i - 1):  # residues stay contiguous, so files list atoms in this order
+            residue = top.add_residue("UNK", chain)
         element = md.element.get_by_symbol(symbol) if symbol else md.element.virtual
         label = names[i] if names is not None else f"{symbol or 'X'}{i + 1}"
         if len(label) > 4:
             label = symbol or "X"
-        atoms.append(top.add_atom(label, element, residues[r]))
+        atoms.append(top.add_atom(label, element, residue))
     for i, j in np.asarray(bonds, dtype=np.int64).reshape(-1, 2):
         top.add_bond(atoms[int(i)], atoms[int(j)])
     return top
