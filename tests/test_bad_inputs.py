@@ -362,7 +362,12 @@ def results(tmp_path_factory, request):
     selected = {item.callspec.params["c"].id for item in request.session.items
                 if getattr(item, "originalname", "") == "test_bad_input_is_refused_cleanly"}
     workdir = str(tmp_path_factory.mktemp("bad-inputs"))
-    return run_cases([c for c in CASES if _active(c) and c.id in selected], workdir)
+    return run_cases([c for c in CASES if _active(c) and c.id in selected] + CONTROLS, workdir)
+
+
+#: Rows that break the rules on purpose (negative controls for :func:`check_refusal`).
+CONTROLS = [case("control-overwrites", IMPORT_F + " --out existing --overwrite --no-check", "x"),
+            case("control-succeeds", "info data.h5 --json", "x")]
 
 
 def check_refusal(c: Case, r: dict) -> None:
@@ -395,20 +400,20 @@ def test_catalogue_is_large_and_ids_are_unique():
     assert sum(c.argv[0] in data_commands for c in CASES) >= 30
 
 
-def test_the_rules_fail_for_a_command_that_breaks_them(tmp_path):
-    """Negative controls through the same runner: an overwritten file, a success, a traceback."""
-    controls = [case("control-overwrites", IMPORT_F + " --out existing --overwrite --no-check", "x"),
-                case("control-succeeds", "info data.h5 --json", "x")]
-    r = run_cases(controls, str(tmp_path))
+def test_the_rules_fail_for_a_command_that_breaks_them(results):
+    """Negative controls through the same runner: a success, an overwritten file, a traceback, two messages."""
+    overwrites, succeeds = CONTROLS
+    r = results
     with pytest.raises(AssertionError, match="exit code 0"):
-        check_refusal(controls[1], r["control-succeeds"])
+        check_refusal(succeeds, r[succeeds.id])
+    assert json.loads(r[succeeds.id]["stdout"])["frames"] == 600
     refused = "latentlab import: error: x: refused. Fix: y\n"
     with pytest.raises(AssertionError, match="files changed: existing.h5"):  # as if it had also failed
-        check_refusal(controls[0], dict(r["control-overwrites"], rc=2, stderr=refused))
-    check_refusal(controls[0], dict(r["control-overwrites"], rc=2, stderr=refused, after=r["control-overwrites"]["before"]))
-    fake = dict(r["control-succeeds"], rc=1, stderr="Traceback (most recent call last):\n  ...\nZeroDivisionError\n")
+        check_refusal(overwrites, dict(r[overwrites.id], rc=2, stderr=refused))
+    check_refusal(overwrites, dict(r[overwrites.id], rc=2, stderr=refused, after=r[overwrites.id]["before"]))
+    fake = dict(r[succeeds.id], rc=1, stderr="Traceback (most recent call last):\n  ...\nZeroDivisionError\n")
     with pytest.raises(AssertionError, match="traceback"):
-        check_refusal(controls[1], fake)
-    fake = dict(r["control-succeeds"], rc=2, stderr="latentlab info: error: bad. Fix: a\nlatentlab info: error: worse\n")
+        check_refusal(succeeds, fake)
+    fake = dict(r[succeeds.id], rc=2, stderr="latentlab info: error: bad. Fix: a\nlatentlab info: error: worse\n")
     with pytest.raises(AssertionError, match="one message"):
-        check_refusal(controls[1], fake)
+        check_refusal(succeeds, fake)
