@@ -163,13 +163,14 @@ def infer_bonds(positions, masses, n_frames: int = 50) -> BondGuess:
             ok &= (radius[pairs[:, 0]] > 0) & (radius[pairs[:, 1]] > 0)
             ok &= np.array([not (a in IONS or b in IONS or (a == "H" and b == "H")) for a, b in zip(ei, ej)], dtype=bool)
             pairs, d = pairs[ok], d[ok]
-            # a hydrogen keeps only its nearest partner
-            keep = np.ones(len(pairs), dtype=bool)
-            for h in [i for i, e in enumerate(elements) if e == "H"]:
-                mine = np.nonzero((pairs[:, 0] == h) | (pairs[:, 1] == h))[0]
-                if len(mine) > 1:
-                    keep[mine] = False
-                    keep[mine[np.argmin(d[mine])]] = True
+            # a hydrogen keeps only its nearest partner (H-H pairs are gone, so each pair has at most one H)
+            is_h = np.array([e == "H" for e in elements], dtype=bool)
+            h_of = np.where(is_h[pairs[:, 0]], pairs[:, 0], np.where(is_h[pairs[:, 1]], pairs[:, 1], -1))  # (P,)
+            keep = h_of < 0
+            with_h = np.nonzero(h_of >= 0)[0]
+            order = with_h[np.lexsort((d[with_h], h_of[with_h]))]  # by hydrogen, then distance
+            first = np.r_[True, h_of[order][1:] != h_of[order][:-1]] if len(order) else np.zeros(0, dtype=bool)
+            keep[order[first]] = True
             bonds = pairs[keep]
             rule = "covalent" if len(bonds) else "none"
         if not len(bonds) and all(e in ("C", None) for e in elements):

@@ -302,31 +302,22 @@ class ForceScaleResult:
                 "frames": self.n_frames, "rigid_groups": self.rigid_groups, "seconds": round(self.seconds, 3)}
 
 
-def _groups_and_forces(ds, bonds):
-    """Constraint groups (given, or found from rigid bonds), forces summed on each group's root, group masses."""
+def _constraint_groups(ds, bonds) -> np.ndarray:
+    """Constraint group of each atom: given, found from rigid bonds, or each atom its own (aggregated forces)."""
     from latentlab.data.bonds import rigid_groups
 
-    n_atoms = ds.n_atoms
     if ds.forces_aggregated:
-        group = np.arange(n_atoms)
-    elif ds.constraint_group is not None:
-        group = np.asarray(ds.constraint_group)
-    else:
-        found = rigid_groups(ds.positions, bonds, ds.masses) if len(bonds) else None
-        group = np.arange(n_atoms) if found is None else found
-    forces = np.asarray(ds.forces, dtype=np.float64)
-    mass = np.asarray(ds.masses, dtype=np.float64)
-    if (group == np.arange(n_atoms)).all():
-        return group, forces, mass, 0
-    roots = np.unique(group)
-    f = np.zeros_like(forces)
-    m = np.zeros_like(mass)
-    for r in roots:
-        members = np.nonzero(group == r)[0]
-        f[:, r] = forces[:, members].sum(axis=1)
-        m[r] = mass[members].sum()
-    n_rigid = int(sum((group == r).sum() > 1 for r in roots))
-    return group, f, m, n_rigid
+        return np.arange(ds.n_atoms)
+    if ds.constraint_group is not None:
+        return np.asarray(ds.constraint_group)
+    found = rigid_groups(ds.positions, bonds, ds.masses) if len(bonds) else None
+    return np.arange(ds.n_atoms) if found is None else found
+
+
+def _group_members(group: np.ndarray) -> dict[int, np.ndarray]:
+    order = np.argsort(group, kind="stable")
+    ids, starts = np.unique(group[order], return_index=True)
+    return {int(g): members for g, members in zip(ids, np.split(order, starts[1:]))}
 
 
 def _test_pairs(ds, group, bonds, max_coordinates: int) -> np.ndarray:
@@ -343,6 +334,8 @@ def _test_pairs(ds, group, bonds, max_coordinates: int) -> np.ndarray:
         _, nn = cKDTree(x0).query(x0, k=2)
         pairs = np.array(sorted({tuple(sorted((int(roots[a]), int(roots[b])))) for a, b in enumerate(nn[:, 1])}),
                          dtype=np.int64).reshape(-1, 2)
+    if not len(pairs):
+        return pairs
     # keep pairs that stay bound and are not rigid
     x = np.asarray(ds.positions[:: max(1, ds.n_frames // 500)], dtype=np.float64)
     r = np.linalg.norm(x[:, pairs[:, 0]] - x[:, pairs[:, 1]], axis=-1)  # (S, P)
@@ -415,26 +408,37 @@ def force_scale(ds, bonds=None, max_coordinates: int = 64, n_blocks: int = 20) -
         else:
             bonds = np.zeros((0, 2), dtype=np.int64)
     bonds = np.asarray(bonds, dtype=np.int64).reshape(-1, 2)
-    group, forces, mass, n_rigid = _groups_and_forces(ds, bonds)
-    x = np.asarray(ds.positions, dtype=np.float64)
+    group = _constraint_groups(ds, bonds)
+    members = _group_members(group)
+    n_rigid = int(sum(len(m) > 1 for m in members.values()))
     names = []
     if ds.n_atoms == 1:
-        xi = x[:, 0, :]  # (F, 3)
-        f = -forces[:, 0, :]  # v . grad U for v = e_x, e_y, e_z
+        xi = np.asarray(ds.positions[:, 0, :], dtype=np.float64)  # (F, 3)
+        f = -np.asarray(ds.forces[:, 0, :], dtype=np.float64)  # v . grad U for v = e_x, e_y, e_z
         h = np.zeros_like(xi)
         keep = xi.std(axis=0) > 0
         xi, f, h = xi[:, keep], f[:, keep], h[:, keep]
         names = [c for c, k in zip("xyz", keep) if k]
     else:
         pairs = _test_pairs(ds, group, bonds, max_coordinates)
-        d = x[:, pairs[:, 0]] - x[:, pairs[:, 1]]  # (F, P, 3)
+        if not len(pairs):
+            fail("data", "has no coordinate to test the forces on (no bonded or neighbouring atoms that move)",
+                 "skip the check (CLI: --no-check)")
+        roots = np.unique(pairs)
+        col = {int(r): k for k, r in enumerate(roots)}
+        # each root atom's group moves rigidly with it: total force and mass of the group
+        forces = np.stack([np.asarray(ds.forces[:, members[int(r)]], dtype=np.float64).sum(axis=1) for r in roots], 1)
+        mass = np.array([float(np.sum(ds.masses[members[int(r)]])) for r in roots])
+        x = np.asarray(ds.positions[:, roots], dtype=np.float64)  # (F, R, 3)
+        i, j = np.array([col[int(a)] for a in pairs[:, 0]]), np.array([col[int(b)] for b in pairs[:, 1]])
+        d = x[:, i] - x[:, j]  # (F, P, 3)
         xi = np.linalg.norm(d, axis=-1)  # (F, P)
         u = d / xi[..., None]
-        mi, mj = mass[pairs[:, 0]], mass[pairs[:, 1]]
+        mi, mj = mass[i], mass[j]
         a, b = mj / (mi + mj), mi / (mi + mj)
-        f = -((a[:, None] * forces[:, pairs[:, 0]] - b[:, None] * forces[:, pairs[:, 1]]) * u).sum(-1)  # (F, P)
+        f = -((a[:, None] * forces[:, i] - b[:, None] * forces[:, j]) * u).sum(-1)  # (F, P)
         h = 2.0 / xi
-        names = [f"r({i}-{j})" for i, j in pairs]
+        names = [f"r({p}-{q})" for p, q in pairs]
     if xi.shape[1] == 0:
         fail("data", "has no coordinate to test the forces on (no bonded or neighbouring atoms that move)",
              "skip the check (CLI: --no-check)")
