@@ -23,12 +23,28 @@ def add_data_arguments(parser, help: str = "built-in name (see `latentlab datase
 def load_data(args):
     """Load the data set named by the arguments that :func:`add_data_arguments` added."""
     from latentlab.data import load
-    from latentlab.validation import check_positive
+    from latentlab.validation import check_positive, fail
 
     if args.temperature is not None:
         check_positive(args.temperature, "--temperature", "K")
-    return load(args.data, topology=args.topology, temperature=args.temperature,
-                block=getattr(args, "block", "primary"))
+    ds = load(args.data, topology=args.topology, temperature=args.temperature,
+              block=getattr(args, "block", "primary"))
+    if _is_dataset_file(ds):  # it carries its own temperature and topology: never ignore an option silently
+        if args.temperature is not None and abs(args.temperature - ds.temperature) > 1e-9:
+            fail("--temperature", f"{args.data} is a data set sampled at {ds.temperature:g} K; --temperature only "
+                 "describes trajectories and arrays", "leave --temperature out (or import the frames again)")
+        if args.topology is not None:
+            fail("--topology", f"{args.data} is a data set with its own topology (or none); --topology only describes "
+                 "trajectories and arrays", "leave --topology out, or re-import the frames with latentlab import --topology")
+    return ds
+
+
+def _is_dataset_file(ds) -> bool:
+    import os
+
+    from latentlab.data.sniff import file_kind
+
+    return bool(ds.source) and os.path.isfile(ds.source) and file_kind(ds.source) == "latentlab-data"
 
 
 def map_spec(spec, ds, option: str = "--map") -> str:

@@ -113,6 +113,12 @@ def run(args) -> int:
     if not os.path.exists(args.positions):
         raise FileNotFoundError(f"--positions: {args.positions} does not exist. Fix: check the path (built-in data "
                                 "sets need no import: pass their name as DATA)")
+    from latentlab.data.sniff import check_kind, file_kind
+
+    if file_kind(args.positions) in ("directory", "empty", "unreadable", "hdf5", "hdf5-damaged", "latentlab-model",
+                                     "latentlab-checkpoint", "torch-zip", "latentlab-simulation", "png", "zip", "pickle"):
+        check_kind(args.positions, (), "--positions", "positions",
+                   fix="pass positions (n_frames, n_atoms, 3) as .npy/.npz, or an mdtraj-readable trajectory")
     out = output_path(args.out, "data", overwrite=args.overwrite,
                       inputs=[args.positions, args.forces, args.energies, args.topology, args.time, args.masses])
     ds = load(args.positions, topology=args.topology, forces=args.forces, energies=args.energies,
