@@ -260,3 +260,19 @@ def test_chignolin_default_map_is_the_triangle_of_bruce_et_al():
     assert cg_map.names[:2] == ["r1", "r2"] or len(cg_map.names) == 3
     full = ds.allatom()
     assert full.n_atoms == 138 and full.n_frames >= ds.n_frames // 10 - 1
+
+
+def test_info_reads_model_and_sim_files_by_content(tmp_path, capsys):
+    import shutil
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    shutil.copy(os.path.join(here, "data", "model-0.1.0-three-atom.pt"), tmp_path / "model")  # no extension
+    shutil.copy(os.path.join(here, "data", "sim-0.1.0-three-atom.npz"), tmp_path / "run.h5")  # misleading one
+    model = _json(capsys, ["info", str(tmp_path / "model"), "--json"])
+    assert model["kind"] == "latentlab-model" and model["map"] == "triangle:0,1,2" and model["parameters"] > 0
+    assert model["config"]["n_cg"] == 3 and model["temperature"] == 300.0
+    sim = _json(capsys, ["info", str(tmp_path / "run.h5"), "--json"])
+    assert sim["kind"] == "latentlab-simulation" and (sim["records"], sim["walkers"], sim["n_cg"]) == (2, 8, 3)
+    assert sim["dt"] == 0.002 and sim["diagnostics"]["reseeded"] == 0
+    assert main(["info", str(tmp_path / "model")]) == 0
+    assert "latentlab-model" in capsys.readouterr().out
