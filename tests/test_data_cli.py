@@ -276,3 +276,21 @@ def test_info_reads_model_and_sim_files_by_content(tmp_path, capsys):
     assert sim["dt"] == 0.002 and sim["diagnostics"]["reseeded"] == 0
     assert main(["info", str(tmp_path / "model")]) == 0
     assert "latentlab-model" in capsys.readouterr().out
+
+
+def test_import_bare_constrained_arrays_finds_bonds_and_constraint_groups(tmp_path, capsys):
+    """Chignolin's all-atom frames (HBonds constraints) as bare arrays: bonds and rigid X-H groups come back."""
+    _need_builtin("chignolin")
+    from latentlab.data import load
+
+    full = load("chignolin").allatom()
+    np.savez(tmp_path / "chig.npz", positions=full.positions, forces=full.forces, masses=full.masses)
+    out = str(tmp_path / "chig.h5")
+    assert main(["import", "--positions", str(tmp_path / "chig.npz"), "--temperature", "300", "--dt", "5",
+                 "--out", out]) == 0
+    printed = capsys.readouterr().out
+    assert "141 bonds (covalent rule)" in printed and "force check: consistent" in printed
+    back = load(out)
+    np.testing.assert_array_equal(back.constraint_group, full.constraint_group)
+    assert sorted((a.index, b.index) for a, b in back.topology.bonds) == \
+        sorted(tuple(sorted((a.index, b.index))) for a, b in full.topology.bonds)
