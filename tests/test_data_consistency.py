@@ -184,3 +184,14 @@ def test_force_scale_sums_forces_over_constraint_groups():
     result = force_scale(bare)
     assert result.rigid_groups == len(set(full.constraint_group[full.constraint_group != np.arange(full.n_atoms)]))
     assert abs(np.log(result.scale)) < CONSISTENT_LOG
+
+
+def test_force_scale_of_a_liquid_is_inconclusive_not_refused():
+    """Atoms that do not stay together (an ideal gas) give no coordinate to test: no verdict, no refusal."""
+    from latentlab.data.checks import check_forces
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 3.0, size=(400, 20, 3))
+    ds = Dataset.from_arrays(x, np.zeros_like(x), masses=np.full(20, 39.95), temperature=300.0, check_units=False)
+    result = check_forces(ds)
+    assert result.verdict == "inconclusive" and not result.coordinates

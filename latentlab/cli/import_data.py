@@ -138,6 +138,8 @@ def run(args) -> int:
         result = check_forces(ds, energy_unit=energy, length_unit=length, argument="--forces")
         if result is None:
             check = f"not run (only {ds.n_frames} frames; it needs 100)"
+        elif not result.coordinates:
+            check = "not run (no bonded atoms, and no neighbours that stay together)"
         else:
             check = (f"{result.verdict}: scale {result.scale:.3f} +- {result.scale_err:.3f} over "
                      f"{len(result.coordinates)} coordinates ({result.seconds:.1f} s)")
