@@ -175,3 +175,16 @@ class DoubleWell2D:
         z = rng.normal(0.0, np.sqrt(self.kT / self.k_z), n)
         pos = torch.from_numpy(np.stack([x, y, z], axis=-1)[:, None, :])
         return pos, self.forces(pos)
+
+
+def flow_paper_double_well() -> DoubleWell2D:
+    """The double well of Stupp & Koutsourelakis, ``U = x1^4/4 - 3 x1^2 + x1 + x2^2/2`` at ``kT = 1``.
+
+    "Energy-based coarse-graining in molecular dynamics: a flow-based framework
+    without data" (JCTC 2025, arXiv 2504.20940) use it with beta = 1.  In
+    latentlab units: ``h (x^2/s^2 - 1)^2 = x^4/4 - 3 x^2 + 9`` for ``s = sqrt 6``,
+    ``h = 9`` kJ/mol (the constant 9 changes nothing), tilt 1 kJ/mol/nm,
+    ``k_y = 1`` kJ/mol/nm^2 and ``T = 1/k_B`` K so that ``kT = 1`` kJ/mol.
+    Exact ``P(x1 < 0) = 0.99165`` (:meth:`DoubleWell2D.mode_weights`).
+    """
+    return DoubleWell2D(barrier=9.0, s=float(np.sqrt(6.0)), tilt=1.0, k_y=1.0, k_z=1.0, temperature=1.0 / KB)

@@ -154,3 +154,75 @@ class GaussianMixture2D:
         z = rng.normal(0.0, np.sqrt(self.kT / self.k_z), n)
         pos = torch.from_numpy(np.column_stack([xy, z])[:, None, :])
         return pos, self.forces(pos)
+
+
+@dataclass
+class ConditionalGaussianMixture:
+    """A mixture on slow coordinates with a conditional Gaussian on fast ones (exact answers).
+
+    ``p(x_s, x_f) = sum_k w_k N(x_s; m_k, std^2 I) N(x_f; B x_s, cond_std^2 I)``: the
+    20-D benchmark of Stupp & Koutsourelakis ("Energy-based coarse-graining in
+    molecular dynamics: a flow-based framework without data", JCTC 2025) with
+    ``n_slow = n_fast = 10``, 3 equally weighted components, ``std = cond_std = 0.1``,
+    means uniform in [-1, 1]^n_slow (drawn like scikit-learn's ``make_blobs`` with
+    ``random_state=seed``: ``RandomState(seed).uniform(-1, 1, (K, n_slow))``) and B
+    standard normal (``RandomState(cond_seed)``; the authors draw it with JAX, so
+    B differs from theirs).  The potential is ``U = -kT ln p`` with
+    ``T = 1/k_B`` (``kT = 1`` kJ/mol, the authors' beta = 1).
+
+    Attributes
+    ----------
+    n_slow, n_fast, n_components : int
+    std, cond_std : float, nm
+    seed, cond_seed : int
+    temperature : float, K
+    """
+
+    n_slow: int = 10
+    n_fast: int = 10
+    n_components: int = 3
+    std: float = 0.1
+    cond_std: float = 0.1
+    seed: int = 6
+    cond_seed: int = 1
+    temperature: float = 1.0 / KB
+
+    def __post_init__(self):
+        for name in ("n_slow", "n_components"):
+            if int(getattr(self, name)) < 1:
+                fail(name, f"got {getattr(self, name)}", "pass a positive integer")
+        if int(self.n_fast) < 0:
+            fail("n_fast", f"got {self.n_fast}", "pass 0 or a positive integer")
+        check_positive(self.std, "std", "nm")
+        check_positive(self.cond_std, "cond_std", "nm")
+        check_positive(self.temperature, "temperature", "K")
+        self.means = np.random.RandomState(self.seed).uniform(-1.0, 1.0, (self.n_components, self.n_slow))
+        self.cond_matrix = np.random.RandomState(self.cond_seed).standard_normal((self.n_fast, self.n_slow))
+        self.weights = np.full(self.n_components, 1.0 / self.n_components)
+
+    @property
+    def dim(self) -> int:
+        return self.n_slow + self.n_fast
+
+    @property
+    def kT(self) -> float:
+        return KB * self.temperature
+
+    @property
+    def covariances(self) -> np.ndarray:
+        """``(K, n_slow, n_slow)`` nm^2."""
+        return np.stack([np.eye(self.n_slow) * self.std**2] * self.n_components)
+
+    def mode_weights(self) -> np.ndarray:
+        """Exact component weights, shape (K,)."""
+        return self.weights.copy()
+
+    def sample_flat(self, n: int, seed: int = 0) -> np.ndarray:
+        """Exact samples of the flat coordinates, shape ``(n, n_slow + n_fast)``, nm."""
+        if int(n) < 1:
+            fail("n", f"got {n}", "ask for at least one sample")
+        rng = np.random.default_rng(seed)
+        comp = rng.choice(self.n_components, size=n, p=self.weights)
+        xs = self.means[comp] + self.std * rng.standard_normal((n, self.n_slow))
+        xf = xs @ self.cond_matrix.T + self.cond_std * rng.standard_normal((n, self.n_fast))
+        return np.concatenate([xs, xf], axis=1)
