@@ -133,13 +133,16 @@ def test_autocorrelation_never_pairs_frames_of_two_walkers():
 
 
 # ---------------------------------------------------------------------- MSM and first passages
-def test_markov_chain_timescales_and_mfpts_match_exact_answers():
+@pytest.mark.parametrize("count_mode", ["auto", "effective"])
+def test_markov_chain_timescales_and_mfpts_match_exact_answers(count_mode):
     dt = 0.5
     s = markov_chain(T3, 5000, 20, seed=6)
     q = s[:, :, None] + 0.01 * np.random.default_rng(7).standard_normal(s.shape)[:, :, None]
     tr = Trajectories.from_arrays(q, dt, names=["x"])
     res = analyze(tr, basins="A: x<0.5; B: x>1.5", n_clusters=3, lag_ps=dt, lags_ps=[dt, 2 * dt],
-                  n_samples=200, ck_sets=0, min_blocks=100, seed=0)
+                  n_samples=200, ck_sets=0, min_blocks=100, seed=0, count_mode=count_mode)
+    # 20 trajectories: "auto" picks sliding counts / lag (effective counting is slow for many walkers).
+    assert res.msm_info["count_mode"] == ("sliding-effective" if count_mode == "auto" else "effective")
     lam = np.sort(np.real(np.linalg.eigvals(T3)))[::-1][1:]
     for lag_frames, row in zip((1, 2), (0, 1)):
         exact = -lag_frames * dt / np.log(lam ** lag_frames)  # = -dt / ln(lambda) at every lag
@@ -161,21 +164,41 @@ def test_markov_chain_timescales_and_mfpts_match_exact_answers():
         assert abs(msm["mfpt_ps"] - exact) < Z * msm["stderr_ps"], (msm, exact)
 
 
+def test_chapman_kolmogorov_passes_for_markov_and_fails_for_hidden_memory():
+    """Observed Markov chain: predictions T(tau)^k agree with the estimates at k tau.  Two hidden
+    states share one Q value and leave it at 0.5 or 0.005 per step: the projected dynamics has memory."""
+    e1, e2 = 0.5, 0.005
+    T_hidden = np.array([[1 - e1, 0.0, e1], [0.0, 1 - e2, e2], [e1, e2, 1 - e1 - e2]])
+    T_markov = T3[:2, :2] / T3[:2, :2].sum(axis=1, keepdims=True)
+    rng = np.random.default_rng(18)
+    for T, level, markov in ((T_markov, [0.0, 1.0], True), (T_hidden, [0.0, 0.0, 1.0], False)):
+        s = markov_chain(T, 4000, 10, seed=19)
+        q = np.asarray(level)[s][:, :, None] + 0.05 * rng.standard_normal(s.shape)[:, :, None]
+        res = analyze(Trajectories.from_arrays(q, 1.0, names=["x"]), basins=None, n_clusters=2, lag_ps=1.0,
+                      lags_ps=[1.0], n_samples=100, ck_sets=2, ck_multiples=5, seed=1)
+        ck = res.ck
+        assert ck["lags_ps"] == [2.0, 3.0, 4.0, 5.0] and np.asarray(ck["predicted"]).shape == (4, 2, 2)
+        if markov:
+            assert ck["max_z"] < Z, ck
+        else:
+            assert ck["max_z"] > 2 * Z, ck
+
+
 def test_telegraph_process_mfpt():
     """Continuous-time two-state process (rates k_AB, k_BA) sampled every dt: the counted MFPT is
     dt / P_AB(dt) with P_AB = k_AB / k (1 - exp(-k dt)), k = k_AB + k_BA, -> 1/k_AB as dt -> 0."""
     k_ab, k_ba, dt, total = 0.02, 0.05, 1.0, 200_000.0
     rng = np.random.default_rng(8)
     trajs = []
+    n_dwell = int(3 * total * (k_ab + k_ba))  # enough alternating dwell times to cover `total`
     for _ in range(10):
-        t, state, switches, states = 0.0, int(rng.random() < k_ab / (k_ab + k_ba)), [], []
-        while t < total:
-            states.append(state)
-            t += rng.exponential(1.0 / (k_ab if state == 0 else k_ba))
-            switches.append(t)
-            state = 1 - state
+        first = int(rng.random() < k_ab / (k_ab + k_ba))  # stationary start: P(B) = k_AB / k
+        states = (first + np.arange(n_dwell)) % 2
+        dwell = rng.exponential(1.0 / np.where(states == 0, k_ab, k_ba))
+        switches = np.cumsum(dwell)
+        assert switches[-1] > total
         grid = np.arange(0.0, total, dt)
-        trajs.append(np.asarray(states)[np.searchsorted(switches, grid, side="right")].astype(float))
+        trajs.append(states[np.searchsorted(switches, grid, side="right")].astype(float))
     tr = Trajectories.from_arrays(trajs, dt, names=["x"])
     res = analyze(tr, basins="A: x<0.5; B: x>0.5", msm=False)
     k = k_ab + k_ba

@@ -89,9 +89,13 @@ def autocorrelation(segments, periodic: bool = False, max_lag: int | None = None
         chunk = max(1, _FFT_BUDGET // size)  # bounded memory for many long walkers
         for a in range(0, len(group), chunk):
             x = np.stack(group[a:a + chunk]) - mean  # (n_traj, length)
-            spec = np.fft.fft(x, n=size, axis=1)
-            corr = np.fft.ifft(spec * np.conj(spec), axis=1)[:, :m]  # (n_traj, m)
-            acc[:m] += corr.real.sum(axis=0)
+            if periodic:
+                spec = np.fft.fft(x, n=size, axis=1)
+                corr = np.fft.ifft(spec * np.conj(spec), axis=1)[:, :m].real  # (n_traj, m)
+            else:
+                spec = np.fft.rfft(x, n=size, axis=1)
+                corr = np.fft.irfft(spec * np.conj(spec), n=size, axis=1)[:, :m]
+            acc[:m] += corr.sum(axis=0)
         pairs[:m] += len(group) * (length - np.arange(m))
     with np.errstate(invalid="ignore", divide="ignore"):
         acov = np.where(pairs > 0, acc / np.maximum(pairs, 1), np.nan)

@@ -10,7 +10,7 @@ import numpy as np
 
 from latentlab.kinetics.acf import acf_analysis
 from latentlab.kinetics.basins import BasinSet, resolve_basins
-from latentlab.kinetics.mfpt import mfpt_direct
+from latentlab.kinetics.mfpt import basin_visits, mfpt_direct
 from latentlab.kinetics.trajectories import Trajectories
 from latentlab.validation import fail
 
@@ -48,6 +48,11 @@ class KineticsResult:
         Direct MFPTs (:func:`latentlab.kinetics.mfpt.mfpt_direct`).
     mfpt_msm : dict
         MSM MFPTs (:func:`latentlab.kinetics.msm.msm_mfpt`).
+    basin_visits : dict
+        Visits per basin, mean dwell and share of single-frame visits (:func:`latentlab.kinetics.mfpt.basin_visits`).
+    process_basins : list of dict
+        Per implied timescale, the correlation of its eigenvector with each basin
+        (:func:`latentlab.kinetics.msm.process_basins`): which exchange the process is.
     discretizer : Discretizer or None
         Reuse it (``analyze(..., discretizer=result.discretizer)``) to put another trajectory on the same states.
     fits : dict
@@ -69,6 +74,8 @@ class KineticsResult:
     basin_populations: dict = field(default_factory=dict)
     mfpt: dict = field(default_factory=dict)
     mfpt_msm: dict = field(default_factory=dict)
+    basin_visits: dict = field(default_factory=dict)
+    process_basins: list = field(default_factory=list)
     discretizer: object = None
     fits: dict = field(default_factory=dict)
     msm_info: dict = field(default_factory=dict)
@@ -118,6 +125,7 @@ class KineticsResult:
             "implied_timescales_ps": its.tolist(),
             "implied_timescales_interval_ps": interval.tolist(),
             "implied_timescales_resolved": resolved,
+            "implied_timescales_basins": list(self.process_basins),
             "tau_int_ps": dict(self.acf["tau_int_ps"]),
             "tau_int_stderr_ps": dict(self.acf["tau_int_stderr_ps"]),
             "tau_int_window_ps": dict(self.acf["tau_int_window_ps"]),
@@ -132,6 +140,7 @@ class KineticsResult:
             "basin_set": None if self.basins is None else self.basins.label,
             "basins": None if self.basins is None else self.basins.describe(),
             "basin_populations": dict(self.basin_populations),
+            "basin_visits": dict(self.basin_visits),
             "its": {"lags_ps": self.its_lags_ps.tolist(), "timescales_ps": self.its_ps.tolist(),
                     "intervals_ps": self.its_interval_ps.tolist(), "converged": self.its_converged},
             "ck_test": self.ck,
@@ -173,7 +182,7 @@ class KineticsComparison:
 def analyze(trajectories, dt_ps: float | None = None, *, names=None, periodic=None, basins="auto",
             lag_ps: float | None = None, lags_ps=None, n_clusters: int = 50, n_timescales: int = 5,
             n_samples: int = 100, ck_sets: int = 2, ck_multiples: int = 4, msm: bool = True, discretizer=None,
-            n_bootstrap: int = 1000, min_blocks: int = 20, seed: int = 0) -> KineticsResult:
+            count_mode: str = "auto", n_bootstrap: int = 1000, min_blocks: int = 20, seed: int = 0) -> KineticsResult:
     """Kinetics of independent trajectories in Q: ACFs, tau_int, MSM timescales, CK test, MFPTs.
 
     Parameters
@@ -208,6 +217,9 @@ def analyze(trajectories, dt_ps: float | None = None, *, names=None, periodic=No
         False: ACF/tau_int and direct MFPTs only (the fast path).
     discretizer : Discretizer, optional
         States of another analysis (e.g. the reference's), for a like-for-like MSM.
+    count_mode : {"auto", "effective", "sliding-effective"}
+        deeptime's transition counting; auto: effective for <= 16 trajectories
+        (:func:`latentlab.kinetics.msm.choose_count_mode`).
     n_bootstrap, min_blocks : int
         Block bootstrap of the direct MFPTs.
     seed : int
@@ -251,6 +263,11 @@ def analyze(trajectories, dt_ps: float | None = None, *, names=None, periodic=No
             if p == 0:
                 warnings.append(f"basin {b} is never visited")
         result.mfpt = mfpt_direct(masks, dt, min_blocks=min_blocks, n_bootstrap=n_bootstrap, seed=seed)
+        result.basin_visits = basin_visits(masks, dt)
+        for b, v in result.basin_visits.items():
+            if v["visits"] >= 10 and v["single_frame_fraction"] > 0.3:
+                warnings.append(f"{v['single_frame_fraction']:.0%} of the {v['visits']} visits to {b} last a single "
+                                f"frame ({dt:g} ps): the frame spacing is too coarse to resolve its dwell times")
     seconds["mfpt"] = time.perf_counter() - t0
 
     if lag_ps is not None:
@@ -283,10 +300,11 @@ def analyze(trajectories, dt_ps: float | None = None, *, names=None, periodic=No
 
     t0 = time.perf_counter()
     fits = {}
+    mode = msm_mod.choose_count_mode(tr.n_trajectories) if count_mode == "auto" else count_mode
 
     def get_fit(k):
         if k not in fits:
-            fits[k] = msm_mod.fit_msm(dtrajs, k, disc.n_states, n_samples=n_samples, seed=seed + k)
+            fits[k] = msm_mod.fit_msm(dtrajs, k, disc.n_states, n_samples=n_samples, seed=seed + k, count_mode=mode)
         return fits[k]
 
     its = np.full((len(ladder), n_timescales), np.nan)
@@ -321,7 +339,7 @@ def analyze(trajectories, dt_ps: float | None = None, *, names=None, periodic=No
 
     test = get_fit(lag_frames)
     result.msm_info = {"n_states": disc.n_states, "states_active": 0 if test.prior is None else int(test.prior.n_states),
-                       "active_count_fraction": test.active_fraction, "count_mode": "effective",
+                       "active_count_fraction": test.active_fraction, "count_mode": mode,
                        "n_samples": int(n_samples), "posterior_seeded": test.seeded, "embedding":
                        ["cos/sin" if p else "standardised" for p in disc.periodic], "clustering": "k-means++"}
 
@@ -337,10 +355,11 @@ def analyze(trajectories, dt_ps: float | None = None, *, names=None, periodic=No
                                         None if bset is None else bset.names)
     seconds["ck_test"] = time.perf_counter() - t0
 
-    # MSM first passages.
+    # MSM first passages, and which basins the slow processes exchange.
     t0 = time.perf_counter()
     if bset is not None:
         result.mfpt_msm = msm_mod.msm_mfpt(test, fractions, bset.names, dt)
+        result.process_basins = msm_mod.process_basins(test, fractions, bset.names, n_timescales)
     seconds["mfpt_msm"] = time.perf_counter() - t0
     result.fits = fits
     seconds["total"] = time.perf_counter() - t_start

@@ -135,3 +135,26 @@ def mfpt_direct(masks: dict, dt_ps: float, pairs=None, *, min_blocks: int = 20, 
         out[f"{a}->{b}"] = {"mfpt_ps": mfpt, "stderr_ps": stderr, "transitions": n_trans, "time_from_a_ps": total,
                             "n_blocks": int(ta.size)}
     return out
+
+
+def basin_visits(masks: dict, dt_ps: float) -> dict:
+    """Visits (runs of consecutive frames inside a basin) per basin, to judge the frame spacing.
+
+    Returns
+    -------
+    dict
+        ``{basin: {"visits", "mean_dwell_ps", "single_frame_fraction"}}``; a run cut by the
+        start or end of a trajectory counts as a visit.  When most visits last a single frame,
+        the spacing is too coarse to resolve the dwell times.
+    """
+    out = {}
+    for name, per_traj in masks.items():
+        lengths = []
+        for m in per_traj:
+            edges = np.diff(np.concatenate([[0], np.asarray(m, np.int8), [0]]))
+            lengths.append(np.nonzero(edges == -1)[0] - np.nonzero(edges == 1)[0])
+        runs = np.concatenate(lengths) if lengths else np.zeros(0, int)
+        out[name] = {"visits": int(runs.size),
+                     "mean_dwell_ps": float(runs.mean() * dt_ps) if runs.size else None,
+                     "single_frame_fraction": float(np.mean(runs == 1)) if runs.size else None}
+    return out

@@ -8,7 +8,9 @@
   so both MSMs live on the same states.
 * Counts: deeptime's ``effective`` counting (Noe 2015), which divides sliding-window
   counts by their statistical inefficiency so that Bayesian error bars are not too
-  narrow; the reversible MSM lives on the largest strongly connected set.
+  narrow; for more than 16 trajectories (walkers), where that is too slow, sliding
+  counts divided by the lag (``sliding-effective``).  The reversible MSM lives on the
+  largest strongly connected set.
 * Posterior: reversible transition matrices sampled from the count matrix
   (Trendelkamp-Schroer et al. 2015, deeptime's sampler), with a seed.  Point
   estimates are the maximum-likelihood MSM's; intervals are the 2.5 / 97.5 %
@@ -45,6 +47,9 @@ from latentlab.validation import fail
 
 #: Frames used to fit k-means at most (evenly strided over all trajectories); all frames are assigned.
 MAX_FIT_FRAMES = 50_000
+
+#: Up to this many trajectories deeptime's "effective" counting is used (it is slow for many walkers).
+EFFECTIVE_MAX_TRAJECTORIES = 16
 
 
 def _deeptime():
@@ -175,7 +180,20 @@ class MSMFit:
         return np.asarray(self.prior.count_model.state_symbols) if self.prior is not None else np.zeros(0, int)
 
 
-def fit_msm(dtrajs, lag: int, n_states: int, n_samples: int = 100, seed: int = 0) -> MSMFit:
+def choose_count_mode(n_trajectories: int) -> str:
+    """``"effective"`` for up to :data:`EFFECTIVE_MAX_TRAJECTORIES` trajectories, else ``"sliding-effective"``.
+
+    deeptime's effective counting loops in Python over count-matrix elements and
+    trajectories (about 50 us per element and trajectory): seconds per lag for one long
+    reference, many minutes for 1024 walkers.  Sliding counts divided by the lag are
+    then used; they are right for a Markovian discretisation and give narrower
+    intervals than effective counts when the state trajectory is not Markovian at the lag.
+    """
+    return "effective" if int(n_trajectories) <= EFFECTIVE_MAX_TRAJECTORIES else "sliding-effective"
+
+
+def fit_msm(dtrajs, lag: int, n_states: int, n_samples: int = 100, seed: int = 0,
+            count_mode: str = "effective") -> MSMFit:
     """Reversible maximum-likelihood MSM plus Bayesian posterior at one lag (frames).
 
     Parameters
@@ -189,6 +207,8 @@ def fit_msm(dtrajs, lag: int, n_states: int, n_samples: int = 100, seed: int = 0
     n_samples : int
         Posterior samples (0: maximum likelihood only).
     seed : int
+    count_mode : {"effective", "sliding-effective"}
+        deeptime's counting (:func:`choose_count_mode`).
     """
     dt = _deeptime()
     from deeptime.markov import TransitionCountEstimator
@@ -198,7 +218,9 @@ def fit_msm(dtrajs, lag: int, n_states: int, n_samples: int = 100, seed: int = 0
     usable = [d for d in dtrajs if len(d) > lag]
     if not usable:
         return MSMFit(lag, None, [], None, 0.0, True)
-    counts = TransitionCountEstimator(lag, "effective", n_states=int(n_states)).fit(usable).fetch_model()
+    if count_mode not in ("effective", "sliding-effective"):
+        fail("count_mode", f"got {count_mode!r}", "use 'effective' or 'sliding-effective'")
+    counts = TransitionCountEstimator(lag, count_mode, n_states=int(n_states)).fit(usable).fetch_model()
     total = float(counts.count_matrix.sum())
     largest = counts.submodel_largest(directed=True)
     if largest.n_states < 2 or total <= 0:
@@ -269,13 +291,14 @@ def ck_test(fits: list, n_sets: int, dt_ps: float, basin_fractions: np.ndarray |
     dict or None
         ``lags_ps``, ``predicted`` / ``estimated`` (n_lags, n_sets, n_sets) set-to-set transition
         probabilities, their 95 % intervals, ``max_abs_deviation``, ``fraction_within_95``
-        (share of entries where the difference is inside the combined 95 % band), and
+        (share of entries where the difference is inside the combined 95 % band), ``max_z``
+        (largest difference in units of the combined posterior standard deviation), and
         ``sets_in_basins`` (per set: stationary-weighted share of its states in each basin).
     """
     from deeptime.util.validation import ck_test as dt_ck
 
     test = fits[0]
-    if test.prior is None or test.prior.n_states <= n_sets or test.posterior is None:
+    if test.prior is None or test.prior.n_states < n_sets or test.posterior is None:
         return None
     others = [f for f in fits[1:] if f.prior is not None and f.posterior is not None]
     if not others:
@@ -291,7 +314,9 @@ def ck_test(fits: list, n_sets: int, dt_ps: float, basin_fractions: np.ndarray |
     pred = np.real(np.asarray(res.predictions))  # (L, n, n), lag 0 excluded
     est = np.real(np.asarray(res.estimates))
     pred_s = np.real(np.asarray(res.predictions_samples))  # (L, S, n, n)
-    est_s = np.real(np.asarray(res.estimates_samples))
+    # deeptime (0.4-0.5) appends the lag-0 identity to each list of estimate samples (a for-else in
+    # its ck_test); keep the posterior samples only.
+    est_s = np.real(np.asarray([np.asarray(e)[:len(f.samples)] for e, f in zip(res.estimates_samples, others)]))
     p_lo, p_hi = np.percentile(pred_s, [2.5, 97.5], axis=1)
     e_lo, e_hi = np.percentile(est_s, [2.5, 97.5], axis=1)
     sd = np.sqrt(pred_s.std(axis=1) ** 2 + est_s.std(axis=1) ** 2)
@@ -310,6 +335,7 @@ def ck_test(fits: list, n_sets: int, dt_ps: float, basin_fractions: np.ndarray |
         "predicted": pred.tolist(), "predicted_interval": np.stack([p_lo, p_hi], axis=-1).tolist(),
         "estimated": est.tolist(), "estimated_interval": np.stack([e_lo, e_hi], axis=-1).tolist(),
         "max_abs_deviation": float(np.max(np.abs(pred - est))), "fraction_within_95": float(within.mean()),
+        "max_z": float(np.max(np.abs(pred - est) / np.maximum(sd, 1e-12))),
         "sets_in_basins": sets_in_basins,
     }
 
@@ -366,3 +392,33 @@ def msm_mfpt(fit: MSMFit, fractions: np.ndarray, basin_names, dt_ps: float, pair
             stderr = float(s.std(ddof=1))
         out[key] = {"mfpt_ps": est, "interval_ps": interval, "stderr_ps": stderr}
     return out
+
+
+def process_basins(fit: MSMFit, fractions: np.ndarray, basin_names, k: int) -> list:
+    """Which basins each of the ``k`` slowest processes moves between.
+
+    For each right eigenvector ``r_i`` (i = 1..k) of the MSM, the correlation, weighted by the
+    stationary distribution, between ``r_i`` and each basin's share of the states: close to
+    +-1 when the process is the exchange of that basin with the rest.
+
+    Returns
+    -------
+    list of dict
+        ``[{basin: correlation}]``, one per timescale (slowest first).
+    """
+    if fit.prior is None or fractions is None:
+        return []
+    m = min(int(k), fit.prior.n_states - 1)
+    if m <= 0:
+        return []
+    pi = fit.prior.stationary_distribution
+    vecs = np.real(fit.prior.eigenvectors_right(m + 1))[:, 1:m + 1]  # (n_active, m)
+    f = fractions[fit.active_states]  # (n_active, n_basins)
+
+    def wcorr(x, y):
+        x = x - pi @ x
+        y = y - pi @ y
+        den = math.sqrt(float(pi @ (x * x)) * float(pi @ (y * y)))
+        return float(pi @ (x * y)) / den if den > 0 else 0.0
+
+    return [{b: wcorr(vecs[:, i], f[:, j]) for j, b in enumerate(basin_names)} for i in range(m)]
