@@ -161,8 +161,8 @@ def test_ensemble_from_data_set_frames_merges_replicas_and_extends_on_resume(tmp
     assert main(["info", out + ".h5", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["replicas"] == 2
 
-    # --resume to a larger --ns extends every replica; the frames already there stay as they were
-    assert main(args + ["--ns", "0.005", "--resume"]) == 0
+    # --resume to a larger --ns (on another cluster) extends every replica; the frames already there stay as they were
+    assert main(args + ["--ns", "0.005", "--resume", "--cluster", "local:1"]) == 0
     longer = load(out + ".h5")
     _assert_contiguous_replicas(longer, 2, 50)
     for s_old, s_new in zip(ds.trajectory_slices(), longer.trajectory_slices()):
@@ -177,7 +177,7 @@ def test_killing_a_worker_mid_run_loses_and_duplicates_no_frame(tmp_path, capsys
     """2 workers, 4 replicas; one worker process is killed mid-replica and the run still equals an undisturbed one."""
     from distributed import Client, LocalCluster
 
-    ns, frames = "0.3", 3000
+    ns, frames = "0.15", 1500
     ref_out, out = str(tmp_path / "ref.h5"), str(tmp_path / "killed.h5")
     killed: dict = {}
 
@@ -197,9 +197,9 @@ def test_killing_a_worker_mid_run_loses_and_duplicates_no_frame(tmp_path, capsys
                     return
             time.sleep(0.02)
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
-        common = ALA + ["--replicas", "4", "--ns", ns, "--checkpoint-every", "0.3", "--scheduler", cluster.scheduler_address]
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                      scheduler_kwargs={"dashboard": False}) as cluster, Client(cluster) as client:
+        common = ALA + ["--replicas", "4", "--ns", ns, "--checkpoint-every", "0.1", "--scheduler", cluster.scheduler_address]
         assert main(common + ["--out", ref_out]) == 0
         killer = threading.Thread(target=kill_one_worker, daemon=True)
         killer.start()
@@ -230,9 +230,9 @@ def test_killing_a_worker_mid_run_loses_and_duplicates_no_frame(tmp_path, capsys
 @pytest.mark.slow
 def test_resume_after_a_killed_client_continues_every_replica(tmp_path):
     out = str(tmp_path / "ens.h5")
-    frames = 3000
-    cmd = [sys.executable, "-m", "latentlab.cli"] + ALA + ["--replicas", "2", "--cluster", "local:2", "--ns", "0.3",
-                                                         "--checkpoint-every", "0.2", "--out", out]
+    frames = 1500
+    cmd = [sys.executable, "-m", "latentlab.cli"] + ALA + ["--replicas", "2", "--cluster", "local:2", "--ns", "0.15",
+                                                         "--checkpoint-every", "0.1", "--out", out]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120

@@ -49,7 +49,8 @@ def register(subparsers) -> None:
                      help="run R independent replicas of --ns each (own seeds; with --start-from, replica r starts "
                           "from frame (r+1)*F//R-1) as Dask tasks and merge them into one data set with replica ids")
     ens.add_argument("--cluster", default=None, metavar="local[:N]",
-                     help="in-process LocalCluster with N worker processes (default: one per core, at most R)")
+                     help="in-process LocalCluster with N worker processes (default: one per core, or per --threads "
+                          "cores, at most R)")
     ens.add_argument("--scheduler", default=None, metavar="ADDRESS",
                      help="use a running Dask cluster, e.g. tcp://HOST:8786 (workers need latentlab and a shared "
                           "file system for OUT.partial/)")

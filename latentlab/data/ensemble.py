@@ -6,8 +6,9 @@ runs R independent replicas of the recipe in :mod:`latentlab.data.generate`
 ``dask.distributed`` cluster:
 
 * default / ``--cluster local[:N]``: an in-process ``LocalCluster`` with N worker
-  processes (default: one per core, at most R), one task thread each (and
-  one OpenMM thread, ``--threads``); nothing to install or start;
+  processes (default: one per core, or per ``--threads`` cores, at most R), one
+  task thread each (and ``--threads`` OpenMM threads, default 1); nothing to
+  install or start;
 * ``--scheduler tcp://HOST:8786``: a running cluster (``dask scheduler`` +
   ``dask worker``, or dask-jobqueue on Slurm; docs/scale-out.md).  Its workers
   need latentlab installed and must see ``OUT.partial/`` (a shared file system).
@@ -65,7 +66,7 @@ import uuid
 
 import numpy as np
 
-from latentlab.data.generate import _FROZEN, GenerateConfig, Generator, build_system, start_positions
+from latentlab.data.generate import _FROZEN, GenerateConfig, Generator, _StartBlock, build_system
 from latentlab.io import output_path
 from latentlab.validation import fail
 
@@ -108,17 +109,18 @@ def _replica_out(work: str, replica: int) -> str:
 
 
 def _saved_frames(out: str) -> int:
-    """Frames a replica has safely on disk: its finished file, else its last checkpoint."""
+    """Frames a replica has safely on disk: the more of its finished file and its last checkpoint (0 if none)."""
     import h5py
 
+    n = 0
     if os.path.exists(out):
         with h5py.File(out, "r") as fh:
-            return int(fh["positions"].shape[0])
+            n = int(fh["positions"].shape[0])
     ck = os.path.join(out + ".partial", "checkpoint.npz")
     if os.path.exists(ck):
         with np.load(ck) as z:
-            return int(z["n_frames"])
-    return 0
+            n = max(n, int(z["n_frames"]))
+    return n
 
 
 def _write_text(path: str, text: str) -> None:
@@ -267,6 +269,7 @@ class Ensemble:
         self.work = os.path.abspath(self.out) + ".partial"  # absolute: workers may run elsewhere
         self.results: list[dict] = []
         self.wall_seconds = 0.0
+        self._initial = [0] * self.replicas  # frames per replica on disk when this call started its replicas
 
     # -- settings ------------------------------------------------------------
     def _frozen(self) -> dict:
@@ -308,8 +311,8 @@ class Ensemble:
         return path
 
     def _anything_saved(self) -> bool:
-        return bool(glob.glob(os.path.join(self.work, "replica-*.h5"))
-                    or glob.glob(os.path.join(self.work, "replica-*.h5.partial", "checkpoint.npz")))
+        """Has this call saved frames that were not on disk before it (worth keeping for --resume)?"""
+        return any(_saved_frames(_replica_out(self.work, r)) > n for r, n in enumerate(self._initial))
 
     def _plan(self) -> dict | None:
         """Check everything, then create or continue OUT.partial/; returns the manifest (None: nothing to do)."""
@@ -347,12 +350,9 @@ class Ensemble:
             _, _, system, masses = build_system(cfg)
             frames = None
             if cfg.start_from is not None:
-                from latentlab.data import load
-
-                ds = load(cfg.start_from)
-                n = ds.allatom().n_frames if (ds.n_atoms != len(masses) and ds.has_allatom) else ds.n_frames
-                frames = start_frames(n, R)
-                start_positions(cfg.start_from, frames[0], masses, cfg.system)  # atoms match
+                block = _StartBlock(cfg.start_from, len(masses), cfg.system)
+                block.check_masses(masses)
+                frames = start_frames(block.n_frames, R)
             seeds = [replica_seed(cfg.seed, r) for r in range(R)]
             manifest = {"replicas": R, "frozen": self._frozen(), "seeds": seeds, "start_frames": frames}
             if os.path.isdir(self.work):  # --overwrite, or a --resume of a folder killed before its manifest
@@ -361,6 +361,7 @@ class Ensemble:
             _write_text(manifest_path, json.dumps(manifest, indent=1))
         manifest["specs"] = [self._replica_config(r, manifest["seeds"][r], None if manifest["start_frames"] is None
                                                   else manifest["start_frames"][r]) for r in range(R)]
+        self._initial = [_saved_frames(spec["out"]) for spec in manifest["specs"]]
         return manifest
 
     def _plan_extension(self) -> dict | None:
@@ -408,6 +409,7 @@ class Ensemble:
         self.log(f"extending {self.out}: {R} replicas from {counts.min()} to {cfg.total_frames} frames each")
         manifest["specs"] = [self._replica_config(r, ens["seeds"][r], None if ens.get("start_frames") is None
                                                   else ens["start_frames"][r]) for r in range(R)]
+        self._initial = [int(c) for c in counts]
         return manifest
 
     # -- the cluster ---------------------------------------------------------
@@ -426,11 +428,17 @@ class Ensemble:
                 fail("--scheduler", f"could not connect to {self.scheduler} ({err})",
                      "start one with `dask scheduler` and `dask worker ADDRESS`, or drop --scheduler for a local cluster")
             return client, [client]
-        n = self.n_local or min(self.replicas, _cores())
+        n = self.n_local or max(1, min(self.replicas, _cores() // self.cfg.threads))  # one core per OpenMM thread
         # Dask's own log lines (a failed task's traceback, a restarted worker) stay quiet: the error is re-raised
         # here as one message, and a replica that resumes after its worker died says so.
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                               silence_logs=logging.CRITICAL)
+        try:
+            # no dashboard (start `dask scheduler` for one): the scheduler's HTTP routes on a free port, not 8787
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                   scheduler_kwargs={"dashboard": False}, silence_logs=logging.CRITICAL)
+        except (RuntimeError, OSError) as err:  # e.g. a Python session whose main module cannot be re-imported
+            fail("--cluster", f"could not start {n} local Dask worker processes ({type(err).__name__}: {err})",
+                 "run from the latentlab command or a script with an `if __name__ == '__main__':` guard, "
+                 "or start `dask scheduler` + `dask worker` and pass --scheduler")
         client = Client(cluster)
         return client, [client, cluster]
 
@@ -465,7 +473,7 @@ class Ensemble:
                 latest[msg["replica"]] = msg
                 attempts[msg["attempt"]] = msg["new"]
 
-        initial = [_saved_frames(s["config"]["out"]) for s in specs]
+        initial = list(self._initial)
         client, closers = self._connect()
         bar = None
         try:
@@ -522,7 +530,7 @@ class Ensemble:
             self.log(line)
         new_ns = sum(r["frames_this_run"] for r in self.results) * cfg.save_every_ps / 1000.0
         per = ", ".join(f"{r['ns_per_day']:.0f}" for r in self.results)
-        self.log(f"simulated {new_ns:.4f} ns in {R} replicas (ns/day per replica: {per})")
+        self.log(f"simulated {new_ns:.4f} ns in {R} replica{'s' if R != 1 else ''} (ns/day per replica: {per})")
 
     # -- merge ---------------------------------------------------------------
     def _merge(self, plan: dict) -> str:
@@ -567,7 +575,7 @@ class Ensemble:
             fh.create_dataset("replica_state_xml", data=[p["resume_state_xml"] for p in prims], dtype=h5py.string_dtype())
         os.replace(tmp, self.out)
         shutil.rmtree(self.work, ignore_errors=True)
-        self.log(f"wrote {self.out}: {R} replicas x {n[0]} frames x {primary['positions'].shape[1]} atoms"
+        self.log(f"wrote {self.out}: {R} replica{'s' if R != 1 else ''} x {n[0]} frames x {primary['positions'].shape[1]} atoms"
                  + (f", all-atom block {len(allatom['time'])} frames" if allatom else "")
                  + f" ({os.path.getsize(self.out) / 1e6:.2f} MB)")
         return self.out

@@ -222,13 +222,72 @@ def _builtin_names() -> list[str]:
     return list(BUILTIN_FILES)
 
 
+class _StartBlock:
+    """The frames of a data set that can start a run of a system: ``n_frames``, ``masses`` and ``positions(i)``.
+
+    latentlab HDF5 files (and the built-ins) are read one frame at a time; other formats through
+    :func:`latentlab.data.load`.
+    """
+
+    def __init__(self, source: str, n_atoms: int, system: str):
+        from latentlab.data import BUILTIN_FILES, builtin_path
+        from latentlab.data.store import is_latentlab_file
+
+        self.source = source
+        self.path = builtin_path(source) if source in BUILTIN_FILES else source
+        self.group = None
+        sizes = []
+        if is_latentlab_file(self.path):
+            import h5py
+
+            with h5py.File(self.path, "r") as fh:
+                for name in ("/", "allatom"):  # the CA-only chignolin set keeps all atoms in its all-atom block
+                    if name in fh and "positions" in fh[name]:
+                        shape = fh[name]["positions"].shape
+                        sizes.append(shape[1])
+                        if shape[1] == n_atoms and self.group is None:
+                            self.group, self.n_frames, self.masses = name, shape[0], fh[name]["masses"][()]
+            self._dataset = None
+        else:
+            from latentlab.data import load
+
+            ds = load(source)
+            sizes.append(ds.n_atoms)
+            if ds.n_atoms != n_atoms and ds.has_allatom:
+                ds = ds.allatom()
+                sizes.append(ds.n_atoms)
+            if ds.n_atoms == n_atoms:
+                self.group, self.n_frames, self.masses, self._dataset = "dataset", ds.n_frames, ds.masses, ds
+        if self.group is None:
+            fail("start_from", f"{source} has {' / '.join(str(n) for n in sizes)} atoms but the {system} system has {n_atoms}",
+                 f"start from a data set of {system} with all atoms (e.g. one written by latentlab generate {system})")
+        self.system = system
+
+    def check_masses(self, masses: np.ndarray) -> None:
+        if not np.allclose(self.masses, masses, atol=0.01):
+            bad = np.nonzero(~np.isclose(self.masses, masses, atol=0.01))[0]
+            fail("start_from", f"{self.source} has other atoms than the {self.system} system (masses differ at atoms "
+                 f"{bad[:10].tolist()})", "start from a data set of the same system, atoms in the same order")
+
+    def positions(self, frame: int | None) -> np.ndarray:
+        index = self.n_frames - 1 if frame is None else int(frame)
+        if not -self.n_frames <= index < self.n_frames:
+            fail("start_frame", f"got {frame} but {self.source} has {self.n_frames} frames", f"use 0 .. {self.n_frames - 1}")
+        if self._dataset is not None:
+            return np.asarray(self._dataset.positions[index], dtype=np.float64)
+        import h5py
+
+        with h5py.File(self.path, "r") as fh:
+            return np.asarray(fh[self.group]["positions"][index % self.n_frames], dtype=np.float64)
+
+
 def start_positions(source: str, frame: int | None, masses: np.ndarray, system: str) -> np.ndarray:
     """Starting positions from a frame of an existing data set of the same system.
 
     Parameters
     ----------
     source : str
-        Built-in name or path of a data set (``latentlab.data.load``).
+        Built-in name or path of a data set (anything :func:`latentlab.data.load` reads).
     frame : int or None
         Frame index (negative counts from the end); None = the last frame.
     masses : array, shape=(n_atoms,), amu
@@ -240,23 +299,9 @@ def start_positions(source: str, frame: int | None, masses: np.ndarray, system: 
     -------
     positions : array, shape=(n_atoms, 3), nm
     """
-    from latentlab.data import load
-
-    ds = load(source)
-    n_atoms = len(masses)
-    if ds.n_atoms != n_atoms and ds.has_allatom:
-        ds = ds.allatom()  # e.g. the CA-only chignolin set keeps all atoms in its all-atom block
-    if ds.n_atoms != n_atoms:
-        fail("start_from", f"{source} has {ds.n_atoms} atoms but the {system} system has {n_atoms}",
-             f"start from a data set of {system} with all atoms (e.g. one written by latentlab generate {system})")
-    if not np.allclose(ds.masses, masses, atol=0.01):
-        bad = np.nonzero(~np.isclose(ds.masses, masses, atol=0.01))[0]
-        fail("start_from", f"{source} has other atoms than the {system} system (masses differ at atoms {bad[:10].tolist()})",
-             "start from a data set of the same system, atoms in the same order")
-    index = ds.n_frames - 1 if frame is None else int(frame)
-    if not -ds.n_frames <= index < ds.n_frames:
-        fail("start_frame", f"got {frame} but {source} has {ds.n_frames} frames", f"use 0 .. {ds.n_frames - 1}")
-    return np.asarray(ds.positions[index], dtype=np.float64)
+    block = _StartBlock(source, len(masses), system)
+    block.check_masses(masses)
+    return block.positions(frame)
 
 
 def _is_nan_error(err: BaseException) -> bool:
