@@ -427,9 +427,9 @@ class Dataset:
             fail("topology", f"{trajectory} is {describe_kind(kind)}, which stores coordinates but no atoms",
                  "pass --topology TOP.pdb (a PDB of exactly these atoms)")
         if kind == "mdtraj-hdf5":
-            try:
-                import tables  # noqa: F401  (mdtraj reads its HDF5 format with PyTables)
-            except ImportError:
+            import importlib.util
+
+            if importlib.util.find_spec("tables") is None:  # mdtraj reads its HDF5 format with PyTables
                 fail("trajectory", f"{trajectory} is an mdtraj HDF5 trajectory, which mdtraj reads with PyTables "
                      "(not installed)", "pip install tables, or convert the trajectory to .dcd/.xtc")
         import warnings
