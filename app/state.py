@@ -27,18 +27,6 @@ import param
 DEFAULT_SOURCE = "chignolin"
 FALLBACK_SOURCE = "alanine-dipeptide"
 
-#: What each map kind computes, shown next to the map's outputs.
-FORMULAS = {
-    "triangle": "r1 = |x_a - x_b|,  r2 = |x_c - x_b|,  cos = (x_a - x_b).(x_c - x_b) / (r1 r2)   (b = vertex)",
-    "distances": "d_ij = |x_i - x_j| for every pair (or the listed pairs)",
-    "angles": "theta_ijk = angle at j between x_i - x_j and x_k - x_j",
-    "dihedrals": "phi_ijkl = torsion of the bonds i-j, j-k, k-l, in (-pi, pi]",
-    "linear": "Q = Cartesian positions of the selected atoms",
-    "com": "Q = sum_i m_i x_i / sum_i m_i per bead",
-    "pca": "Q = first K principal components of the selected atoms (centroid removed)",
-}
-
-
 def _message(err: BaseException) -> str:
     text = str(err).strip() or type(err).__name__
     return text.splitlines()[0] if len(text) > 400 else text
@@ -170,25 +158,16 @@ class AtomState(param.Parameterized):
 
 
 # ---------------------------------------------------------------------------- map and consistency
-def spec_for(kind: str, atoms: list[int]) -> str:
-    """A map spec of ``kind`` on the picked atoms (in picking order)."""
-    ids = [str(int(a)) for a in atoms]
-    if kind == "angles":
-        return "angles:" + ",".join("-".join(ids[i:i + 3]) for i in range(len(ids) - 2))
-    if kind == "dihedrals":
-        return "dihedrals:" + ",".join("-".join(ids[i:i + 4]) for i in range(len(ids) - 3))
-    if kind == "com":
-        return "com:" + ",".join(ids)
-    if kind == "pca":
-        return "pca:" + ",".join(ids) + ":2"
-    return f"{kind}:" + ",".join(ids)
+def _map_kinds() -> list[str]:
+    from latentlab.maps.spec import KINDS
+
+    return list(KINDS)
 
 
 class MapState(param.Parameterized):
     """The CG map: kind, spec, outputs, consistency score, spread map, closed form vs numeric A."""
 
-    kind = param.Selector(default="triangle", objects=["triangle", "distances", "angles", "dihedrals", "linear",
-                                                       "com", "pca"])
+    kind = param.Selector(default="triangle", objects=_map_kinds())
     spec = param.String(default="")
     cg_map = param.Parameter(default=None)
     description = param.String(default="")
@@ -207,8 +186,10 @@ class MapState(param.Parameterized):
         self._thread = None
 
     def use_default(self) -> bool:
+        from latentlab.maps import spec_for_atoms
+
         ds = self.data.dataset
-        spec = ds.default_map or spec_for(self.kind, list(range(min(3, ds.n_atoms))))
+        spec = ds.default_map or spec_for_atoms(self.kind, list(range(min(3, ds.n_atoms))))
         ok = self.build(spec)
         if ok:
             try:
@@ -218,12 +199,14 @@ class MapState(param.Parameterized):
         return ok
 
     def from_picked(self, kind: str | None = None) -> bool:
+        from latentlab.maps import spec_for_atoms
+
         kind = kind or self.kind
         if not self.atoms.picked:
             self.error = "pick atoms first (click them in the structure or type a selection)"
             return False
         self.kind = kind
-        return self.build(spec_for(kind, self.atoms.picked))
+        return self.build(spec_for_atoms(kind, self.atoms.picked))
 
     def build(self, spec: str) -> bool:
         from latentlab.maps import parse_map
@@ -235,10 +218,10 @@ class MapState(param.Parameterized):
         except Exception as err:
             self.error = f"map {spec!r}: {_message(err)}"
             return False
-        kind = spec.partition(":")[0].strip().lower()
-        lines = [FORMULAS.get(kind, ""), "outputs:", cg_map.describe()]
+        lines = [cg_map.formula, "outputs:", cg_map.describe()]
+        kind = cg_map.kind if cg_map.kind in self.param.kind.objects else self.kind
         self.param.update(spec=spec, cg_map=cg_map, description="\n".join(lines), error="", report=None,
-                          spread=None, closed_form=None, kind=kind if kind in self.param.kind.objects else self.kind)
+                          spread=None, closed_form=None, kind=kind)
         self.version += 1
         return True
 
@@ -256,31 +239,18 @@ class MapState(param.Parameterized):
     def _check(self) -> None:
         import torch
 
-        from latentlab.consistency import check_consistency
-        from latentlab.maps import effective_mass
+        from latentlab.consistency import check_consistency, closed_form_check
 
         torch.set_num_threads(1)
         try:
             ds, cg_map = self.data.dataset, self.cg_map
-            step = max(1, ds.n_frames // self.n_check_frames)
-            x = torch.as_tensor(ds.positions[::step], dtype=torch.float64)
+            x = ds.positions[:: max(1, ds.n_frames // self.n_check_frames)]
             rep = check_consistency(cg_map, x, ds.masses, n_bins=12, min_count=5, n_level_set_frames=100)
             spread = {"edges": [np.asarray(e).tolist() for e in rep.bin_edges],
                       "values": None if rep.bin_spread is None else np.asarray(rep.bin_spread, dtype=float).tolist(),
                       "names": list(cg_map.names[:2])}
-            closed = None
-            sample = x[: min(200, x.shape[0])]
-            with torch.no_grad():
-                Q = cg_map(sample)
-            minv = 1.0 / torch.as_tensor(np.asarray(ds.masses)[list(cg_map.atoms)], dtype=torch.float64)
-            a_closed = cg_map.closed_form_effective_mass(Q, minv)
-            if a_closed is not None:
-                a_num = effective_mass(cg_map, sample, ds.masses).detach()
-                rel = (torch.linalg.norm(a_closed - a_num, dim=(1, 2)) / torch.linalg.norm(a_num, dim=(1, 2)))
-                closed = {"available": True, "max_relative_difference": float(rel.max()), "frames": int(len(rel))}
-            else:
-                closed = {"available": False}
-            self.param.update(report=rep.to_dict(), spread=spread, closed_form=closed, error="")
+            self.param.update(report=rep.to_dict(), spread=spread, closed_form=closed_form_check(cg_map, x, ds.masses),
+                              error="")
         except Exception as err:
             self.error = f"consistency check failed: {_message(err)}"
         finally:
@@ -293,57 +263,56 @@ class MapState(param.Parameterized):
 
 
 # ---------------------------------------------------------------------------- training
-class TrainState(param.Parameterized):
-    """Force-matching training of a CG potential, in a worker thread; live history; save/load."""
+def _training_defaults() -> dict:
+    from latentlab.training.defaults import DEFAULTS
 
-    width = param.Integer(default=128, bounds=(4, 2048), doc="hidden layer width")
-    depth = param.Integer(default=3, bounds=(1, 8), doc="hidden layers")
-    epochs = param.Integer(default=30, bounds=(1, 100000))
-    lr = param.Number(default=1e-3, bounds=(1e-6, 1.0))
-    batch_size = param.Integer(default=512, bounds=(8, 1 << 20))
-    convention = param.Selector(default="consistent", objects=["consistent", "seed_eq9", "pmf"])
+    return DEFAULTS
+
+
+def _conventions() -> list[str]:
+    from latentlab.conventions import CONVENTIONS
+
+    return list(CONVENTIONS)
+
+
+class TrainState(param.Parameterized):
+    """Force-matching training of a CG potential (the library's Trainer) in a worker thread; live history; save/load."""
+
+    width = param.Integer(default=_training_defaults()["hidden"][0], bounds=(4, 2048), doc="hidden layer width")
+    depth = param.Integer(default=len(_training_defaults()["hidden"]), bounds=(1, 8), doc="hidden layers")
+    epochs = param.Integer(default=_training_defaults()["epochs"], bounds=(1, 100000))
+    lr = param.Number(default=_training_defaults()["lr"], bounds=(1e-6, 1.0))
+    batch_size = param.Integer(default=_training_defaults()["batch_size"], bounds=(8, 1 << 20))
+    convention = param.Selector(default="consistent", objects=_conventions())
     device = param.Selector(default="cpu", objects=["cpu", "cuda"])
-    val_fraction = param.Number(default=0.1, bounds=(0.0, 0.9))
+    val_fraction = param.Number(default=_training_defaults()["val_fraction"], bounds=(0.01, 0.9))
     seed = param.Integer(default=0)
 
     running = param.Boolean(default=False)
     history = param.List(default=[], doc="one dict per epoch: epoch, train_loss, val_loss, lr, seconds")
-    model = param.Parameter(default=None, doc="the trained (or loaded) CGPotential, or an exact potential")
+    model = param.Parameter(default=None, doc="the trained, loaded or exact latentlab.model.CGModel")
     model_label = param.String(default="")
     status = param.String(default="")
     error = param.String(default="")
-    parity = param.Dict(default=None, allow_None=True, doc="predicted and target grad V on held-out frames")
+    parity = param.Dict(default=None, allow_None=True, doc="predicted and target grad V")
     version = param.Integer(default=0)
 
-    def __init__(self, data: DataState, map_state: MapState, trainer=None, **params):
+    def __init__(self, data: DataState, map_state: MapState, **params):
         super().__init__(**params)
         self.data = data
         self.map_state = map_state
         self.cuda = cuda_available()
         self.param.device.objects = device_choices()
-        self._trainer = trainer
-        self._stop = threading.Event()
+        self._trainer = None
         self._thread = None
         self._lock = threading.Lock()
         self.result = None
         self.on_trained = None  # called (in the worker thread) after a training run that was not stopped
 
-    def trainer(self):
-        """The training function (``latentlab.training.train_force_matching``), or None if not installed."""
-        if self._trainer is not None:
-            return self._trainer
-        try:
-            from latentlab.training import train_force_matching
-        except ImportError:
-            return None
-        return train_force_matching
-
     def start(self, blocking: bool = False) -> bool:
+        from latentlab.training import ForceMatching, Trainer
+
         if self.running:
-            return False
-        fn = self.trainer()
-        if fn is None:
-            self.error = "training needs latentlab.training (not installed in this version)"
             return False
         if self.map_state.cg_map is None:
             self.error = "choose a map first"
@@ -351,55 +320,58 @@ class TrainState(param.Parameterized):
         if self.device == "cuda" and not self.cuda:
             self.error = "CUDA is not available here; use cpu"
             return False
-        self._stop.clear()
+        try:
+            self._trainer = Trainer(ForceMatching(convention=self.convention), epochs=self.epochs, lr=self.lr,
+                                    batch_size=self.batch_size, hidden=(self.width,) * self.depth, device=self.device,
+                                    seed=self.seed, val_fraction=self.val_fraction, callback=self._on_event)
+        except ValueError as err:
+            self.error = _message(err)
+            return False
         self.param.update(running=True, history=[], error="", status="starting", parity=None)
         if blocking:
-            self._run(fn)
+            self._run()
         else:
-            self._thread = threading.Thread(target=self._run, args=(fn,), daemon=True, name="latentlab-train")
+            self._thread = threading.Thread(target=self._run, daemon=True, name="latentlab-train")
             self._thread.start()
         return True
 
     def stop(self) -> None:
-        self._stop.set()
+        if self._trainer is not None:
+            self._trainer.stop()
 
     def wait(self, timeout: float = 120.0) -> None:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def _on_event(self, event: dict) -> bool:
-        if isinstance(event, dict) and event.get("event") in ("prepare", "batch"):
-            if event.get("message"):
-                self.status = str(event["message"])
-            elif event.get("event") == "batch":
-                self.status = (f"epoch {event.get('epoch')}: batch {event.get('batch')}/{event.get('n_batches')}, "
-                               f"train {event.get('train_loss', float('nan')):.4g}")
-            self.version += 1
-        elif isinstance(event, dict) and event.get("event", "epoch") == "epoch" and "train_loss" in event:
+    def _on_event(self, event: dict) -> None:
+        kind = event.get("event")
+        if kind == "message":
+            self.status = str(event["message"])
+        elif kind == "batch":
+            self.status = (f"epoch {event['epoch']}: batch {event['batch']}/{event['n_batches']}, "
+                           f"train {event['train_loss']:.4g}")
+        elif kind == "epoch":
             with self._lock:
                 self.history = self.history + [dict(event)]
-            self.status = f"epoch {event.get('epoch')}: train {event['train_loss']:.4g}" + (
-                f", val {event['val_loss']:.4g}" if event.get("val_loss") is not None else "")
-            self.version += 1
-        return self._stop.is_set()
+            self.status = f"epoch {event['epoch']}: train {event['train_loss']:.4g}, val {event['val_loss']:.4g}"
+        self.version += 1
 
-    def _run(self, fn) -> None:
+    def _run(self) -> None:
         import torch
 
         torch.set_num_threads(1)
         try:
-            res = fn(self.data.dataset, self.map_state.spec, epochs=self.epochs, lr=self.lr,
-                     batch_size=self.batch_size, hidden=(self.width,) * self.depth, convention=self.convention,
-                     device=self.device, seed=self.seed, val_fraction=self.val_fraction, callback=self._on_event)
-            self.result = res
-            stopped = self._stop.is_set()
-            self.model = res.model
+            model = self._trainer.fit(self.data.dataset, self.map_state.cg_map)
+            res = self.result = self._trainer.result_
+            stopped = res.stopped == "callback"
+            if model is None:
+                self.status = "stopped before the first epoch"
+                return
+            self.model = model
             self.compute_parity()
-            self.param.update(model=res.model, model_label=f"trained ({self.convention}, {len(res.history)} epochs)",
+            self.param.update(model=model, model_label=f"trained ({self.convention}, {len(res.history)} epochs)",
                               status=("stopped" if stopped else "finished") +
                                      f" after {len(res.history)} epochs; best val loss {res.best_val_loss:.4g}")
-            if res.history and len(res.history) != len(self.history):
-                self.history = [dict(h) for h in res.history]
             if not stopped and self.on_trained is not None:
                 self.on_trained()
         except Exception as err:
@@ -410,45 +382,30 @@ class TrainState(param.Parameterized):
 
     def compute_parity(self, n: int = 2000) -> None:
         """Predicted ``grad V`` against the force-matching targets, on up to ``n`` frames."""
-        import torch
+        from latentlab.training.force_matching import force_parity
 
         try:
-            from latentlab.training import prepare_targets
-        except ImportError:
-            return
-        try:
-            ds = self.data.dataset
-            sub = ds.select_frames(np.linspace(0, ds.n_frames - 1, min(n, ds.n_frames)).astype(int))
-            Q, g = prepare_targets(sub, self.map_state.cg_map, self.convention, device="cpu", dtype=torch.float32)
-            model = self.model.to("cpu") if hasattr(self.model, "to") else self.model
-            Qr = Q.detach().clone().requires_grad_(True)
-            v = model(Qr)
-            (grad,) = torch.autograd.grad(v.sum(), Qr)
-            self.parity = {"predicted": grad.detach().numpy().ravel().tolist(),
-                           "target": g.detach().numpy().ravel().tolist()}
+            self.parity = force_parity(self.model, self.data.dataset, n)
         except Exception as err:
             self.error = f"parity plot: {_message(err)}"
 
     def save(self, path: str) -> bool:
+        if self.model is None:
+            self.error = "no trained model to save"
+            return False
         try:
-            from latentlab.potentials import save_model
-
-            if self.model is None or not hasattr(self.model, "config"):
-                self.error = "no trained model to save"
-                return False
-            save_model(self.model, path, {"map": self.map_state.spec, "dataset": self.data.source,
-                                          "convention": self.convention})
-            self.status = f"saved to {path}"
-            return True
+            self.model.save(path)
         except Exception as err:
             self.error = f"cannot save model: {_message(err)}"
             return False
+        self.status = f"saved to {path}"
+        return True
 
     def load(self, path: str) -> bool:
-        try:
-            from latentlab.potentials import load_model
+        from latentlab.model import CGModel
 
-            model = load_model(path)
+        try:
+            model = CGModel.load(path)
         except Exception as err:
             self.error = f"cannot load model {path!r}: {_message(err)}"
             return False
@@ -458,46 +415,33 @@ class TrainState(param.Parameterized):
         return True
 
     def use_exact(self) -> bool:
-        """For an analytic system with a known PMF: simulate with the exact potential (no training needed)."""
+        """For an analytic system with a known PMF: the exact model (no training needed)."""
         from latentlab.data import ANALYTIC, analytic_system
+        from latentlab.model import CGModel
 
         ds = self.data.dataset
-        name = ds.name
-        if name not in ANALYTIC:
-            self.error = f"{name!r} has no exact PMF; train a model"
+        if ds.name not in ANALYTIC:
+            self.error = f"{ds.name!r} has no exact PMF; train a model"
             return False
-        system = analytic_system(name, ds.temperature)
-        if not hasattr(system, "pmf") or not hasattr(system, "effective_mass"):
-            self.error = f"{name!r} has no exact PMF in latent space; train a model"
+        try:
+            model = CGModel.exact(analytic_system(ds.name, ds.temperature), self.convention)
+        except ValueError:
+            self.error = f"{ds.name!r} has no exact PMF in latent space; train a model"
             return False
-        self.param.update(model=ExactPotential(system, self.convention), error="",
-                          model_label=f"exact PMF of {name} ({self.convention})", status="using the exact PMF")
+        self.param.update(model=model, error="", model_label=f"exact PMF of {ds.name} ({self.convention})",
+                          status="using the exact PMF")
         self.version += 1
         return True
 
 
-class ExactPotential:
-    """Exact latent potential of an analytic system in a convention, with its exact effective mass."""
-
-    def __init__(self, system, convention: str = "consistent"):
-        from latentlab.dynamics.langevin import latent_potential
-
-        self.system = system
-        self.convention = convention
-        self.potential = latent_potential(system.pmf, system.effective_mass, system.kT, convention)
-        self.effective_mass = system.effective_mass
-
-    def __call__(self, Q):
-        return self.potential(Q)
-
-
 # ---------------------------------------------------------------------------- simulation
 class SimulationState(param.Parameterized):
-    """Latent Langevin simulation in a worker thread; histograms over the ground truth's bins; live monitors."""
+    """A library Simulation in a worker thread, with a HistogramReporter on the ground truth's bins; live monitors."""
 
     n_walkers = param.Integer(default=1024, bounds=(1, 1 << 20))
     dt = param.Number(default=0.002, bounds=(1e-6, 1.0), doc="time step, ps")
-    gamma = param.Number(default=50.0, bounds=(0.0, None), doc="friction, amu/ps")
+    gamma = param.Number(default=None, allow_None=True, bounds=(0.0, None),
+                         doc="friction, amu/ps (empty: the model's calibrated friction, else auto)")
     temperature = param.Number(default=300.0, bounds=(1.0, 5000.0), doc="K")
     steps_per_record = param.Integer(default=2, bounds=(1, 10000), doc="steps between histogram/plot records")
     n_bins = param.Integer(default=50, bounds=(5, 500))
@@ -518,86 +462,48 @@ class SimulationState(param.Parameterized):
         self.data = data
         self.map_state = map_state
         self.train = train
-        self._lock = threading.Lock()
-        self._pause = threading.Event()
         self._thread = None
-        self.sampler = None
-        self.state = None
+        self.sampler = None  # the latentlab.simulation.Simulation
+        self.histograms = None
         self._reference_key = None
         self.reference = None
         self.edges = None
-        self.reference_density = None
-        self.names = []
-        self.reset_buffers()
 
-    # ---- reference (ground truth) in latent space, same bins as the model's histogram
     def prepare_reference(self) -> None:
+        """Ground truth in latent space and the bins every histogram of this session uses."""
+        from latentlab.binning import latent_box, regular_edges
         from latentlab.reconstruct import latent_coordinates
 
         cg_map = self.map_state.cg_map
         key = (self.data.version, self.map_state.version, self.map_state.spec, self.n_bins)
         if key == self._reference_key:
             return
-        Q = latent_coordinates(cg_map, self.data.dataset.positions)  # (F, N)
-        edges = []
-        for i in range(Q.shape[1]):
-            lo, hi = np.min(Q[:, i]), np.max(Q[:, i])
-            bnd = cg_map.bounds[i] if cg_map.bounds else None
-            if cg_map.periodic[i]:
-                lo, hi = -np.pi, np.pi
-            else:
-                pad = 0.05 * (hi - lo) if hi > lo else 1.0
-                lo, hi = lo - pad, hi + pad
-                if bnd is not None:
-                    lo, hi = max(lo, bnd[0]), min(hi, bnd[1])
-            edges.append(np.linspace(lo, hi, self.n_bins + 1))
-        self.reference = Q
-        self.edges = edges
-        self.reference_density = [np.histogram(Q[:, i], bins=edges[i], density=True)[0] for i in range(Q.shape[1])]
-        self.names = list(cg_map.names)
+        self.reference = latent_coordinates(cg_map, self.data.dataset.positions)  # (F, N)
+        lo, hi = latent_box(self.reference, cg_map.periodic, cg_map.bounds, pad=0.05)
+        self.edges = regular_edges(lo, hi, self.n_bins)
         self._reference_key = key
 
-    def reset_buffers(self) -> None:
-        with self._lock:
-            n = len(self.edges) if self.edges is not None else 0
-            self.counts = [np.zeros(self.n_bins) for _ in range(n)]
-            self.n_samples = 0
-            self.records = 0
-            self.sim_time = 0.0
-            self.traces = deque(maxlen=self.trace_length)  # (time, Q of traced walkers (k, N))
-            self.kinetic = deque(maxlen=self.trace_length)  # (time, T_kin)
-            self.js = deque(maxlen=2000)  # (time, js, floor)
-            self.js_latest = None
-            self.reseeded = 0
-            self.samples = deque(maxlen=200)  # recent Q blocks for the JS estimate
-            self.last_Q = None
-            self.steps_per_second = 0.0
-
-    # ---- sampler
-    def _build_sampler(self):
-        import torch
+    def _build(self):
+        from latentlab.simulation import CallbackReporter, HistogramReporter, Simulation
 
         model = self.train.model
         if model is None:
             raise ValueError("no model: train one, load one, or use the exact PMF (analytic systems)")
-        ds, cg_map = self.data.dataset, self.map_state.cg_map
         self.prepare_reference()
+        cg_map = self.map_state.cg_map
         rng = np.random.default_rng(0)
         start = self.reference[rng.integers(0, len(self.reference), self.n_walkers)]
-        if isinstance(model, ExactPotential):
-            from latentlab.dynamics import LatentLangevin
+        hist = HistogramReporter(self.reference, self.edges, cg_map.periodic, every=self.steps_per_record,
+                                 burn_in_records=self.burn_in_records, js_every=self.js_every,
+                                 trace_walkers=self.trace_walkers, trace_length=self.trace_length, names=cg_map.names)
+        sim = Simulation(model, n_walkers=self.n_walkers, dt=self.dt, gamma=self.gamma, temperature=self.temperature,
+                         seed=0, start=start)
+        sim.reporters = [hist, CallbackReporter(self._after_record, every=self.steps_per_record)]
+        return sim, hist
 
-            kT = model.system.kT * self.temperature / model.system.temperature
-            sampler = LatentLangevin(model.potential, model.effective_mass, kT, dt=self.dt, gamma=self.gamma,
-                                     periodic=cg_map.periodic, bounds=cg_map.bounds, seed=0)
-            state = sampler.init(torch.as_tensor(start), n_walkers=self.n_walkers)
-            return sampler, state
-        try:
-            from latentlab.simulation import make_sampler
-        except ImportError as err:
-            raise ValueError("simulating a trained model needs latentlab.simulation (not installed)") from err
-        return make_sampler(model, dataset=ds, n_walkers=self.n_walkers, dt=self.dt, gamma=self.gamma,
-                            temperature=self.temperature, device="cpu", seed=0)
+    def _after_record(self, sim) -> None:
+        self.version += 1
+        time.sleep(0.002)  # let the server thread draw (the GIL is otherwise rarely released)
 
     def start(self) -> bool:
         """Start (or resume) the simulation in a worker thread."""
@@ -605,12 +511,10 @@ class SimulationState(param.Parameterized):
             return False
         try:
             if self.sampler is None:
-                self.sampler, self.state = self._build_sampler()
-                self.reset_buffers()
+                self.sampler, self.histograms = self._build()
         except Exception as err:
             self.error = f"cannot start the simulation: {_message(err)}"
             return False
-        self._pause.clear()
         self.param.update(running=True, error="", status="running")
         self._thread = threading.Thread(target=self._run, daemon=True, name="latentlab-simulate")
         self._thread.start()
@@ -618,16 +522,16 @@ class SimulationState(param.Parameterized):
 
     def pause(self) -> None:
         """Stop stepping after the current record (well within a second)."""
-        self._pause.set()
+        if self.sampler is not None:
+            self.sampler.stop()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(5.0)
 
     def reset(self) -> None:
         self.pause()
-        self.sampler, self.state = None, None
+        self.sampler = self.histograms = None
         self._reference_key = None
         self.edges = None
-        self.reset_buffers()
         self.param.update(status="reset", error="")
         self.version += 1
 
@@ -635,17 +539,8 @@ class SimulationState(param.Parameterized):
         import torch
 
         torch.set_num_threads(1)
-        last_js = 0.0
         try:
-            while not self._pause.is_set():
-                t0 = time.perf_counter()
-                self.sampler.step(self.state, self.steps_per_record)
-                self._record(time.perf_counter() - t0)
-                time.sleep(0.002)  # let the server thread draw (the GIL is otherwise rarely released)
-                now = time.perf_counter()
-                if now - last_js >= self.js_every:
-                    self._update_js()
-                    last_js = now
+            self.sampler.run(10**12)  # until pause() stops it
         except Exception as err:
             self.error = f"simulation stopped: {_message(err)}"
             traceback.print_exc()
@@ -654,74 +549,30 @@ class SimulationState(param.Parameterized):
             self.status = "paused" if not self.error else "failed"
             self.version += 1
 
-    def _record(self, seconds: float) -> None:
-        from latentlab.units import KB
+    @property
+    def last_Q(self):
+        return None if self.histograms is None else self.histograms.last_Q
 
-        st = self.state
-        Q = st.Q.detach().cpu().numpy()
-        n_cg = Q.shape[1]
-        t_kin = float(2.0 * st.kinetic_energy().mean()) / (n_cg * KB)
-        with self._lock:
-            self.records += 1
-            self.sim_time = float(st.step * self.sampler.dt)
-            if self.records > self.burn_in_records:
-                for i in range(n_cg):
-                    self.counts[i] += np.histogram(Q[:, i], bins=self.edges[i])[0]
-                self.n_samples += Q.shape[0]
-                self.samples.append(Q[: min(len(Q), 1024)].copy())
-            self.traces.append((self.sim_time, Q[: self.trace_walkers].copy()))
-            self.kinetic.append((self.sim_time, t_kin))
-            self.reseeded = int(st.counters.get("reseeded", 0))
-            self.last_Q = Q
-            self.steps_per_second = self.steps_per_record / max(seconds, 1e-9)
-        self.version += 1
-
-    def _update_js(self) -> None:
-        with self._lock:
-            if not self.samples:
-                return
-            samples = np.concatenate(list(self.samples))
-        result = js_divergence(samples, self.reference, self.map_state.cg_map, self.edges)
-        with self._lock:
-            self.js_latest = result
-            self.js.append((self.sim_time, result.get("js_divergence"), result.get("js_noise_floor")))
+    @property
+    def traces(self):
+        return [] if self.histograms is None else list(self.histograms.traces)
 
     def snapshot(self) -> dict:
         """A consistent copy of everything the views draw (cheap; called a few times a second)."""
-        with self._lock:
-            n = self.n_samples
-            model_density = []
-            for i, c in enumerate(self.counts):
-                width = np.diff(self.edges[i])
-                total = c.sum()
-                model_density.append(c / (total * width) if total > 0 else np.zeros_like(c))
-            times = [t for t, _ in self.traces]
-            traces = np.stack([q for _, q in self.traces]) if self.traces else None  # (T, k, N)
-            return {"names": list(self.names), "edges": self.edges, "reference": self.reference_density,
-                    "model": model_density, "n_samples": n, "records": self.records, "time": self.sim_time,
-                    "trace_time": np.asarray(times), "traces": traces,
-                    "kinetic": np.asarray(list(self.kinetic)) if self.kinetic else np.zeros((0, 2)),
-                    "target_temperature": self.temperature, "reseeded": self.reseeded,
-                    "js": np.asarray([(t, np.nan if j is None else j, np.nan if f is None else f)
-                                      for t, j, f in self.js]) if self.js else np.zeros((0, 3)),
-                    "js_latest": self.js_latest, "running": self.running,
-                    "steps_per_second": self.steps_per_second, "version": self.version}
-
-
-def js_divergence(samples: np.ndarray, reference: np.ndarray, cg_map, edges) -> dict:
-    """Jensen-Shannon divergence of model samples vs reference, from ``latentlab.compare`` when it is there."""
-    try:
-        from latentlab.compare import compare_latent
-    except ImportError:
-        compare_latent = None
-    if compare_latent is not None:
-        try:
-            out = compare_latent(samples, reference, names=list(cg_map.names), periodic=list(cg_map.periodic))
-            return {k: (float(v) if isinstance(v, (int, float, np.floating)) else v) for k, v in out.items()
-                    if k in ("js_divergence", "js_noise_floor", "ratio")}
-        except Exception as err:  # keep the simulation running; show why
-            return {"js_divergence": None, "js_noise_floor": None, "error": _message(err)}
-    return {"js_divergence": None, "js_noise_floor": None, "error": "latentlab.compare is not installed"}
+        if self.histograms is None:
+            self.prepare_reference() if self.map_state.cg_map is not None else None
+            edges = self.edges or []
+            empty = {"names": list(self.map_state.cg_map.names) if self.map_state.cg_map is not None else [],
+                     "edges": edges, "reference": [np.histogram(self.reference[:, i], bins=e, density=True)[0]
+                                                  for i, e in enumerate(edges)],
+                     "model": [np.zeros(len(e) - 1) for e in edges], "n_samples": 0, "records": 0, "time": 0.0,
+                     "trace_time": np.zeros(0), "traces": None, "kinetic": np.zeros((0, 2)), "reseeded": 0,
+                     "js": np.zeros((0, 3)), "js_latest": None, "steps_per_second": 0.0}
+            snap = empty
+        else:
+            snap = self.histograms.snapshot()
+            snap["kinetic"] = snap["kinetic"] * np.array([1.0, self.temperature])  # ratio -> K
+        return {**snap, "target_temperature": self.temperature, "running": self.running, "version": self.version}
 
 
 # ---------------------------------------------------------------------------- reconstruction
@@ -765,8 +616,7 @@ class ReconstructState(param.Parameterized):
 
     def at(self, index: int) -> np.ndarray | None:
         """Positions for recorded frame ``index`` of a traced walker (the first ``trace_walkers`` walkers)."""
-        with self.simulation._lock:
-            traces = list(self.simulation.traces)
+        traces = self.simulation.traces
         if not traces:
             return None
         index = int(np.clip(index, 0, len(traces) - 1))
@@ -789,12 +639,12 @@ class ReconstructState(param.Parameterized):
 class Session(param.Parameterized):
     """Everything one browser session (or notebook) works on."""
 
-    def __init__(self, source: str | None = None, trainer=None, **params):
+    def __init__(self, source: str | None = None, **params):
         super().__init__(**params)
         self.data = DataState(source=source or os.environ.get("LATENTLAB_DATA", DEFAULT_SOURCE))
         self.atoms = AtomState(self.data)
         self.map = MapState(self.data, self.atoms)
-        self.train = TrainState(self.data, self.map, trainer=trainer)
+        self.train = TrainState(self.data, self.map)
         self.simulation = SimulationState(self.data, self.map, self.train)
         self.reconstruct = ReconstructState(self.data, self.map, self.simulation)
         self.train.on_trained = self._after_training

@@ -15,8 +15,8 @@ import param
 from bokeh.models import ColorBar, ColumnDataSource, LinearColorMapper
 from bokeh.plotting import figure
 
-from app.ngl import NGLViewer
-from app.state import Session
+from .ngl import NGLViewer
+from .state import Session
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 

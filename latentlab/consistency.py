@@ -1,4 +1,4 @@
-"""Level-set consistency of a CG map's effective mass (THEORY.md section 1; seed eq. 7).
+"""Level-set consistency of a CG map's effective mass (docs/theory.md section 1; eq. 7 of Bruce et al.).
 
 ``A(q) = J M^-1 J^T`` is a function of ``Q = f(q)`` only if it is the same for
 every q in the level set ``f(q) = Q``.  Two complementary measurements:
@@ -214,3 +214,21 @@ def check_consistency(cg_map: CGMap, positions, masses, n_bins: int = 20, min_co
     level.update({"n_frames": int(n_f), "n_moves": int(n_moves_done), "step_nm": step,
                   "projection_failures": int((residual >= 1e-8).sum())})
     return ConsistencyReport(cg_map.spec, cg_map.names, level, binned, edges[:2], shown, ls)
+
+
+def closed_form_check(cg_map: CGMap, positions, masses, n_frames: int = 200) -> dict:
+    """The map's closed-form A(Q) against the autograd ``J M^-1 J^T`` on up to ``n_frames`` frames.
+
+    Returns ``{"available": False}`` for maps without a closed form, else ``{"available": True,
+    "max_relative_difference": float, "frames": int}`` (relative Frobenius norm; round-off for a correct formula).
+    """
+    x = check_positions(positions, "positions", n_atoms=cg_map.n_atoms, dtype=torch.float64)[:n_frames]
+    with torch.no_grad():
+        Q = cg_map(x)
+    minv = 1.0 / torch.as_tensor(np.asarray(masses), dtype=torch.float64)[list(cg_map.atoms)]
+    closed = cg_map.closed_form_effective_mass(Q, minv)
+    if closed is None:
+        return {"available": False}
+    numeric = effective_mass(cg_map, x, masses).detach()
+    rel = torch.linalg.matrix_norm(closed - numeric) / torch.linalg.matrix_norm(numeric)
+    return {"available": True, "max_relative_difference": float(rel.max()), "frames": int(len(rel))}

@@ -1,11 +1,11 @@
 """The three-atom demonstration: latent Langevin against exact answers.
 
-Samples the seed's map ``(r1, r2, cos)`` of :class:`latentlab.testing.ThreeAtomSystem`
-by latent Langevin dynamics with the exact potential of mean force, once per
-convention for V, and compares moments with their exact values (quadrature).
-Standard errors come from the integrated autocorrelation time of each
-observable (:func:`latentlab.dynamics.mean_and_stderr`).  The ``consistent``
-V reproduces the exact moments; the seed's eq. 9 is biased (THEORY.md section 2).
+Samples the ``(r1, r2, cos)`` map of Bruce et al. on :class:`latentlab.testing.ThreeAtomSystem`
+by latent Langevin dynamics with the exact potential of mean force, once per convention for V,
+and compares moments with their exact values (quadrature).  Standard errors come from the
+integrated autocorrelation time of each observable (:func:`latentlab.dynamics.mean_and_stderr`).
+The ``consistent`` V reproduces the exact moments; eq. 9 of Bruce et al. (``eq9``) is biased
+(docs/theory.md section 2).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import time
 
 import torch
 
-from latentlab.dynamics import LatentLangevin, mean_and_stderr
+from latentlab.dynamics import mean_and_stderr
+from latentlab.simulation import ProgressReporter, Simulation, TrajectoryReporter
 from latentlab.testing import ThreeAtomSystem
 
 OBSERVABLES = ("mean_r1", "var_r1", "mean_r2", "var_cos")
@@ -38,7 +39,7 @@ def moments_with_errors(Q: torch.Tensor, exact: dict) -> dict:
 
 def three_atom_demo(n_walkers: int = 2000, dt: float = 0.002, gamma: float = 50.0, burn_in: float = 1.5,
                     production: float = 6.0, record_every: int = 5, metropolis: bool = False,
-                    conventions=("consistent", "seed_eq9"), system: ThreeAtomSystem | None = None,
+                    conventions=("consistent", "eq9"), system: ThreeAtomSystem | None = None,
                     device=None, dtype=torch.float64, seed: int = 2026, progress: bool = False) -> dict:
     """Run latent Langevin on the three-atom system for each convention.
 
@@ -62,7 +63,6 @@ def three_atom_demo(n_walkers: int = 2000, dt: float = 0.002, gamma: float = 50.
     """
     system = system or ThreeAtomSystem()
     exact = system.exact_moments()
-    cg_map = system.cg_map()
     result = {"parameters": system.parameters(), "conventions": {},
               "settings": {"n_walkers": n_walkers, "dt_ps": dt, "gamma_amu_per_ps": gamma, "burn_in_ps": burn_in,
                            "production_ps": production, "record_every": record_every, "metropolis": metropolis,
@@ -70,14 +70,16 @@ def three_atom_demo(n_walkers: int = 2000, dt: float = 0.002, gamma: float = 50.
     q0 = torch.tensor([system.r0, system.r0, 0.0])
     for k, convention in enumerate(conventions):
         start = time.perf_counter()
-        sampler = LatentLangevin.from_pmf(system.pmf, system.effective_mass, system.kT, convention=convention, dt=dt,
-                                          gamma=gamma, bounds=cg_map.bounds, periodic=cg_map.periodic,
-                                          metropolis=metropolis, device=device, dtype=dtype, seed=seed + k)
-        state = sampler.init(q0, n_walkers=n_walkers)
-        sampler.step(state, int(round(burn_in / dt)))
-        record = sampler.run(state, int(round(production / dt)), record_every=record_every, progress=progress)
-        stats = moments_with_errors(record["Q"].cpu(), exact)
-        diag = sampler.diagnostics(state, record)
+        sim = Simulation(system.cg_model(convention), n_walkers=n_walkers, dt=dt, gamma=gamma, start=q0,
+                         metropolis=metropolis, device=device or "cpu", dtype=dtype, seed=seed + k)
+        sim.step(int(round(burn_in / dt)))
+        n_steps = int(round(production / dt))
+        recorder = TrajectoryReporter(record_every)
+        sim.reporters = [recorder] + ([ProgressReporter(n_steps, record_every)] if progress else [])
+        sim.run(n_steps)
+        stats = moments_with_errors(recorder.record()["Q"], exact)
+        diag = sim.diagnostics()
+        diag["kinetic_temperature_ratio"] = float(recorder.record()["kinetic"].mean()) / (3 * sim.kT)
         stats["diagnostics"] = diag
         stats["wall_seconds"] = time.perf_counter() - start
         result["conventions"][convention] = stats
@@ -113,5 +115,6 @@ def format_table(result: dict) -> str:
                      f"{acc}, {stats['wall_seconds']:.1f} s")
     lines.append("")
     lines.append("z = (sampled - exact) / stderr; stderr from the integrated autocorrelation time.")
-    lines.append("'consistent' uses V = A_pmf - (kT/2) ln det A (THEORY.md); 'seed_eq9' uses A_pmf + (kT/2) ln det A.")
+    lines.append("'consistent' uses V = A_pmf - (kT/2) ln det A (docs/theory.md section 2); 'eq9' (eq. 9 of Bruce et al.) "
+                 "uses A_pmf + (kT/2) ln det A.")
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Dashboard logic without a browser: the param state objects of app/state.py (and the views' refresh)."""
+"""Dashboard logic without a browser: the param state objects of app/state.py (installed as latentlab_app) and the views."""
 
 import os
 import subprocess
@@ -10,7 +10,8 @@ import pytest
 
 pytest.importorskip("param")
 
-from app.state import Session, spec_for  # noqa: E402
+from latentlab.maps import spec_for_atoms  # noqa: E402
+from latentlab_app.state import Session  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -70,7 +71,7 @@ def test_clicks_toggle_atoms_and_build_maps_of_each_kind():
     assert s.map.from_picked("angles") and s.map.spec == "angles:4-6-8"
     s.atoms.toggle(14)
     assert s.map.from_picked("dihedrals") and s.map.cg_map.periodic == [True]
-    assert spec_for("pca", [1, 2, 3]) == "pca:1,2,3:2"
+    assert spec_for_atoms("pca", [1, 2, 3]) == "pca:1,2,3:2"
     s.atoms.toggle(99)
     assert "outside" in s.atoms.error
     assert s.atoms.select("name CA") and s.atoms.picked == [8]
@@ -152,7 +153,7 @@ def test_sessions_have_independent_state():
 
 def test_dashboard_views_refresh_from_state():
     pn = pytest.importorskip("panel")
-    from app.views import Dashboard
+    from latentlab_app.views import Dashboard
 
     dash = Dashboard("three-atom")
     dash.tabs.active = 3  # only the visible tab is redrawn

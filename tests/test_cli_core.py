@@ -15,7 +15,7 @@ def test_demo_three_atom_json_has_the_documented_keys():
     result = json.loads(out.stdout)
     assert set(result["parameters"]) >= {"masses", "k_bond", "r0", "k_cos", "temperature"}
     assert 0.9 < result["kinetic_temperature_ratio"] < 1.1
-    for convention in ("consistent", "seed_eq9"):
+    for convention in ("consistent", "eq9"):
         stats = result["conventions"][convention]
         for name in ("mean_r1", "var_r1", "mean_r2", "var_cos"):
             assert set(stats[name]) >= {"exact", "sampled", "stderr"}
@@ -26,7 +26,7 @@ def test_demo_three_atom_json_has_the_documented_keys():
 def test_demo_table_is_readable():
     out = run_cli("demo", "three-atom", "--walkers", "100", "--production", "0.2", "--burn-in", "0.1")
     assert out.returncode == 0, out.stderr
-    assert "consistent" in out.stdout and "seed_eq9" in out.stdout and "stderr" in out.stdout
+    assert "consistent" in out.stdout and "eq9" in out.stdout and "stderr" in out.stdout
 
 
 def test_cli_help_and_bad_arguments():

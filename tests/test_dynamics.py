@@ -8,6 +8,16 @@ import torch
 
 from latentlab.demo import three_atom_demo
 from latentlab.dynamics import LatentLangevin, integrated_autocorrelation_time, mean_and_stderr
+from latentlab.simulation import CallbackReporter, Simulation, TrajectoryReporter
+
+
+def run(sampler, state, n_steps, record_every=1, callback=None):
+    """Record ``n_steps`` of an integrator through the one recording loop (Simulation + TrajectoryReporter)."""
+    recorder = TrajectoryReporter(record_every)
+    reporters = [recorder] + ([CallbackReporter(callback, record_every)] if callback else [])
+    sim = Simulation.wrap(sampler, state, reporters=reporters)
+    sim.run(n_steps)
+    return recorder.record(), sim
 
 from conftest import DEVICES
 
@@ -47,15 +57,16 @@ def test_gaussian_with_constant_mass_samples_exact_covariance(device):
     sampler = gaussian_sampler(a, k, dt=0.01, gamma=20.0, seed=1, device=device)
     state = sampler.init(torch.zeros(2), n_walkers=2000)
     sampler.step(state, 200)
-    rec = sampler.run(state, 600, record_every=3)
+    rec, sim = run(sampler, state, 600, record_every=3)
     q = rec["Q"].cpu()
     cov_exact = 2.5 * torch.linalg.inv(k.double())
     for i, j in [(0, 0), (1, 1), (0, 1)]:
         series = q[..., i] * q[..., j]
         m, se, _ = mean_and_stderr(series)
         assert abs(m - float(cov_exact[i, j])) < 4 * se, (i, j, m, float(cov_exact[i, j]), se)
-    ratio = sampler.diagnostics(state, rec)["kinetic_temperature_ratio"]
+    ratio = float(rec["kinetic"].mean()) / (2 * sampler.kT)
     assert abs(ratio - 1) < 0.01
+    assert abs(sim.diagnostics()["kinetic_temperature_ratio"] - 1) < 0.01
 
 
 def test_hamiltonian_step_is_time_reversible():
@@ -86,23 +97,23 @@ def test_energy_drift_at_zero_friction_is_small_and_second_order():
                                           bounds=system.cg_map().bounds)
         state = sampler.init(system.sample_cg(256, seed=5))
         h0 = state.hamiltonian()
-        rec = sampler.run(state, int(round(2.0 / dt)), record_every=10)
+        rec, _ = run(sampler, state, int(round(2.0 / dt)), record_every=10)
         drifts.append(float((rec["H"] - h0).abs().max() / system.kT))
     assert drifts[0] < 0.05  # |H - H0| < 0.05 kT over 2 ps
     assert 2.5 < drifts[0] / drifts[1] < 6.0  # error ~ dt^2: halving dt divides it by ~4
 
 
 @pytest.mark.slow
-def test_three_atom_consistent_convention_is_exact_and_seed_eq9_is_biased():
+def test_three_atom_consistent_convention_is_exact_and_eq9_is_biased():
     result = three_atom_demo(n_walkers=1500, dt=0.002, production=4.0, burn_in=1.0, seed=7)
     consistent = result["conventions"]["consistent"]
     for name in ("mean_r1", "var_r1", "mean_r2", "var_cos"):
         assert abs(consistent[name]["z"]) < 4, (name, consistent[name])
     assert abs(result["kinetic_temperature_ratio"] - 1) < 0.01
-    # The seed's eq. 9 samples p(Q)/det A: mean r1 shifts by ~0.013 nm (THEORY.md table: 0.418 vs 0.40538).
-    seed = result["conventions"]["seed_eq9"]
-    assert seed["mean_r1"]["z"] > 20 and seed["mean_r2"]["z"] > 20
-    assert 0.010 < seed["mean_r1"]["sampled"] - seed["mean_r1"]["exact"] < 0.016
+    # Eq. 9 of Bruce et al. samples p(Q)/det A: mean r1 shifts by ~0.013 nm (docs/theory.md section 2: 0.418 vs 0.40538).
+    eq9 = result["conventions"]["eq9"]
+    assert eq9["mean_r1"]["z"] > 20 and eq9["mean_r2"]["z"] > 20
+    assert 0.010 < eq9["mean_r1"]["sampled"] - eq9["mean_r1"]["exact"] < 0.016
 
 
 @pytest.mark.slow
@@ -128,7 +139,7 @@ def test_periodic_coordinate_wraps_and_samples_von_mises():
 
     sampler = LatentLangevin(potential, mass, kT=2.5, dt=0.02, gamma=5.0, periodic=[True], seed=2)
     state = sampler.init(torch.tensor([3.0]), n_walkers=1000)
-    rec = sampler.run(state, 3000, record_every=5)
+    rec, _ = run(sampler, state, 3000, record_every=5)
     q = rec["Q"][100:, :, 0]
     assert float(q.min()) > -math.pi and float(q.max()) <= math.pi
     from scipy.special import i0, i1
@@ -146,7 +157,7 @@ def test_bounded_coordinate_reflects_and_samples_uniformly():
 
     sampler = LatentLangevin(potential, mass, kT=2.5, dt=0.05, gamma=2.0, bounds=[(-1.0, 1.0)], seed=4)
     state = sampler.init(torch.tensor([0.0]), n_walkers=1000)
-    rec = sampler.run(state, 2000, record_every=5)
+    rec, _ = run(sampler, state, 2000, record_every=5)
     q = rec["Q"][50:, :, 0]
     assert float(q.abs().max()) <= 1.0
     assert state.counters["reflections"] > 0
@@ -164,8 +175,8 @@ def test_blown_up_walkers_are_reseeded_and_counted():
 
     sampler = LatentLangevin(potential, mass, kT=2.5, dt=0.01, gamma=1.0, seed=6)
     state = sampler.init(torch.tensor([0.0]), n_walkers=500)
-    rec = sampler.run(state, 300, record_every=10)
-    assert state.counters["reseeded"] > 0
+    rec, sim = run(sampler, state, 300, record_every=10)
+    assert state.counters["reseeded"] > 0 and sim.diagnostics()["reseeded_fraction"] > 0
     assert bool(torch.isfinite(rec["Q"]).all()) and bool(torch.isfinite(state.P).all())
     assert float(rec["Q"].max()) <= 0.4
 
@@ -173,7 +184,7 @@ def test_blown_up_walkers_are_reseeded_and_counted():
 def test_run_can_be_cancelled_by_callback():
     sampler = gaussian_sampler([[1.0]], [[1.0]], dt=0.01, gamma=1.0, seed=0)
     state = sampler.init(torch.zeros(1), n_walkers=4)
-    rec = sampler.run(state, 1000, record_every=10, callback=lambda s: s.step >= 30)
+    rec, _ = run(sampler, state, 1000, record_every=10, callback=lambda s: s.step_count >= 30)
     assert len(rec["time"]) == 3 and state.step == 30
 
 

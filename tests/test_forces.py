@@ -22,7 +22,7 @@ def test_three_atom_mean_force_equals_exact_pmf_gradient(method, dtype, tol):
     assert rel <= tol
 
 
-@pytest.mark.parametrize("convention,c", [("consistent", -0.5), ("seed_eq9", 0.5), ("pmf", 0.0)])
+@pytest.mark.parametrize("convention,c", [("consistent", -0.5), ("eq9", 0.5), ("pmf", 0.0)])
 def test_target_adds_the_log_det_term_of_each_convention(convention, c):
     system = ThreeAtomSystem()
     x, f = system.sample(500, seed=12)
@@ -95,3 +95,12 @@ def test_bad_force_input_is_refused():
         local_pmf_gradient(m, x, f, system.masses_tensor(), 2.5, method="magic")
     with pytest.raises(ValueError, match="convention"):
         force_matching_target(m, x, f, system.masses_tensor(), 2.5, convention="mine")
+
+
+def test_the_old_convention_name_still_works_with_a_deprecation_warning():
+    from latentlab.conventions import canonical, logdet_coefficient
+
+    with pytest.warns(DeprecationWarning, match="use 'eq9'"):
+        assert canonical("seed_eq9") == "eq9"
+    with pytest.raises(ValueError, match="unknown convention"):
+        logdet_coefficient("eq10")

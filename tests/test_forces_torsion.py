@@ -150,11 +150,16 @@ def test_clear_errors_for_rings_missing_bonds_and_other_maps(alanine_topology):
 
 def test_auto_method_picks_rigid_rotation_for_dihedrals_and_mass_weighted_otherwise():
     from latentlab.data import load
-    from latentlab.training.targets import resolve_method
+    from latentlab.forces import resolve_method
 
     ala = load("alanine-dipeptide")
-    assert resolve_method("auto", ala.map("dihedrals:phi-psi"), ala) == "rigid-rotation"
-    assert resolve_method("auto", ala.map("distances:4,10"), ala) == "mass-weighted"
-    assert resolve_method("pseudo-inverse", ala.map("dihedrals:phi-psi"), ala) == "pseudo-inverse"
+    assert resolve_method("auto", ala.map("dihedrals:phi-psi"), ala)[0] == "rigid-rotation"
+    method, reason = resolve_method("auto", ala.map("distances:4,10"), ala)
+    assert method == "mass-weighted" and "not made of dihedrals" in reason
+    assert resolve_method("pseudo-inverse", ala.map("dihedrals:phi-psi"), ala) == ("pseudo-inverse", "asked for")
+    bare = ala.select_frames(slice(0, 10))
+    bare.topology = None
+    assert resolve_method("auto", ala.map("dihedrals:phi-psi"), bare) == (
+        "mass-weighted", "the data set has no topology, so its bonds are unknown")
     with pytest.raises(ValueError, match="unknown method"):
         resolve_method("fast", ala.map("dihedrals:phi-psi"), ala)

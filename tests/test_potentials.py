@@ -1,4 +1,4 @@
-"""CGPotential features and priors, and the model file (round trip, corrupt/foreign files)."""
+"""CGPotential features and priors, and model files around it (round trip, corrupt/foreign files)."""
 
 import math
 import os
@@ -6,7 +6,20 @@ import os
 import pytest
 import torch
 
-from latentlab.potentials import CGPotential, load_model, save_model
+from latentlab.maps.base import Coordinate
+from latentlab.maps.mass_model import ConstantMass
+from latentlab.model import CGModel
+from latentlab.potentials import CGPotential
+
+
+def save_model(potential, path):
+    """Wrap a bare potential in a CGModel (constant A) and write it."""
+    coords = [Coordinate(n, u, p) for n, u, p in zip(potential.names, potential.units, potential.periodic)]
+    CGModel(potential, ConstantMass(torch.eye(potential.n_cg)), coords, potential.temperature).save(path)
+
+
+def load_model(path):
+    return CGModel.load(path).potential
 
 
 def _model(**kwargs):
@@ -34,7 +47,7 @@ def test_walls_are_zero_inside_the_data_range_and_grow_outside():
     edge[0, 0] = q[:, 0].max() + 0.1 * q[:, 0].std()
     assert float(model.walls(edge)) == pytest.approx(0.5 * model.kT, rel=1e-6)
     # periodic coordinates get no wall
-    assert float(model.wall_k[2]) == 0.0
+    assert float(model.walls.k[2]) == 0.0
 
 
 def test_no_prior_means_no_walls():
@@ -57,18 +70,21 @@ def test_gradient_has_the_shape_of_q_in_float32_and_float64():
         assert g.shape == (7, 3) and g.dtype == dtype
 
 
-def test_model_file_round_trip_keeps_outputs_and_metadata(tmp_path):
+def test_model_file_round_trip_keeps_outputs_and_the_record(tmp_path):
     model, q = _model(temperature_conditioning=True)
+    coords = [Coordinate("r1", "nm"), Coordinate("r2", "nm"), Coordinate("phi", "rad", True)]
+    cg = CGModel(model, ConstantMass(torch.eye(3)), coords, 300.0, "consistent", "triangle:0,1,2",
+                 start_points=q[:50], training={"kind": "force-matching", "history": [{"epoch": 1}]})
     path = str(tmp_path / "m.pt")
-    save_model(model, path, {"map": "triangle:0,1,2", "convention": "consistent", "mass_model": {"kind": "constant",
-                                                                                                 "matrix": torch.eye(3)}})
-    loaded = load_model(path)
-    assert torch.allclose(loaded(q, 350.0), model(q, 350.0))
-    meta = loaded.metadata
-    assert meta["map"] == "triangle:0,1,2" and meta["convention"] == "consistent"
-    assert set(meta["versions"]) >= {"latentlab", "torch", "python"}
-    assert meta["periodic"] == [False, False, True] and meta["temperature"] == 300.0
-    assert torch.equal(meta["mass_model"]["matrix"], torch.eye(3))
+    cg.save(path)
+    loaded = CGModel.load(path)
+    assert torch.allclose(loaded.potential(q, 350.0), model(q, 350.0))
+    assert torch.allclose(loaded.energy(q, temperature=350.0), model(q, 350.0))  # the conditioned V follows T
+    assert loaded.map_spec == "triangle:0,1,2" and loaded.convention == "consistent" and loaded.kind == "force-matching"
+    assert set(loaded.versions) >= {"latentlab", "torch", "python"}
+    assert loaded.periodic == [False, False, True] and loaded.temperature == 300.0
+    assert torch.equal(loaded.mass.matrix, torch.eye(3, dtype=torch.float64))
+    assert torch.equal(loaded.start_points, q[:50])
     assert not any(name.startswith(".tmp-") for name in os.listdir(tmp_path))
 
 
@@ -118,6 +134,7 @@ def test_ensemble_potential_is_the_mean_of_its_members_and_round_trips(tmp_path)
     e = model.member_energies(q[:4])
     assert e.shape == (4, 3) and not torch.allclose(e[:, 0], e[:, 1])
     assert torch.allclose(model(q[:4]), e.mean(-1) + model.walls(q[:4]))
+    assert torch.equal(model.prior_energy(q[:4]), model.walls(q[:4]))  # no support prior asked for
     path = str(tmp_path / "ens.pt")
     save_model(model, path)
     assert torch.allclose(load_model(path)(q[:4]), model(q[:4]))
@@ -127,10 +144,10 @@ def test_support_prior_is_zero_on_dense_data_and_rises_away_from_it(tmp_path):
     torch.manual_seed(0)
     q = torch.randn(4000, 2, dtype=torch.float64) * 0.3
     model = CGPotential.from_data(q, hidden=(8,), support=True)
-    prior = model.support_prior(q)
+    prior = model.support(q)
     assert float((prior == 0).double().mean()) == pytest.approx(0.98, abs=0.01)
     far = torch.tensor([[0.0, 0.0], [0.8, 0.0], [1.2, 0.0]], dtype=torch.float64)  # inside the walls' box
-    p = model.support_prior(far)
+    p = model.support(far)
     assert float(p[0]) == 0.0 and 0 < float(p[1]) < float(p[2])
     path = str(tmp_path / "s.pt")
     save_model(model, path)

@@ -1,4 +1,4 @@
-"""Effective-mass models, the sampler built from a trained model, SIM files and the simulate CLI."""
+"""Effective-mass models, the Simulation facade and its reporters, SIM files, model files and the simulate CLI."""
 
 import os
 import signal
@@ -13,9 +13,15 @@ from torch.func import jacfwd, vmap
 
 from latentlab.data import load
 from latentlab.dynamics import mean_and_stderr
-from latentlab.simulation import (KernelMass, TriangleMass, auto_gamma, load_simulation, make_sampler, mass_function,
-                                  mass_model_from_dict, save_simulation, simulate_model)
-from latentlab.training import train_force_matching
+from latentlab.maps.mass_model import KernelMass, TriangleMass, build_mass_model, mass_model_from_dict
+from latentlab.model import CGModel
+from latentlab.simulation import (CallbackReporter, HistogramReporter, SimFileReporter, Simulation,
+                                  TrajectoryReporter, auto_gamma, load_simulation, save_simulation)
+from latentlab.training import Trainer
+
+
+def mass_function(cg_map, data, **kwargs):
+    return build_mass_model(cg_map, data.positions, data.masses, **kwargs)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,7 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def three_atom_model():
     data = load("three-atom", n=20000, seed=3)
     # no data-support prior: exact iid samples fill their range, and the sampler runs ~3x faster without it
-    return train_force_matching(data, epochs=25, seed=0, device="cpu", patience=0, support_prior=False).model
+    return Trainer(epochs=25, seed=0, device="cpu", patience=0, support_prior=False).fit(data)
 
 
 def _kernel(periodic=(True, False)):
@@ -107,17 +113,28 @@ def test_auto_gamma_gives_the_target_friction_rate():
     assert gamma * float(torch.exp(torch.log(w).mean())) == pytest.approx(10.0)
 
 
-def test_make_sampler_starts_from_stored_data_frames_inside_the_bounds(three_atom_model):
-    sampler, state = make_sampler(three_atom_model, n_walkers=64, seed=1)
-    start = three_atom_model.metadata["start_Q"]
-    assert state.Q.shape == (64, 3)
-    dist = torch.cdist(state.Q, start.to(state.Q)).min(1).values
+def test_simulation_starts_from_stored_data_frames_inside_the_bounds(three_atom_model):
+    sim = Simulation(three_atom_model, n_walkers=64, seed=1)
+    start = three_atom_model.start_points
+    assert sim.state.Q.shape == (64, 3)
+    dist = torch.cdist(sim.state.Q, start.to(sim.state.Q)).min(1).values
     assert float(dist.max()) < 1e-5
-    assert sampler.gamma > 0 and state.Q[:, 2].abs().max() < 1
+    assert sim.gamma > 0 and sim.state.Q[:, 2].abs().max() < 1
     with pytest.raises(ValueError, match="n_walkers"):
-        make_sampler(three_atom_model, n_walkers=0)
+        Simulation(three_atom_model, n_walkers=0)
     with pytest.raises(ValueError, match="gamma"):
-        make_sampler(three_atom_model, n_walkers=2, gamma="fast")
+        Simulation(three_atom_model, n_walkers=2, gamma="fast")
+    with pytest.raises(ValueError, match="start"):
+        Simulation(three_atom_model, n_walkers=2, start=torch.zeros(3, 3))
+
+
+def test_calibrated_friction_is_the_default_and_can_be_overridden(three_atom_model):
+    from dataclasses import replace
+
+    calibrated = replace(three_atom_model, friction=7.5)
+    assert Simulation(calibrated, n_walkers=2).gamma == 7.5
+    assert Simulation(calibrated, n_walkers=2, gamma=3.0).gamma == 3.0
+    assert Simulation(three_atom_model, n_walkers=8, gamma="auto").gamma == Simulation(three_atom_model, n_walkers=8).gamma
 
 
 @pytest.mark.slow
@@ -125,16 +142,58 @@ def test_latent_langevin_with_the_learned_v_reproduces_exact_three_atom_moments(
     from latentlab.testing import ThreeAtomSystem
 
     exact = ThreeAtomSystem().exact_moments()
-    sampler, state = make_sampler(three_atom_model, n_walkers=600, dt=0.002, seed=4)
-    sampler.step(state, 300)  # burn-in (walkers already start from equilibrium data)
-    record = sampler.run(state, 1500, record_every=5)
-    q = record["Q"]  # (T, W, 3)
+    sim = Simulation(three_atom_model, n_walkers=600, dt=0.002, seed=4)
+    sim.step(300)  # burn-in (walkers already start from equilibrium data)
+    recorder = TrajectoryReporter(5)
+    sim.reporters.append(recorder)
+    sim.run(1500)
+    q = recorder.record()["Q"]  # (T, W, 3)
     checks = {"mean_r1": q[..., 0], "mean_r2": q[..., 1], "var_cos": q[..., 2] ** 2}
     for name, series in checks.items():
         mean, err, _ = mean_and_stderr(series)
         target = exact[name] + (exact["mean_cos"] ** 2 if name == "var_cos" else 0.0)
         # statistical error plus a small allowance for the learned (not exact) V
         assert abs(float(mean) - target) < 4 * float(err) + 0.01 * abs(target), (name, float(mean), target, float(err))
+
+
+def test_reporters_are_called_on_their_intervals_and_can_stop_the_run(three_atom_model):
+    calls = {"a": [], "b": []}
+    sim = Simulation(three_atom_model, n_walkers=4, seed=0)
+    sim.reporters = [CallbackReporter(lambda s: calls["a"].append(s.step_count), every=3),
+                     CallbackReporter(lambda s: calls["b"].append(s.step_count) or s.step_count >= 10, every=5)]
+    summary = sim.run(100)
+    assert calls["a"] == [3, 6, 9] and calls["b"] == [5, 10]  # stopped at step 10 by the second reporter
+    assert summary["steps_done"] == 10 and not summary["interrupted"]
+    with pytest.raises(ValueError, match="steps"):
+        sim.run(0)
+
+
+def test_histogram_reporter_fills_the_reference_bins_and_compares_with_the_reference(three_atom_model):
+    from latentlab.binning import latent_box, regular_edges
+
+    data = load("three-atom", n=3000, seed=5)
+    ref = data.map().map_frames(data.positions).numpy()
+    lo, hi = latent_box(ref, three_atom_model.periodic, three_atom_model.bounds, pad=0.05)
+    hist = HistogramReporter(ref, regular_edges(lo, hi, 30), three_atom_model.periodic, every=2, burn_in_records=2,
+                             js_every=0.0)
+    sim = Simulation(three_atom_model, n_walkers=256, seed=2, reporters=[hist])
+    sim.run(60)
+    snap = hist.snapshot()
+    assert snap["records"] == 30 and snap["n_samples"] == 28 * 256
+    for e, dens in zip(snap["edges"], snap["model"]):
+        assert np.sum(dens * np.diff(e)) == pytest.approx(1.0, abs=0.02)  # almost nothing outside the box
+    latest = snap["js_latest"]
+    assert latest["js_divergence"] > 0 and latest["js_noise_floor"] > 0 and snap["traces"].shape[1:] == (4, 3)
+
+
+def test_unhealthy_runs_say_what_is_wrong_and_how_to_fix_it(three_atom_model):
+    sim = Simulation(three_atom_model, n_walkers=64, dt=0.002, seed=0)
+    sim.run(20)
+    assert sim.problems() == []
+    bad = Simulation(three_atom_model, n_walkers=64, dt=0.1, seed=0)
+    bad.run(40)
+    problems = bad.problems()
+    assert problems and all("Fix: use --dt" in p for p in problems)
 
 
 def test_sim_file_round_trip_and_foreign_files(tmp_path):
@@ -151,25 +210,70 @@ def test_sim_file_round_trip_and_foreign_files(tmp_path):
         load_simulation(str(tmp_path / "junk.npz"))
     with pytest.raises(FileNotFoundError):
         load_simulation(str(tmp_path / "missing.npz"))
+    old = load_simulation(os.path.join(ROOT, "tests", "data", "sim-0.1.0-three-atom.npz"))  # written by 0.1.0
+    assert old["Q"].shape == (2, 8, 3) and old["metadata"]["map"] == "triangle:0,1,2"
 
 
-def test_simulate_model_writes_records_and_diagnostics(three_atom_model, tmp_path):
+def test_sim_file_reporter_writes_records_and_diagnostics(three_atom_model, tmp_path):
     out = str(tmp_path / "sim.npz")
-    summary = simulate_model(three_atom_model, out, n_walkers=16, n_steps=40, record_every=10, seed=0)
-    sim = load_simulation(out)
-    assert sim["Q"].shape == (4, 16, 3) and np.allclose(sim["time"], [0.02, 0.04, 0.06, 0.08])
-    meta = sim["metadata"]
+    sim = Simulation(three_atom_model, n_walkers=16, seed=0, reporters=[SimFileReporter(out, every=10)])
+    sim.run(40)
+    data = load_simulation(out)
+    assert data["Q"].shape == (4, 16, 3) and np.allclose(data["time"], [0.02, 0.04, 0.06, 0.08])
+    meta = data["metadata"]
     assert meta["steps_done"] == 40 and not meta["interrupted"] and meta["map"] == "triangle:0,1,2"
     assert meta["mass_model"]["kind"] == "triangle" and "kinetic_temperature_ratio" in meta["diagnostics"]
-    assert summary["Q"].shape == (4, 16, 3)
+    assert meta["record_every"] == 10 and meta["diagnostics"]["reseeded_fraction"] == 0.0
+    assert data["kinetic_temperature_ratio"].shape == (4,)
+
+
+def test_model_files_of_version_0_1_0_still_load_and_give_the_same_v():
+    import json
+
+    expected = json.load(open(os.path.join(ROOT, "tests", "data", "model-0.1.0-expected.json")))
+    for key in ("three-atom", "alanine"):
+        model = CGModel.load(os.path.join(ROOT, "tests", "data", f"model-0.1.0-{key}.pt"))
+        q = torch.tensor(expected[key]["Q"], dtype=torch.float64)
+        assert torch.allclose(model.energy(q), torch.tensor(expected[key]["V"], dtype=torch.float64), rtol=1e-12)
+        assert model.kind == "force-matching" and model.start_points.shape[1] == q.shape[1]
+    assert model.training["method"] == "rigid-rotation" and model.mass.kind == "kernel" and model.periodic == [True, True]
+
+
+def test_model_file_round_trip_and_clear_errors(three_atom_model, tmp_path):
+    path = str(tmp_path / "m.pt")
+    three_atom_model.save(path)
+    again = CGModel.load(path)
+    q = three_atom_model.start_points[:20]
+    assert torch.equal(again.energy(q), three_atom_model.energy(q))
+    assert again.describe()["kind"] == "force-matching" and again.coordinates == three_atom_model.coordinates
+    with pytest.raises(FileNotFoundError):
+        CGModel.load(str(tmp_path / "missing.pt"))
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="could not be read"):
+        CGModel.load(str(tmp_path / "junk.pt"))
+    payload = three_atom_model.to_payload()
+    torch.save({**payload, "format_version": 99}, str(tmp_path / "future.pt"))
+    with pytest.raises(ValueError, match="format version 99.*upgrade latentlab"):
+        CGModel.load(str(tmp_path / "future.pt"))
+
+
+def test_exact_model_of_the_three_atom_system_round_trips_and_follows_the_temperature(tmp_path):
+    from latentlab.testing import ThreeAtomSystem
+
+    model = ThreeAtomSystem().cg_model("eq9")
+    path = str(tmp_path / "exact.pt")
+    model.save(path)
+    again = CGModel.load(path)
+    q = ThreeAtomSystem().sample_cg(5, seed=1)
+    assert again.convention == "eq9" and torch.allclose(again.energy(q), model.energy(q))
+    hot = ThreeAtomSystem(temperature=400.0).cg_model("eq9")
+    assert torch.allclose(model.energy(q, temperature=400.0), hot.energy(q))
 
 
 @pytest.mark.slow
 def test_simulate_cli_saves_what_was_done_on_ctrl_c(three_atom_model, tmp_path):
-    from latentlab.potentials import save_model
-
     model_path = str(tmp_path / "m.pt")
-    save_model(three_atom_model, model_path)
+    three_atom_model.save(model_path)
     out = str(tmp_path / "sim.npz")
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, "-m", "latentlab.cli", "simulate", model_path, "--walkers", "8",

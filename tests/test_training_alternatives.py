@@ -4,7 +4,30 @@ import pytest
 import torch
 
 from latentlab.data import load
-from latentlab.training import train_force_matching, train_relative_entropy, train_temperature_matching
+from latentlab.model import CGModel
+from latentlab.training import ForceMatching, RelativeEntropy, TemperatureMatching, Trainer
+
+_RE_KEYS = ("estimator", "grid_points", "n_walkers", "steps_per_iteration", "burn_in", "restart_fraction", "dt",
+            "gamma", "monitor_every")
+
+
+def _fit(objective, data, cg_map=None, **kwargs):
+    trainer = Trainer(objective, **kwargs)
+    trainer.fit(data, cg_map)
+    return trainer.result_
+
+
+def train_force_matching(data, **kwargs):
+    return _fit(ForceMatching(), data, **kwargs)
+
+
+def train_temperature_matching(sets, energy_weight=0.01, **kwargs):
+    return _fit(TemperatureMatching(energy_weight=energy_weight), sets, **kwargs)
+
+
+def train_relative_entropy(data, spec=None, model=None, iterations=300, **kwargs):
+    objective = RelativeEntropy(start=model, **{k: kwargs.pop(k) for k in _RE_KEYS if k in kwargs})
+    return _fit(objective, data, spec, epochs=iterations, **kwargs)
 
 
 @pytest.mark.slow
@@ -14,10 +37,10 @@ def test_temperature_matching_learns_the_internal_energy_of_three_atoms():
 
     sets = [load("three-atom", n=6000, seed=1, temperature=t) for t in (300.0, 400.0)]
     result = train_temperature_matching(sets, epochs=25, device="cpu", seed=0, energy_weight=0.1, hidden=(64, 64))
-    model = result.model.double()
-    assert model.temperature_conditioning and result.model.metadata["temperatures"] == [300.0, 400.0]
+    model = result.model.potential.double()
+    assert model.temperature_conditioning and result.model.temperatures == [300.0, 400.0]
     q = ThreeAtomSystem().sample_cg(2000, seed=5)
-    inside = ((q >= model.wall_lo) & (q <= model.wall_hi)).all(1)
+    inside = ((q >= model.walls.lo) & (q <= model.walls.hi)).all(1)
     q = q[inside]
     t = torch.full((q.shape[0],), 350.0, dtype=torch.float64, requires_grad=True)
     v = model(q, t)
@@ -49,7 +72,7 @@ def test_temperature_matching_stopped_and_resumed_matches_an_uninterrupted_run(t
 
     sets = _two_temperatures()
     out = str(tmp_path / "t.pt")
-    stopped = train_temperature_matching(sets, out=out, callback=lambda e: e["epoch"] == 3, **_SMALL)
+    stopped = train_temperature_matching(sets, out=out, callback=lambda e: e["event"] == "epoch" and e["epoch"] == 3, **_SMALL)
     assert stopped.stopped == "callback" and stopped.checkpoint == out + ".ckpt" and os.path.exists(out + ".ckpt")
     assert len(stopped.history) == 3
     resumed = train_temperature_matching(sets, out=out, resume=True, **_SMALL)
@@ -57,9 +80,9 @@ def test_temperature_matching_stopped_and_resumed_matches_an_uninterrupted_run(t
     reference = train_temperature_matching(sets, out=str(tmp_path / "ref.pt"), **_SMALL)
     assert [h["epoch"] for h in resumed.history] == list(range(1, 7))
     assert [h["val_loss"] for h in resumed.history] == [h["val_loss"] for h in reference.history]
-    a, b = resumed.model.state_dict(), reference.model.state_dict()
+    a, b = resumed.model.potential.state_dict(), reference.model.potential.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert resumed.model.metadata["energy_offset"] == reference.model.metadata["energy_offset"]
+    assert resumed.model.training["energy_offset"] == reference.model.training["energy_offset"]
     # a finished model (no checkpoint) is returned as is
     again = train_temperature_matching(sets, out=out, resume=True, **_SMALL)
     assert [h["val_loss"] for h in again.history] == [h["val_loss"] for h in resumed.history]
@@ -68,7 +91,7 @@ def test_temperature_matching_stopped_and_resumed_matches_an_uninterrupted_run(t
 def test_temperature_matching_refuses_to_resume_with_other_settings_or_a_bad_checkpoint(tmp_path):
     sets = _two_temperatures()
     out = str(tmp_path / "t.pt")
-    train_temperature_matching(sets, out=out, callback=lambda e: e["epoch"] == 1, **_SMALL)
+    train_temperature_matching(sets, out=out, callback=lambda e: e["event"] == "epoch" and e["epoch"] == 1, **_SMALL)
     with pytest.raises(ValueError, match="different settings.*energy_weight.*same options"):
         train_temperature_matching(sets, out=out, resume=True, **{**_SMALL, "energy_weight": 0.5})
     with open(out + ".ckpt", "wb") as f:
@@ -84,27 +107,25 @@ def test_temperature_matching_refuses_to_resume_with_other_settings_or_a_bad_che
     with pytest.raises(ValueError, match="from force-matching training, not temperature-matching"):
         train_temperature_matching(sets, out=out, resume=True, **_SMALL)
     # ... and the other way round
-    train_temperature_matching(sets, out=out, callback=lambda e: e["epoch"] == 1, **_SMALL)
+    train_temperature_matching(sets, out=out, callback=lambda e: e["event"] == "epoch" and e["epoch"] == 1, **_SMALL)
     with pytest.raises(ValueError, match="from temperature-matching training, not force-matching"):
         train_force_matching(sets[0], epochs=3, hidden=(16,), out=out, device="cpu", resume=True)
     # a finished model (no checkpoint left) of another kind is refused too
     import os
 
     os.remove(out + ".ckpt")
-    with pytest.raises(ValueError, match="holds a finished temperature-matching model, not force-matching"):
+    with pytest.raises(ValueError, match="from temperature-matching training, not force-matching"):
         train_force_matching(sets[0], epochs=3, hidden=(16,), out=out, device="cpu", resume=True)
 
 
 def _three_atom_moments(model, data, points=48):
     """``<r1>`` and ``var(cos)`` of the model's latent marginal ``exp(-V/kT) det A^-1/2`` by quadrature."""
-    from latentlab.simulation import mass_model_from_dict
     from latentlab.training.relative_entropy import quadrature_grid
 
-    cg_map = data.map(model.metadata["map"])
+    cg_map = model.cg_map()
     grid = quadrature_grid(cg_map, cg_map(torch.as_tensor(data.positions, dtype=torch.float64)), points)
-    mass = mass_model_from_dict(model.metadata["mass_model"])
     with torch.no_grad():
-        w = torch.softmax(-model.double()(grid) / model.metadata["kT"] - 0.5 * torch.logdet(mass(grid)), 0)
+        w = torch.softmax(-model.potential.double()(grid) / model.kT - 0.5 * model.mass.logdet(grid), 0)
     return float((w * grid[:, 0]).sum()), float((w * grid[:, 2] ** 2).sum() - (w * grid[:, 2]).sum() ** 2)
 
 
@@ -126,7 +147,7 @@ def test_relative_entropy_on_a_grid_learns_the_exact_distribution_from_configura
     data = _without_forces(full)
     exact = ThreeAtomSystem().exact_moments()
     result = train_relative_entropy(data, estimator="grid", grid_points=24, device="cpu", seed=0)
-    assert result.model.metadata["training"]["started_from"] == "scratch"
+    assert result.model.training["settings"]["start"] == "scratch"
     q = full.map()(torch.as_tensor(full.positions, dtype=torch.float64))
     n = q.shape[0]
     se_r1 = float(q[:, 0].std()) / n**0.5
@@ -166,13 +187,13 @@ def test_relative_entropy_stopped_and_resumed_matches_an_uninterrupted_run(tmp_p
                  grid_points=10, monitor_every=2, device="cpu", seed=3)
     whole = train_relative_entropy(data, **small)
     out = str(tmp_path / "re.pt")
-    stopped = train_relative_entropy(data, out=out, callback=lambda e: e["epoch"] == 3, **small)
+    stopped = train_relative_entropy(data, out=out, callback=lambda e: e["event"] == "epoch" and e["epoch"] == 3, **small)
     assert stopped.stopped == "callback" and stopped.checkpoint is not None
     resumed = train_relative_entropy(data, out=out, resume=True, **small)
     assert len(resumed.history) == 8
-    for key, value in whole.model.state_dict().items():
-        assert torch.equal(value, resumed.model.state_dict()[key]), key
-    train_relative_entropy(data, out=out + "x", callback=lambda e: True, **small)
+    for key, value in whole.model.potential.state_dict().items():
+        assert torch.equal(value, resumed.model.potential.state_dict()[key]), key
+    train_relative_entropy(data, out=out + "x", callback=lambda e: e["event"] == "epoch", **small)
     with pytest.raises(ValueError, match="different settings"):
         train_relative_entropy(data, out=out + "x", resume=True, **{**small, "steps_per_iteration": 4})
 
@@ -196,14 +217,12 @@ def test_relative_entropy_runs_from_a_force_matching_model_and_records_its_histo
     out = str(tmp_path / "re.pt")
     result = train_relative_entropy(data, model=start, iterations=6, n_walkers=64, steps_per_iteration=5, burn_in=10,
                                     estimator="sampler", device="cpu", out=out, monitor_every=3)
-    assert len(result.history) == 6 and all(h["phase"] == "relative-entropy" for h in result.history)
-    assert result.model.metadata["training"]["kind"] == "relative-entropy"
-    assert result.model.metadata["training"]["started_from"] == "force-matching"
-    from latentlab.potentials import load_model
-
-    assert load_model(out).metadata["mass_model"]["kind"] == "triangle"
+    assert len(result.history) == 6 and result.model.kind == "relative-entropy"
+    assert result.model.training["started_from"]["kind"] == "force-matching"
+    assert len(result.model.training["started_from"]["history"]) == len(start.training["history"])
+    assert CGModel.load(out).mass.kind == "triangle"
     stopped = train_relative_entropy(data, model=start, iterations=50, n_walkers=16, steps_per_iteration=2, burn_in=2,
-                                     estimator="sampler", device="cpu", callback=lambda e: e["epoch"] == 2)
+                                     estimator="sampler", device="cpu", callback=lambda e: e["event"] == "epoch" and e["epoch"] == 2)
     assert stopped.stopped == "callback" and len(stopped.history) == 2
 
 

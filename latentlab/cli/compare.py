@@ -20,6 +20,11 @@ def register(sub) -> None:
                    help="fraction of the records dropped at the start (default 0.25)")
     p.add_argument("--bins", type=int, default=None, help="bins per coordinate (default 10 in 3-D, 30 in 2-D)")
     p.add_argument("--map", dest="spec", default=None, help="map spec (default: the one stored in SIM)")
+    p.add_argument("--overwrite", action="store_true", help="replace the --plot file if it exists")
+    p.add_argument("--ignore-diagnostics", action="store_true",
+                   help="compare even when SIM's run was unhealthy (more than 1 %% of walker-steps re-seeded, or "
+                        "the kinetic temperature off by more than 5 %%); re-seeded walkers restart on data frames, "
+                        "so such a run can look better than it is")
     p.set_defaults(func=run)
 
 
@@ -28,13 +33,18 @@ def run(args) -> int:
 
     from latentlab.compare import compare_latent, plot_comparison
     from latentlab.data import load
-    from latentlab.io import atomic_output
+    from latentlab.io import atomic_output, output_path
     from latentlab.simulation import load_simulation
     from latentlab.validation import fail
 
     torch.set_num_threads(1)
+    plot = output_path(args.plot, "plot", overwrite=args.overwrite, inputs=[args.sim, args.reference]) if args.plot else None
     sim = load_simulation(args.sim)
     meta = sim["metadata"]
+    health = run_health(meta)
+    if health["problems"] and not args.ignore_diagnostics:
+        fail("SIM", f"{args.sim} comes from an unhealthy run: {'; '.join(health['problems'])}",
+             "simulate again with a smaller --dt (or --metropolis), or pass --ignore-diagnostics")
     if not 0.0 <= args.burn_in < 1.0:
         fail("--burn-in", f"got {args.burn_in}", "give a fraction in [0, 1)")
     q = sim["Q"]
@@ -43,20 +53,25 @@ def run(args) -> int:
     q = q[int(args.burn_in * q.shape[0]):].reshape(-1, q.shape[-1])
     ds = load(args.reference)
     spec = args.spec or meta.get("map")
-    cg_map = ds.map(spec)
+    if args.spec is None and meta.get("map_definition"):
+        from latentlab.maps.spec import map_from_dict
+
+        cg_map = map_from_dict(meta["map_definition"])
+    else:
+        cg_map = ds.map(spec)
     if cg_map.n_cg != q.shape[1]:
         fail("--reference", f"the map {spec!r} has {cg_map.n_cg} coordinates but SIM has {q.shape[1]}",
              "compare with the data set the model was trained on")
     ref = cg_map.map_frames(ds.positions).numpy()
     result = compare_latent(q, ref, names=cg_map.names, periodic=cg_map.periodic, bins=args.bins)
     result.update({"sim": args.sim, "reference": args.reference, "map": spec, "burn_in_fraction": args.burn_in,
-                   "convention": meta.get("convention"), "temperature": meta.get("temperature")})
-    if args.plot:
-        with atomic_output(args.plot) as tmp:
+                   "convention": meta.get("convention"), "temperature": meta.get("temperature"), **health})
+    if plot:
+        with atomic_output(plot) as tmp:
             title = (f"{ds.name}: ground truth vs model ({meta.get('convention')}), JS ratio {result['ratio']:.2f}")
             plot_comparison(q, ref, names=cg_map.names, periodic=cg_map.periodic, units=cg_map.units, out=tmp,
                             title=title, kT=None)
-        result["plot"] = args.plot
+        result["plot"] = plot
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -69,3 +84,19 @@ def run(args) -> int:
         for name, w in result["wasserstein"].items():
             print(f"wasserstein {name:8s} {w:.4g} (noise floor {result['wasserstein_noise_floor'][name]:.4g})")
     return 0
+
+
+def run_health(meta: dict, max_reseeded: float = 0.01, max_temperature_error: float = 0.05) -> dict:
+    """Re-seeded fraction and kinetic temperature of a SIM file's run, and what is wrong with them (if anything)."""
+    d = meta.get("diagnostics") or {}
+    steps, walkers = d.get("steps") or meta.get("steps_done") or 0, meta.get("walkers") or 0
+    frac = d.get("reseeded_fraction")
+    if frac is None:
+        frac = d.get("reseeded", 0) / (steps * walkers) if steps and walkers else 0.0
+    ratio = d.get("kinetic_temperature_ratio")
+    problems = []
+    if frac > max_reseeded:
+        problems.append(f"{frac:.1%} of the walker-steps were re-seeded (allowed {max_reseeded:.0%})")
+    if ratio is not None and not abs(ratio - 1.0) <= max_temperature_error:
+        problems.append(f"the kinetic temperature was {ratio:.3f} x the target (allowed +-{max_temperature_error:.0%})")
+    return {"reseeded_fraction": float(frac), "kinetic_temperature_ratio": ratio, "problems": problems}

@@ -1,22 +1,13 @@
-"""``latentlab serve``: the dashboard (Panel app in ``app/main.py``) on a local port, fully offline."""
+"""``latentlab serve``: start the dashboard (the ``latentlab_app`` package) on a local port, fully offline.
+
+The library never imports the dashboard: this command checks its arguments (a free port, a data set that
+loads), finds the installed ``latentlab_app`` package and runs its server in a child process
+(``python -m latentlab_app``), which prints the URL.
+"""
 
 from __future__ import annotations
 
 import os
-
-
-def app_path() -> str:
-    """Path of the dashboard's ``panel serve`` entry point (``app/main.py`` next to the package)."""
-    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    return os.path.join(here, "app", "main.py")
-
-
-def _free_port(address: str) -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind((address, 0))
-        return sock.getsockname()[1]
 
 
 def register(sub) -> None:
@@ -33,40 +24,43 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def free_port(address: str, port: int) -> int:
+    """``port`` if it can be bound on ``address`` (a free one for 0); a clear error otherwise."""
+    import socket
+
+    from latentlab.validation import fail
+
+    if not 0 <= port < 65536:
+        fail("--port", f"got {port}", "use a port in 0..65535 (0 picks a free one)")
+    with socket.socket() as sock:
+        try:
+            sock.bind((address, port))
+        except OSError as err:
+            fail("--port", f"cannot listen on {address}:{port} ({err.strerror or err})",
+                 "choose another port with --port (or --port 0 for a free one), or stop what uses it")
+        return sock.getsockname()[1]
+
+
 def run(args) -> int:
+    import importlib.util
+    import subprocess
     import sys
 
     from latentlab.validation import fail
 
-    path = app_path()
-    if not os.path.exists(path):
-        fail("serve", f"the dashboard files are not next to the package ({path} is missing)",
-             "install latentlab from its source tree with pip install -e \".[app]\"")
-    if not 0 <= args.port < 65536:
-        fail("--port", f"got {args.port}", "use a port in 0..65535")
+    if importlib.util.find_spec("latentlab_app") is None:
+        fail("serve", "the dashboard package latentlab_app is not installed", 'install it with pip install ".[app]"')
+    if importlib.util.find_spec("panel") is None:
+        fail("serve", "Panel is not installed", 'install the dashboard with pip install ".[app]"')
+    port = free_port(args.address, args.port)
     if args.data and args.data != "chignolin":  # chignolin falls back to alanine dipeptide with a message
-        from latentlab.data import resolve
+        from latentlab.data import load
 
-        resolve(args.data)  # fails early and clearly on a bad name or path
-    # Bokeh's and Panel's own JS/CSS come from this server, never from a CDN.
-    os.environ.setdefault("BOKEH_RESOURCES", "server")
+        load(args.data)  # a bad name or an unreadable file fails here, clearly, not in a blank page
+    command = [sys.executable, "-m", "latentlab_app", "--port", str(port), "--address", args.address]
+    command += (["--data", args.data] if args.data else []) + (["--show"] if args.show else [])
+    env = dict(os.environ, BOKEH_RESOURCES="server")
     try:
-        import panel as pn
-    except ImportError:
-        fail("serve", "Panel is not installed", "install the dashboard with pip install -e \".[app]\"")
-    sys.path.insert(0, os.path.dirname(os.path.dirname(path)))
-    from app.views import create_app
-
-    pn.extension(notifications=False)
-    port = args.port or _free_port(args.address)
-    host = "localhost" if args.address in ("127.0.0.1", "0.0.0.0") else args.address
-    server = pn.serve({"/": lambda: create_app(args.data)}, port=port, address=args.address, show=args.show,
-                      start=False, title="latentlab", threaded=False,
-                      websocket_origin=[f"{args.address}:{port}", f"localhost:{port}"])
-    print(f"latentlab dashboard: http://{host}:{server.port}/", flush=True)
-    server.start()
-    try:
-        server.io_loop.start()
+        return subprocess.call(command, env=env)
     except KeyboardInterrupt:
-        pass
-    return 0
+        return 0

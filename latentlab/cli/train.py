@@ -2,28 +2,31 @@
 
 from __future__ import annotations
 
-from latentlab.cli._data_args import add_data_arguments, load_data
-
 import json
 
+from latentlab.cli._data_args import add_data_arguments, load_data
 from latentlab.training.defaults import DEFAULTS
 
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train a CG potential V(Q) by force matching",
-                       description="Fit grad_Q V_theta to the frame-wise mean-force targets g(q) (THEORY.md section 3) "
+                       description="Fit grad_Q V_theta to the frame-wise mean-force targets g(q) (docs/theory.md section 3) "
                                    "with an MLP V_theta(Q); validation on held-out time blocks, Adam with cosine decay, "
                                    "early stopping, a checkpoint after every epoch (MODEL.ckpt, --resume continues from "
                                    "it). DATA is a built-in name (latentlab datasets) or a path.")
     add_data_arguments(p, help="built-in data set name or path (with forces)", block=False)
     p.add_argument("--map", dest="spec", default=None, help="map spec (default: the data set's default map)")
-    p.add_argument("--out", required=True, metavar="MODEL", help="model file to write (e.g. model.pt)")
+    p.add_argument("--out", required=True, metavar="MODEL", help="model file to write (.pt is added when no extension is given)")
+    p.add_argument("--overwrite", action="store_true", help="replace MODEL if it exists (it is refused otherwise)")
+    p.add_argument("--holdout", type=float, default=0.0,
+                   help="fraction of every trajectory (its end) kept out of training, validation and refit, for "
+                        "scoring with 'latentlab compare' (default 0)")
     p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help=f"maximum epochs (default {DEFAULTS['epochs']})")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto: CUDA when present)")
     p.add_argument("--seed", type=int, default=0, help="seed for weights, validation blocks and shuffling (default 0)")
-    p.add_argument("--convention", default="consistent", choices=["consistent", "seed_eq9", "pmf"],
-                   help="which V to learn: consistent (default; what latent Langevin needs), seed_eq9 (the seed's "
-                        "eq. 9, biased), pmf (A_pmf itself, for plots)")
+    p.add_argument("--convention", default="consistent", choices=["consistent", "eq9", "pmf", "seed_eq9"],
+                   help="which V to learn: consistent (default; what latent Langevin needs), eq9 (eq. 9 of Bruce et al., "
+                        "biased; the old name seed_eq9 still works), pmf (A_pmf itself, for plots)")
     p.add_argument("--resume", action="store_true", help="continue from MODEL.ckpt after an interruption")
     p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help=f"initial learning rate (default {DEFAULTS['lr']})")
     p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"],
@@ -50,7 +53,7 @@ def register(sub) -> None:
                    help="force-matching (default); relative-entropy: fit the latent dynamics' marginal p(Q) to the "
                         "data's (KL), after force matching when DATA has forces (that model is kept as MODEL.fm.pt), "
                         "from configurations alone otherwise; temperature-matching: V(Q, T) from DATA plus --more-data "
-                        "at other temperatures, with internal-energy matching (seed sec. 3.3)")
+                        "at other temperatures, with internal-energy matching (sec. 3.3 of Bruce et al.)")
     p.add_argument("--more-data", nargs="+", default=[], metavar="DATA",
                    help="data sets at other temperatures for --objective temperature-matching "
                         "(e.g. alanine-dipeptide-350K alanine-dipeptide-400K)")
@@ -68,11 +71,14 @@ def register(sub) -> None:
 
 def run(args) -> int:
     import sys
+    import warnings
 
     import torch
 
+    from latentlab.conventions import canonical
     from latentlab.data import load
-    from latentlab.training import train_force_matching
+    from latentlab.io import output_path
+    from latentlab.training import ForceMatching, RelativeEntropy, TemperatureMatching, Trainer
     from latentlab.validation import fail
 
     if args.threads:
@@ -81,70 +87,72 @@ def run(args) -> int:
         hidden = [int(h) for h in str(args.hidden).split(",") if h.strip()]
     except ValueError:
         fail("--hidden", f"got {args.hidden!r}", "give comma-separated integers, e.g. 128,128,128")
+    if args.convention == "seed_eq9":
+        print("latentlab train: note: the convention name seed_eq9 is deprecated; use eq9", file=sys.stderr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        convention = canonical(args.convention)
+    out = output_path(args.out, "model", overwrite=args.overwrite or args.resume, inputs=[args.data, *args.more_data])
     ds = load_data(args)
     if args.frames is not None:
         if args.frames < 10:
             fail("--frames", f"got {args.frames}", "use at least 10 frames")
         ds = ds.select_frames(slice(0, args.frames))
+    cg_map = ds.map(args.spec)
     progress = not args.no_progress and not args.json and sys.stderr.isatty()
+    common = dict(hidden=hidden, seed=args.seed, device=args.device, val_fraction=args.val_fraction,
+                  holdout=args.holdout, resume=args.resume, progress=progress,
+                  callback=None if args.json else _printer(progress))
     if args.objective == "temperature-matching":
-        from latentlab.training import train_temperature_matching
-
         if not args.more_data:
             fail("--more-data", "temperature matching needs data at two or more temperatures",
                  "add e.g. --more-data alanine-dipeptide-350K alanine-dipeptide-400K")
-        result = train_temperature_matching([ds] + [load(d) for d in args.more_data], args.spec, epochs=args.epochs,
-                                            lr=args.lr, batch_size=args.batch_size, hidden=hidden,
-                                            convention=args.convention, method=args.method, device=args.device,
-                                            seed=args.seed, val_fraction=args.val_fraction, patience=args.patience,
-                                            out=args.out, resume=args.resume, progress=progress,
-                                            callback=None if progress or args.json else _printer())
-        return _report(args, result)
+        trainer = Trainer(TemperatureMatching(convention=convention, method=args.method), epochs=args.epochs, lr=args.lr,
+                          batch_size=args.batch_size, patience=args.patience, prior=not args.no_prior, out=out, **common)
+        trainer.fit([ds] + [load(d) for d in args.more_data], cg_map)
+        return _report(args, trainer.result_)
     relative_entropy = args.objective == "relative-entropy"
     start = None
     if ds.has_forces or not relative_entropy:
         # Before relative entropy the force-matching model is a file of its own (MODEL.fm.pt), so that
         # --resume finds it finished and each stage keeps its own checkpoint.
-        fm_out = args.out + ".fm.pt" if relative_entropy else args.out
-        start = train_force_matching(ds, args.spec, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                                     hidden=hidden, convention=args.convention, method=args.method, device=args.device,
-                                     seed=args.seed, val_fraction=args.val_fraction, out=fm_out, resume=args.resume,
-                                     progress=progress, patience=args.patience, prior=not args.no_prior,
-                                     support_prior=not (args.no_prior or args.no_support_prior),
-                                     callback=None if progress or args.json else _printer())
-    if not relative_entropy:
-        return _report(args, start)
-    from latentlab.training import train_relative_entropy
-
-    result = train_relative_entropy(ds, args.spec, model=None if start is None else start.model,
-                                    iterations=args.iterations, estimator=args.estimator, lr=args.re_lr,
-                                    hidden=hidden, device=args.device, seed=args.seed, out=args.out,
-                                    resume=args.resume, progress=progress,
-                                    callback=None if progress or args.json else _printer())
-    return _report(args, result)
+        fm_out = output_path(out + ".fm.pt", "model", overwrite=args.overwrite or args.resume) if relative_entropy else out
+        trainer = Trainer(ForceMatching(convention=convention, method=args.method), epochs=args.epochs, lr=args.lr,
+                          batch_size=args.batch_size, patience=args.patience, prior=not args.no_prior,
+                          support_prior=not args.no_support_prior, out=fm_out, **common)
+        start = trainer.fit(ds, cg_map)
+        if not relative_entropy:
+            return _report(args, trainer.result_)
+    trainer = Trainer(RelativeEntropy(estimator=args.estimator, start=start), epochs=args.iterations, lr=args.re_lr,
+                      out=out, **common)
+    trainer.fit(ds, cg_map)
+    return _report(args, trainer.result_)
 
 
 def _report(args, result) -> int:
-    meta = result.model.metadata
+    model = result.model
+    t = model.training
     summary = {"out": result.path, "epochs_run": result.epochs_run, "stopped": result.stopped,
-               "best_val_loss": result.best_val_loss, "seconds": result.seconds, "map": meta.get("map"),
-               "convention": meta.get("convention"), "mass_model": meta.get("mass_model", {}).get("kind"),
-               "consistency": meta.get("consistency"), "final": result.history[-1] if result.history else None}
+               "best_val_loss": result.best_val_loss, "seconds": result.seconds, "map": model.map_spec,
+               "convention": model.convention, "method": t.get("method"), "method_reason": t.get("method_reason"),
+               "mass_model": model.mass.kind, "consistency": model.consistency, "frames": t.get("frames"),
+               "final": result.history[-1] if result.history else None}
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        cons = meta.get("consistency") or {}
+        cons = model.consistency or {}
         print(f"wrote {result.path}: {result.epochs_run} epochs ({result.stopped}), best validation loss "
-              f"{result.best_val_loss:.5g}, {result.seconds:.1f} s; map {meta.get('map')}, A(Q) "
-              f"{meta.get('mass_model', {}).get('kind')}"
-              + (f", consistency score {cons['score']:.3g} ({cons.get('verdict')})" if 'score' in cons else ""))
+              f"{result.best_val_loss:.5g}, {result.seconds:.1f} s; map {model.map_spec}, A(Q) {model.mass.kind}"
+              + (f", consistency score {cons['score']:.3g} ({cons.get('verdict')})" if "score" in cons else ""))
     return 0
 
 
-def _printer():
-    """One line per epoch when there is no progress bar (logs, pipes)."""
+def _printer(progress: bool):
+    """Messages always; one line per epoch when there is no progress bar (logs, pipes)."""
     def callback(event):
-        if event["event"] == "epoch":
+        if event["event"] == "message":
+            print(event["message"], flush=True)
+        elif event["event"] == "epoch" and not progress:
             print(f"epoch {event['epoch']:4d}/{event['epochs']}  train {event['train_loss']:.5g}  "
                   f"val {event['val_loss']:.5g}  lr {event['lr']:.2g}  {event['seconds']:.2f} s", flush=True)
     return callback

@@ -1,6 +1,6 @@
 """Latent Langevin dynamics with a position-dependent mass.
 
-With ``H(Q, P) = 1/2 P^T A(Q) P + V(Q)`` (THEORY.md section 4)::
+With ``H(Q, P) = 1/2 P^T A(Q) P + V(Q)`` (docs/theory.md section 4)::
 
     dQ = A(Q) P dt
     dP = -grad V dt - 1/2 grad_Q (P^T A(Q) P) dt - gamma A(Q) P dt + sqrt(2 gamma kT) dW
@@ -48,8 +48,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
-import torch.autograd.forward_ad as fwAD
-from torch.func import jacfwd, vmap
 
 from latentlab.conventions import logdet_coefficient
 from latentlab.validation import as_tensor, check_finite, check_nonnegative, check_positive, fail
@@ -66,7 +64,7 @@ def latent_potential(pmf: Potential, effective_mass: MassFunction, kT: float, co
     pmf : callable, (n_walkers, n_cg) -> (n_walkers,), kJ/mol
     effective_mass : callable, (n_walkers, n_cg) -> (n_walkers, n_cg, n_cg)
     kT : float, kJ/mol
-    convention : {"consistent", "seed_eq9", "pmf"}
+    convention : {"consistent", "eq9", "pmf"}
     """
     c = logdet_coefficient(convention)
     check_positive(kT, "kT", "kJ/mol")
@@ -175,7 +173,6 @@ class LatentLangevin:
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed if seed is not None else torch.seed() % (2**63))
 
-        self._dual_ok = True
 
     @classmethod
     def from_pmf(cls, pmf: Potential, effective_mass: MassFunction, kT: float, convention: str = "consistent",
@@ -234,25 +231,18 @@ class LatentLangevin:
         return state
 
     # ------------------------------------------------------------------ pieces
-    def mass_derivative(self, q: torch.Tensor) -> torch.Tensor:
-        """``dA_ij/dQ_k`` of shape ``(W, N, N, N)``, exact (forward-mode AD).
+    def mass_and_derivative(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``A (W, N, N)`` and ``dA_ij/dQ_k`` of shape ``(W, N, N, N)``, exact.
 
-        One forward pass of A over ``N`` stacked copies of the walkers carrying
-        the unit tangents (about 2x faster than ``vmap(jacfwd)`` on CPU);
-        falls back to ``vmap(jacfwd)`` for functions without forward-AD support.
+        Mass models (:class:`latentlab.maps.MassModel`) give both in one call (analytically where they can);
+        any other callable A is differentiated by forward-mode AD.
         """
-        w, n = q.shape
-        if self._dual_ok:
-            try:
-                tangent = torch.eye(n, dtype=q.dtype, device=q.device).repeat_interleave(w, 0)  # (N W, N)
-                with fwAD.dual_level():
-                    out = fwAD.unpack_dual(self.effective_mass(fwAD.make_dual(q.repeat(n, 1), tangent))).tangent
-                if out is not None:
-                    return out.reshape(n, w, n, n).permute(1, 2, 3, 0)
-            except (RuntimeError, NotImplementedError):
-                pass
-            self._dual_ok = False
-        return vmap(jacfwd(lambda x: self.effective_mass(x[None])[0]))(q)
+        both = getattr(self.effective_mass, "value_and_derivative", None)
+        if both is None:
+            from latentlab.maps.mass_model import MassModel
+
+            return MassModel.value_and_derivative(self.effective_mass, q)
+        return both(q)
 
     def _evaluate(self, q: torch.Tensor):
         """V, grad V, A, dA/dQ at ``q (W, N)``: the one expensive evaluation per step."""
@@ -265,8 +255,7 @@ class LatentLangevin:
                 (gv,) = torch.autograd.grad(v.sum(), qr)
             else:  # V does not depend on Q (a flat potential)
                 gv = torch.zeros_like(qr)
-        a = self.effective_mass(q)
-        da = self.mass_derivative(q)
+        a, da = self.mass_and_derivative(q)
         return v.detach(), gv.detach(), a.detach(), da.detach()
 
     def _momenta(self, w, u):
@@ -391,59 +380,12 @@ class LatentLangevin:
         state.eigvals[idx], state.eigvecs[idx] = w, u
         state.P[idx] = self._momenta(w, u)
 
-    # ------------------------------------------------------------------ running
-    def run(self, state: LangevinState, n_steps: int, record_every: int = 1, progress: bool = False,
-            callback: Callable[[LangevinState], bool | None] | None = None) -> dict:
-        """Run ``n_steps`` and record every ``record_every``-th state.
-
-        Parameters
-        ----------
-        callback : callable, optional
-            Called with the state after each record; returning True stops the run
-            (cancellation from a UI).
-
-        Returns
-        -------
-        dict with ``Q (n_records, n_walkers, n_cg)``, ``kinetic (n_records, n_walkers)``
-        (``P^T A P``, kJ/mol), ``H (n_records, n_walkers)``, ``time (n_records,)`` ps.
-        """
-        n_records = int(n_steps) // int(record_every)
-        qs, kin, hs, times = [], [], [], []
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=n_records * record_every, unit="step", desc="latent Langevin")
-        for _ in range(n_records):
-            self.step(state, record_every)
-            qs.append(state.Q.clone())
-            kin.append(2.0 * state.kinetic_energy())
-            hs.append(state.hamiltonian())
-            times.append(state.step * self.dt)
-            if bar is not None:
-                bar.update(record_every)
-            if callback is not None and callback(state):
-                break
-        if bar is not None:
-            bar.close()
-        return {"Q": torch.stack(qs) if qs else state.Q.new_zeros(0, state.n_walkers, state.Q.shape[1]),
-                "kinetic": torch.stack(kin) if kin else state.Q.new_zeros(0, state.n_walkers),
-                "H": torch.stack(hs) if hs else state.Q.new_zeros(0, state.n_walkers),
-                "time": torch.tensor(times, dtype=torch.float64)}
-
-    def diagnostics(self, state: LangevinState, record: dict | None = None) -> dict:
-        """Acceptance rate, re-seeds, non-converged solves and, from a run record, the kinetic
-        temperature ratio ``<P^T A P> / (N kT)`` and (at gamma = 0) the energy drift in kT."""
+    def diagnostics(self, state: LangevinState) -> dict:
+        """Counters of a state: steps, re-seeded walker-steps (and their fraction), non-converged solves,
+        reflections and the Metropolis acceptance rate (None without Metropolis)."""
         c = state.counters
-        out = {"steps": c["steps"], "reseeded": c["reseeded"], "not_converged": c["not_converged"],
-               "reflections": c["reflections"],
-               "acceptance_rate": (c["accepted"] / c["proposals"]) if c["proposals"] else None}
-        if record is not None and len(record["time"]):
-            n_cg = record["Q"].shape[-1]
-            out["kinetic_temperature_ratio"] = float(record["kinetic"].mean()) / (n_cg * self.kT)
-            if self.gamma == 0.0 and not self.metropolis:
-                # Hamiltonian dynamics: H should be conserved up to O(dt^2) fluctuations.
-                dh = (record["H"] - record["H"][0]) / self.kT  # (T, W)
-                out["energy_drift_kT"] = {"mean_abs": float(dh.abs().mean()), "max_abs": float(dh.abs().max()),
-                                          "final_mean": float(dh[-1].mean())}
-        return out
+        walker_steps = c["steps"] * state.n_walkers
+        return {"steps": c["steps"], "reseeded": c["reseeded"], "not_converged": c["not_converged"],
+                "reflections": c["reflections"],
+                "reseeded_fraction": c["reseeded"] / walker_steps if walker_steps else 0.0,
+                "acceptance_rate": (c["accepted"] / c["proposals"]) if c["proposals"] else None}

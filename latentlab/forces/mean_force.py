@@ -1,6 +1,6 @@
 """Instantaneous mean-force estimators and force-matching targets.
 
-For any ``B(q)`` (N x n) with ``B J^T = I`` (seed eq. 10; Ciccotti et al. 2005)
+For any ``B(q)`` (N x n) with ``B J^T = I`` (eq. 10 of Bruce et al.; Ciccotti et al. 2005)
 
     grad_Q A_pmf(Q) = < B grad_q U - kT div_q B >_{f(q) = Q},  (div_q B)_i = sum_j dB_ij/dq_j
 
@@ -146,10 +146,10 @@ def local_pmf_gradient(cg_map: CGMap, positions, forces, masses, kT: float, meth
 
 def force_matching_target(cg_map: CGMap, positions, forces, masses, kT: float, convention: str = "consistent",
                           method: str = "mass-weighted", batch_size: int = 4096) -> torch.Tensor:
-    """Frame-wise force-matching target ``g(q)`` for ``grad_Q V`` (THEORY.md section 3).
+    """Frame-wise force-matching target ``g(q)`` for ``grad_Q V`` (docs/theory.md section 3).
 
     ``g = B grad U - kT div B + c kT B grad_q ln det A`` with ``c`` set by
-    ``convention`` (``consistent``: -1/2, ``seed_eq9``: +1/2, ``pmf``: 0).
+    ``convention`` (``consistent``: -1/2, ``eq9``: +1/2, ``pmf``: 0).
     Other arguments and the return value as in :func:`local_pmf_gradient`.
     """
     return _target(cg_map, positions, forces, masses, kT, method, logdet_coefficient(convention), batch_size)

@@ -61,6 +61,10 @@ class CGMap:
 
     #: True when f is linear in q (then J is constant and div B = 0).
     is_linear: bool = False
+    #: Spec kind (``triangle``, ``distances``, ...; see :mod:`latentlab.maps.spec`).
+    kind: str = "custom"
+    #: What the map computes, in one line (shown by the dashboard next to its outputs).
+    formula: str = ""
 
     def __init__(self, atoms: Sequence[int], coordinates: Sequence[Coordinate], n_atoms: int | None = None,
                  spec: str | None = None):
@@ -100,6 +104,13 @@ class CGMap:
             extra = " periodic (-pi, pi]" if c.periodic else (f" bounded [{c.bounds[0]:g}, {c.bounds[1]:g}]" if c.bounds else "")
             lines.append(f"{c.name} [{c.unit}]{extra}")
         return "\n".join(lines)
+
+    def to_dict(self) -> dict | None:
+        """Everything needed to rebuild this exact map (plain values and tensors), or None if it cannot be stored.
+
+        Model files keep it, so a map fitted to data (PCA) is the same map when the model is loaded.
+        """
+        return None
 
     def __repr__(self) -> str:
         spec = f" spec={self.spec!r}" if self.spec else ""

@@ -1,7 +1,7 @@
-"""Internal-coordinate maps: pair distances, the seed's 3-atom map, bond angles, dihedrals.
+"""Internal-coordinate maps: pair distances, the 3-atom (r1, r2, cos) map, bond angles, dihedrals.
 
 Distances and angles among a rigid set of atoms are consistent maps (their
-level sets are orbits of rigid motions, seed appendix B); dihedrals of a
+level sets are orbits of rigid motions; appendix B of Bruce et al., "Latent spaces for Langevin dynamics"); dihedrals of a
 flexible molecule are not (bond lengths and angles vary inside a level set).
 """
 
@@ -54,6 +54,10 @@ class DistanceMap(CGMap):
         Atom index pairs (0-based, whole-system indices).
     """
 
+    kind = "distances"
+    formula = "d_ij = |x_i - x_j| for every pair (or the listed pairs)"
+
+
     def __init__(self, pairs: Sequence[Sequence[int]], n_atoms: int | None = None, spec: str | None = None):
         pairs = _check_groups(pairs, 2, "pairs", "distance")
         atoms, self._pairs = _local([], pairs)
@@ -71,6 +75,9 @@ class DistanceMap(CGMap):
         return cls([(atoms[a], atoms[b]) for a in range(len(atoms)) for b in range(a + 1, len(atoms))],
                    n_atoms=n_atoms, spec=spec)
 
+    def to_dict(self):
+        return {"kind": self.kind, "pairs": [list(p) for p in self.pairs], "n_atoms": self.n_atoms, "spec": self.spec}
+
     def evaluate(self, xs):
         return geometry.distance(xs[:, self._i], xs[:, self._j])
 
@@ -79,10 +86,10 @@ class DistanceMap(CGMap):
 
 
 class TriangleMap(CGMap):
-    """The seed's 3-atom map ``Q = (r1, r2, cos)`` with vertex b.
+    """The 3-atom map ``Q = (r1, r2, cos)`` with vertex b (Bruce et al., "Latent spaces for Langevin dynamics").
 
     ``r1 = |a - b|``, ``r2 = |c - b|``, ``cos = u1 . u2`` with unit vectors
-    ``u1 = (a - b)/r1``, ``u2 = (c - b)/r2`` (THEORY.md section 1).
+    ``u1 = (a - b)/r1``, ``u2 = (c - b)/r2`` (docs/theory.md section 1).
 
     Parameters
     ----------
@@ -90,11 +97,18 @@ class TriangleMap(CGMap):
         Atom indices; b is the vertex.
     """
 
+    kind = "triangle"
+    formula = "r1 = |x_a - x_b|,  r2 = |x_c - x_b|,  cos = (x_a - x_b).(x_c - x_b) / (r1 r2)   (b = vertex)"
+
+
     def __init__(self, a: int, b: int, c: int, n_atoms: int | None = None, spec: str | None = None):
         _check_groups([(a, b, c)], 3, "atoms", "triangle")
         super().__init__([a, b, c], [Coordinate("r1", "nm", bounds=(0.0, math.inf)),
                                      Coordinate("r2", "nm", bounds=(0.0, math.inf)),
                                      Coordinate("cos", "1", bounds=(-1.0, 1.0))], n_atoms=n_atoms, spec=spec)
+
+    def to_dict(self):
+        return {"kind": self.kind, "atoms": list(self.atoms), "n_atoms": self.n_atoms, "spec": self.spec}
 
     def evaluate(self, xs):
         a, b, c = xs[:, 0], xs[:, 1], xs[:, 2]
@@ -109,24 +123,32 @@ class TriangleMap(CGMap):
         geometry.check_not_collinear(xs, [(0, 1, 2)], "triangle map", self.atoms)
 
     def closed_form_effective_mass(self, Q, inverse_masses):
-        """Closed-form ``A(Q)`` of THEORY.md section 1, shape ``(n_frames, 3, 3)``."""
-        ia, ib, ic = (inverse_masses[k].to(Q) for k in range(3))
-        r1, r2, c = Q[:, 0], Q[:, 1], Q[:, 2]
-        s = 1.0 - c * c
-        a11 = (ia + ib).expand_as(r1)
-        a22 = (ic + ib).expand_as(r1)
-        a12 = c * ib
-        a13 = s * ib / r2
-        a23 = s * ib / r1
-        a33 = s * (ia / r1**2 + ic / r2**2 + ib * (1.0 / r1**2 + 1.0 / r2**2 - 2.0 * c / (r1 * r2)))
-        row1 = torch.stack([a11, a12, a13], -1)
-        row2 = torch.stack([a12, a22, a23], -1)
-        row3 = torch.stack([a13, a23, a33], -1)
-        return torch.stack([row1, row2, row3], -2)
+        """Closed-form ``A(Q)`` of docs/theory.md section 1, shape ``(n_frames, 3, 3)``."""
+        return triangle_mass_matrix(Q, inverse_masses.to(Q))
+
+
+def triangle_mass_matrix(Q: torch.Tensor, inverse_masses: torch.Tensor) -> torch.Tensor:
+    """``A(Q)`` of the ``(r1, r2, cos)`` map, ``Q (W, 3) -> (W, 3, 3)``, from ``1/m`` of atoms a, b (vertex), c.
+
+    ``A11 = 1/ma + 1/mb``, ``A22 = 1/mc + 1/mb``, ``A12 = cos/mb``, ``A13 = s/(mb r2)``, ``A23 = s/(mb r1)``,
+    ``A33 = s [1/(ma r1^2) + 1/(mc r2^2) + (1/mb)(1/r1^2 + 1/r2^2 - 2 cos/(r1 r2))]`` with ``s = 1 - cos^2``.
+    """
+    ia, ib, ic = inverse_masses[0], inverse_masses[1], inverse_masses[2]
+    r1, r2, c = Q[:, 0], Q[:, 1], Q[:, 2]
+    s = 1.0 - c * c
+    a11 = (ia + ib).expand_as(r1)
+    a22 = (ic + ib).expand_as(r1)
+    a33 = s * (ia / r1**2 + ic / r2**2 + ib * (1.0 / r1**2 + 1.0 / r2**2 - 2.0 * c / (r1 * r2)))
+    a12, a13, a23 = c * ib, s * ib / r2, s * ib / r1
+    return torch.stack([a11, a12, a13, a12, a22, a23, a13, a23, a33], -1).reshape(-1, 3, 3)
 
 
 class AngleMap(CGMap):
     """Bond angles ``i-j-k`` (vertex j) in rad, in [0, pi]."""
+
+    kind = "angles"
+    formula = "theta_ijk = angle at j between x_i - x_j and x_k - x_j"
+
 
     def __init__(self, triples: Sequence[Sequence[int]], n_atoms: int | None = None, spec: str | None = None):
         triples = _check_groups(triples, 3, "triples", "angle")
@@ -135,6 +157,9 @@ class AngleMap(CGMap):
         super().__init__(atoms, [Coordinate(f"angle{i}-{j}-{k}", "rad", bounds=(0.0, math.pi)) for i, j, k in triples],
                          n_atoms=n_atoms, spec=spec)
         self._idx = [[t[n] for t in self._triples] for n in range(3)]
+
+    def to_dict(self):
+        return {"kind": self.kind, "triples": [list(t) for t in self.triples], "n_atoms": self.n_atoms, "spec": self.spec}
 
     def evaluate(self, xs):
         i, j, k = self._idx
@@ -156,6 +181,10 @@ class DihedralMap(CGMap):
         E.g. ``["phi", "psi"]``.
     """
 
+    kind = "dihedrals"
+    formula = "phi_ijkl = torsion of the bonds i-j, j-k, k-l, in (-pi, pi]"
+
+
     def __init__(self, quads: Sequence[Sequence[int]], n_atoms: int | None = None, names: Sequence[str] | None = None,
                  spec: str | None = None):
         quads = _check_groups(quads, 4, "quads", "dihedral")
@@ -166,6 +195,10 @@ class DihedralMap(CGMap):
             fail("names", f"has {len(names)} names for {len(quads)} dihedrals", "give one name per dihedral")
         super().__init__(atoms, [Coordinate(n, "rad", periodic=True) for n in names], n_atoms=n_atoms, spec=spec)
         self._idx = [[q[n] for q in self._quads] for n in range(4)]
+
+    def to_dict(self):
+        return {"kind": self.kind, "quads": [list(q) for q in self.quads], "names": self.names, "n_atoms": self.n_atoms,
+                "spec": self.spec}
 
     def evaluate(self, xs):
         i, j, k, l = self._idx

@@ -34,6 +34,8 @@ class PCAMap(CGMap):
     """
 
     is_linear = True
+    kind = "pca"
+    formula = "Q = first K principal components of the selected atoms (centroid removed)"
 
     def __init__(self, atoms: Sequence[int], mean, components, center: bool = True, n_atoms: int | None = None,
                  explained_variance=None, spec: str | None = None):
@@ -68,12 +70,22 @@ class PCAMap(CGMap):
         flat = xs.reshape(x.shape[0], dim)
         mean = flat.mean(0)
         _, s, vh = torch.linalg.svd(flat - mean, full_matrices=False)
+        # An SVD fixes each component only up to its sign: make the largest weight of each one positive, so
+        # that fitting the same frames twice (the dashboard, the trainer) always gives the same map.
+        sign = torch.sign(vh.gather(1, vh.abs().argmax(1, keepdim=True)))
+        vh = vh * sign
         var = s**2 / (x.shape[0] - 1)
         if float(var[n_components - 1]) <= 1e-12 * float(var[0]):
             fail("n_components", f"component {n_components} has zero variance in the data (rank-deficient map)",
                  "ask for fewer components")
         return cls(atoms, mean, vh[:n_components], center=center, n_atoms=n_atoms,
                    explained_variance=var[:n_components], spec=spec)
+
+    def to_dict(self):
+        return {"kind": self.kind, "atoms": list(self.atoms), "mean": self.mean.clone(),
+                "components": self.components.clone(), "center": self.center, "n_atoms": self.n_atoms,
+                "explained_variance": None if self.explained_variance is None else self.explained_variance.clone(),
+                "spec": self.spec}
 
     def evaluate(self, xs):
         if self.center:
@@ -97,6 +109,9 @@ class EncoderMap(CGMap):
     n_cg : int
     names, units : sequence of str, optional
     """
+
+    kind = "encoder"
+    formula = "Q = E(x): a learned encoder of the selected atoms' positions"
 
     def __init__(self, module: torch.nn.Module, atoms: Sequence[int], n_cg: int, n_atoms: int | None = None,
                  names: Sequence[str] | None = None, units: Sequence[str] | None = None, spec: str | None = None):

@@ -4,7 +4,7 @@
 of read-atom positions, so ``Q`` has ``3 n_beads`` Cartesian components in nm.
 Rows may overlap (an atom may feed several beads).  With constant masses
 ``A = Xi M^-1 Xi^T`` (times the 3x3 identity) is constant: a linear map is
-always consistent (THEORY.md section 1).
+always consistent (docs/theory.md section 1).
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ class LinearMap(CGMap):
     """
 
     is_linear = True
+    kind = "linear"
+    formula = "Q = Xi x: bead positions as fixed linear combinations of atom positions"
 
     def __init__(self, matrix, atoms: Sequence[int], n_atoms: int | None = None,
                  bead_names: Sequence[str] | None = None, spec: str | None = None):
@@ -54,6 +56,15 @@ class LinearMap(CGMap):
         coords = [Coordinate(f"{n}.{ax}", "nm") for n in names for ax in "xyz"]
         super().__init__(atoms, coords, n_atoms=n_atoms, spec=spec)
         self.matrix = xi
+        self.bead_names = names
+        if spec and spec.strip().lower().startswith("com:"):
+            self.kind, self.formula = "com", "Q = sum_i m_i x_i / sum_i m_i per bead"
+        elif spec and spec.strip().lower().startswith("linear:"):
+            self.formula = "Q = Cartesian positions of the selected atoms"
+
+    def to_dict(self):
+        return {"kind": "linear-matrix", "matrix": self.matrix.clone(), "atoms": list(self.atoms),
+                "bead_names": list(self.bead_names), "n_atoms": self.n_atoms, "spec": self.spec}
 
     @classmethod
     def from_slice(cls, atoms: Sequence[int], n_atoms: int | None = None, names: Sequence[str] | None = None,

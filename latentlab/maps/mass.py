@@ -1,9 +1,9 @@
-"""Effective mass ``A(q) = J(q) M^-1 J(q)^T`` (the seed's ``R^-1``), batched.
+"""Effective mass ``A(q) = J(q) M^-1 J(q)^T`` (``R^-1`` in Bruce et al., "Latent spaces for Langevin dynamics"), batched.
 
 Masses are constant per atom (the usual case: ``(n_atoms,)`` amu, from the
 topology) or position dependent: a callable ``masses(positions)`` returning
 per-atom masses ``(n_frames, n_atoms)`` or a full mass matrix
-``(n_frames, 3 n_atoms, 3 n_atoms)`` (seed eq. 5).  Units of A: Q-unit^2 / amu.
+``(n_frames, 3 n_atoms, 3 n_atoms)`` (eq. 5 of Bruce et al.).  Units of A: Q-unit^2 / amu.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Grammar (``SEL`` is an mdtraj selection such as ``name CA and resid 0 5 9``,
 or comma-separated 0-based atom indices such as ``4,6,8``, taken in order)::
 
-    triangle:SEL               the seed's (r1, r2, cos); SEL gives a, b (vertex), c
+    triangle:SEL               (r1, r2, cos) of Bruce et al.; SEL gives a, b (vertex), c
     distances:SEL              all pair distances among SEL
     distances:0-5,5-9          the listed pairs
     angles:i-j-k,...           bond angles (vertex j)
@@ -161,3 +161,44 @@ def parse_map(spec: str, topology=None, n_atoms: int | None = None, masses=None,
             fail("positions", "are needed to fit a PCA map", "pass the data set's positions (or use a data set)")
         return PCAMap.fit(positions, sel(text), int(k), n_atoms=n_atoms, spec=spec)
     fail("spec", f"unknown map kind '{kind}'", f"use one of {', '.join(KINDS)}")
+
+
+def spec_for_atoms(kind: str, atoms) -> str:
+    """A map spec of ``kind`` on atoms picked in order (e.g. by clicking): consecutive triples for angles,
+    consecutive quadruples for dihedrals, one bead for ``com``, two components for ``pca``."""
+    if kind not in KINDS:
+        fail("kind", f"unknown map kind {kind!r}", f"use one of {', '.join(KINDS)}")
+    ids = [str(int(a)) for a in atoms]
+    if not ids:
+        fail("atoms", "no atoms were picked", "pick atoms first (click them or type a selection)")
+    if kind == "angles":
+        return "angles:" + ",".join("-".join(ids[i:i + 3]) for i in range(len(ids) - 2))
+    if kind == "dihedrals":
+        return "dihedrals:" + ",".join("-".join(ids[i:i + 4]) for i in range(len(ids) - 3))
+    if kind == "pca":
+        return "pca:" + ",".join(ids) + ":2"
+    return f"{kind}:" + ",".join(ids)
+
+
+def map_from_dict(d: dict) -> CGMap:
+    """Rebuild a map from :meth:`CGMap.to_dict` (as stored in model files)."""
+    import torch
+
+    if not isinstance(d, dict) or "kind" not in d:
+        fail("map", "is not a stored CG map", "re-train the model with this latentlab")
+    kind, n_atoms, spec = d["kind"], d.get("n_atoms"), d.get("spec")
+    if kind == "triangle":
+        return TriangleMap(*d["atoms"], n_atoms=n_atoms, spec=spec)
+    if kind == "distances":
+        return DistanceMap(d["pairs"], n_atoms=n_atoms, spec=spec)
+    if kind == "angles":
+        return AngleMap(d["triples"], n_atoms=n_atoms, spec=spec)
+    if kind == "dihedrals":
+        return DihedralMap(d["quads"], n_atoms=n_atoms, names=d.get("names"), spec=spec)
+    if kind == "linear-matrix":
+        return LinearMap(d["matrix"], d["atoms"], n_atoms=n_atoms, bead_names=d.get("bead_names"), spec=spec)
+    if kind == "pca":
+        ev = d.get("explained_variance")
+        return PCAMap(d["atoms"], torch.as_tensor(d["mean"]), torch.as_tensor(d["components"]), center=d.get("center", True),
+                      n_atoms=n_atoms, explained_variance=ev, spec=spec)
+    fail("map", f"unknown stored map kind {kind!r}", "use a model file written by this latentlab")

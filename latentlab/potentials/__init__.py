@@ -1,14 +1,15 @@
-"""CG potentials ``V_theta(Q)``: neural networks whose inputs respect the map, and their model files.
+"""CG potentials ``V(Q)`` in kJ/mol, as torch modules.
 
-- :class:`CGPotential`: MLP ``V(Q)`` in kJ/mol with periodic (sin/cos) and
-  standardised features, optional harmonic walls outside the data range and
-  optional temperature conditioning ``V(Q, T)``.
-- :func:`save_model` / :func:`load_model`: one self-describing file per model
-  (map spec, units, temperature, normalisation, convention, effective-mass
-  model, versions, training settings); loads without the training data.
+- :class:`CGPotential`: MLP ``V(Q)`` with periodic (sin/cos) and standardised features, fixed priors
+  (harmonic walls, data support; :mod:`latentlab.potentials.priors`) and optional temperature
+  conditioning ``V(Q, T)``.
+- :class:`ExactPotential`: the exact latent potential of an analytic system in a convention.
+
+A potential becomes a model to simulate inside a :class:`latentlab.model.CGModel`.
 """
 
-from latentlab.potentials.model import CGPotential
-from latentlab.potentials.store import MODEL_FORMAT, MODEL_FORMAT_VERSION, load_model, save_model
+from latentlab.potentials.exact import ExactPotential
+from latentlab.potentials.network import CGPotential
+from latentlab.potentials.priors import HarmonicWalls, SupportPrior
 
-__all__ = ["CGPotential", "save_model", "load_model", "MODEL_FORMAT", "MODEL_FORMAT_VERSION"]
+__all__ = ["CGPotential", "ExactPotential", "HarmonicWalls", "SupportPrior"]

@@ -43,6 +43,7 @@ class ThreeAtomSystem:
     temperature : float, K
     """
 
+    name = "three-atom"
     masses: tuple[float, float, float] = (12.0, 14.0, 16.0)
     k_bond: float = 500.0
     r0: float = 0.38
@@ -74,8 +75,14 @@ class ThreeAtomSystem:
         return {"masses": list(self.masses), "k_bond": self.k_bond, "r0": self.r0, "k_cos": self.k_cos,
                 "temperature": self.temperature}
 
+    def cg_model(self, convention: str = "consistent"):
+        """The exact latent model (:class:`latentlab.model.CGModel`): exact PMF and closed-form A(Q)."""
+        from latentlab.model import CGModel
+
+        return CGModel.exact(self, convention)
+
     def cg_map(self) -> TriangleMap:
-        """The seed's map ``(r1, r2, cos)`` with atom 1 as the vertex."""
+        """The map ``(r1, r2, cos)`` with atom 1 as the vertex."""
         return TriangleMap(0, 1, 2, n_atoms=3, spec="triangle:0,1,2")
 
     def masses_tensor(self, dtype=torch.float64, device=None) -> torch.Tensor:

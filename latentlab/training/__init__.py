@@ -1,12 +1,14 @@
-"""Training CG potentials.
+"""Training CG potentials: one loop (:class:`Trainer`), three objectives.
 
-- :func:`train_force_matching` — the main path: fit ``grad V`` to the mean-force
-  targets of :func:`prepare_targets` (THEORY.md section 3).
-- :func:`train_relative_entropy` — fit the latent dynamics' marginal p(Q) to the data's
-  (KL), from configurations alone or refining a force-matching model; exact grid
-  quadrature for up to 3 coordinates, persistent latent-Langevin walkers otherwise.
-- :func:`train_temperature_matching` — ``V(Q, T)`` from data at several temperatures,
-  force matching plus internal-energy matching ``V - T dV/dT = <U>_Q`` (seed sec. 3.3).
+- :class:`ForceMatching` — the main path: fit ``grad V`` to the mean-force targets
+  (:func:`latentlab.forces.prepare_targets`; docs/theory.md section 3).
+- :class:`RelativeEntropy` — fit the latent dynamics' marginal p(Q) to the data's (KL), from
+  configurations alone or refining a force-matching model; exact grid quadrature for up to 3
+  coordinates, persistent latent-Langevin walkers otherwise.
+- :class:`TemperatureMatching` — ``V(Q, T)`` from data at several temperatures, force matching plus
+  internal-energy matching ``V - T dV/dT = <U>_Q`` (sec. 3.3 of Bruce et al.).
+
+``Trainer(objective, ...).fit(data, cg_map)`` returns a :class:`latentlab.model.CGModel`.
 """
 
 from __future__ import annotations
@@ -15,13 +17,12 @@ import importlib
 
 # Names are imported on first use (PEP 562) so that ``latentlab.training.defaults`` -- read by
 # ``latentlab train --help`` -- can be imported without importing torch.
-_EXPORTS = {"DEFAULTS": "defaults", "TrainResult": "force_matching", "force_matching_loss": "force_matching",
-            "time_block_split": "force_matching", "train_force_matching": "force_matching",
-            "train_relative_entropy": "relative_entropy", "prepare_targets": "targets",
-            "resolve_device": "targets", "train_temperature_matching": "temperature"}
+_EXPORTS = {"DEFAULTS": "defaults", "OBJECTIVE_DEFAULTS": "defaults", "Trainer": "trainer", "TrainResult": "trainer",
+            "Objective": "trainer", "ForceMatching": "force_matching", "force_matching_loss": "force_matching",
+            "RelativeEntropy": "relative_entropy", "TemperatureMatching": "temperature",
+            "split_frames": "splits", "time_block_split": "splits", "FrameSplit": "splits"}
 
-__all__ = ["prepare_targets", "train_force_matching", "TrainResult", "force_matching_loss", "time_block_split",
-           "resolve_device", "DEFAULTS", "train_relative_entropy", "train_temperature_matching"]
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):

@@ -1,0 +1,120 @@
+"""Fixed priors of a neural CG potential: harmonic walls and the data-support prior.
+
+Both are parts of V that training does not change (their parameters are buffers), added to the network
+as in CGnet (Wang et al., ACS Cent. Sci. 5, 755 (2019)), with the prior taken from the data instead of a
+force field:
+
+:class:`HarmonicWalls`
+    ``1/2 k (q - hi)^2`` above ``hi`` and ``1/2 k (lo - q)^2`` below ``lo`` along each non-periodic
+    coordinate, ``lo``/``hi`` the range the data covered, ``k = kT / (0.1 std)^2`` (0.5 kT at 10 % of a
+    standard deviation outside).  Zero inside the data range, so it does not bias force matching;
+    outside it keeps walkers from regions where the network's extrapolation means nothing.
+:class:`SupportPrior`
+    ``1/2 kT (l* - l(Q))^2`` where ``l(Q)`` is the log kernel density of the training data (a binned
+    table, Gaussian kernels of one bin width, periodic-aware) and ``l*`` its 2 % quantile over the
+    training frames: zero where the data are dense, rising where they are sparse or absent, in any
+    number of dimensions (the walls only box each coordinate).  Where frames exist force matching can
+    cancel it; where none exist it keeps the walkers out.
+
+Shapes: ``Q (n_walkers, n_cg)`` -> energies ``(n_walkers,)`` kJ/mol.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from latentlab.binning import binned_means
+
+#: Wall stiffness in units of kT / std^2 (the wall costs 0.5 kT at 10 % of a std outside the data range).
+WALL_STIFFNESS = 1.0 / 0.1**2
+
+#: Bins per coordinate of the support prior's kernel table, by number of coordinates (5 beyond 3).
+SUPPORT_BINS = {1: 40, 2: 24, 3: 8}
+
+
+class HarmonicWalls(nn.Module):
+    """Harmonic walls outside ``[lo, hi]`` per coordinate (``-inf``/``inf`` or ``k = 0``: no wall).
+
+    Parameters
+    ----------
+    lo, hi, k : tensor, shape=(n_cg,)
+        Data range per coordinate (its unit) and stiffness (kJ/mol per unit^2).
+    """
+
+    def __init__(self, n_cg: int, lo=None, hi=None, k=None):
+        super().__init__()
+        full = lambda v, d: torch.full((n_cg,), d, dtype=torch.float64) if v is None else torch.as_tensor(v, dtype=torch.float64).clone()  # noqa: E731
+        self.register_buffer("lo", full(lo, -math.inf))
+        self.register_buffer("hi", full(hi, math.inf))
+        self.register_buffer("k", full(k, 0.0))
+
+    def forward(self, Q: torch.Tensor) -> torch.Tensor:
+        lo, hi, k = self.lo.to(Q), self.hi.to(Q), self.k.to(Q)
+        below = torch.where(torch.isfinite(lo), torch.clamp(lo - Q, min=0.0), torch.zeros_like(Q))
+        above = torch.where(torch.isfinite(hi), torch.clamp(Q - hi, min=0.0), torch.zeros_like(Q))
+        return 0.5 * (k * (below**2 + above**2)).sum(-1)
+
+    @classmethod
+    def around(cls, Q: torch.Tensor, periodic, kT: float, wall_range=None) -> "HarmonicWalls":
+        """Walls at the range of ``Q (n_frames, n_cg)`` (or ``wall_range = (lo, hi)``), none on periodic coordinates."""
+        n = Q.shape[1]
+        per = torch.tensor([bool(p) for p in periodic])
+        std = torch.where(per, torch.ones(n, dtype=torch.float64), Q.std(0))
+        k = torch.where(per, torch.zeros(n, dtype=torch.float64), kT * WALL_STIFFNESS / std**2)
+        lo, hi = (Q.amin(0), Q.amax(0)) if wall_range is None else wall_range
+        return cls(n, lo, hi, k)
+
+
+class SupportPrior(nn.Module):
+    """``1/2 k (l* - l(Q))^2`` where the data's log kernel density ``l`` is below ``l*`` (else 0), kJ/mol.
+
+    Parameters
+    ----------
+    n_cg : int
+    n_bins : int
+        Number of occupied bins of the kernel table (0: the prior is off).
+    periodic : sequence of bool
+    """
+
+    def __init__(self, n_cg: int, n_bins: int = 0, periodic=None):
+        super().__init__()
+        self.n_bins = int(n_bins)
+        self.register_buffer("centres", torch.zeros(self.n_bins, n_cg, dtype=torch.float64))
+        self.register_buffer("logw", torch.zeros(self.n_bins, dtype=torch.float64))
+        self.register_buffer("h", torch.ones(n_cg, dtype=torch.float64))
+        self.register_buffer("level", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("k", torch.zeros((), dtype=torch.float64))
+        per = [False] * n_cg if periodic is None else [bool(p) for p in periodic]
+        self.register_buffer("periodic_mask", torch.tensor(per, dtype=torch.bool))
+
+    @classmethod
+    def from_data(cls, Q: torch.Tensor, periodic, kT: float, quantile: float = 0.02, weights=None) -> "SupportPrior":
+        """The prior of the data ``Q (n_frames, n_cg)`` (frame ``weights`` optional)."""
+        n = Q.shape[1]
+        bins = SUPPORT_BINS.get(n, 5)
+        ones = torch.ones(Q.shape[0], 1, dtype=torch.float64)
+        centres, _, counts, width, _ = binned_means(Q, ones, periodic, bins, weights)
+        prior = cls(n, int(centres.shape[0]), periodic)
+        prior.centres.copy_(centres)
+        prior.logw.copy_(torch.log(counts))
+        prior.h.copy_(width)
+        prior.level.fill_(float(torch.quantile(prior.log_density(Q), quantile)))
+        prior.k.fill_(float(kT))  # kT per (unit of log density)^2
+        return prior
+
+    def log_density(self, Q: torch.Tensor) -> torch.Tensor:
+        """Log kernel density of the training data at ``Q``, ``(n_walkers,)`` (up to a constant)."""
+        c, h = self.centres.to(Q), self.h.to(Q)
+        delta = Q[:, None, :] - c[None]  # (W, B, N)
+        delta = torch.where(self.periodic_mask.to(Q.device), 2.0 * torch.sin(0.5 * delta), delta)
+        return torch.logsumexp(self.logw.to(Q) - 0.5 * ((delta / h) ** 2).sum(-1), dim=-1)
+
+    def forward(self, Q: torch.Tensor) -> torch.Tensor:
+        if self.n_bins == 0:
+            return Q.new_zeros(Q.shape[0])
+        gap = torch.clamp(self.level.to(Q) - self.log_density(Q), min=0.0)
+        return 0.5 * self.k.to(Q) * gap**2
+
