@@ -17,6 +17,9 @@ from latentlab.validation import fail
 #: Relative tolerance when a lag must be a whole number of frames.
 _FRAME_TOLERANCE = 1e-6
 
+#: Below this many (effective) transition counts per MSM state at the lag, a warning says the MSM is noise.
+MIN_COUNTS_PER_STATE = 20.0
+
 MFPT_METHOD = ("direct: core-to-core (last basin visited) counting on the trajectories, MFPT = time coming from A / "
                "number of A->B transitions; standard error by block bootstrap over trajectory blocks")
 
@@ -267,7 +270,8 @@ def analyze(trajectories, dt_ps: float | None = None, *, names=None, periodic=No
         for b, v in result.basin_visits.items():
             if v["visits"] >= 10 and v["single_frame_fraction"] > 0.3:
                 warnings.append(f"{v['single_frame_fraction']:.0%} of the {v['visits']} visits to {b} last a single "
-                                f"frame ({dt:g} ps): the frame spacing is too coarse to resolve its dwell times")
+                                f"frame ({dt:g} ps): this frame spacing does not resolve its dwell times (too coarse, "
+                                "or the basin is no metastable state)")
     seconds["mfpt"] = time.perf_counter() - t0
 
     if lag_ps is not None:
@@ -338,7 +342,11 @@ def analyze(trajectories, dt_ps: float | None = None, *, names=None, periodic=No
                         f"({result.lag_ps:g} ps): this MSM does not resolve it at this frame spacing")
 
     test = get_fit(lag_frames)
-    result.msm_info = {"n_states": disc.n_states, "states_active": 0 if test.prior is None else int(test.prior.n_states),
+    per_state = 0.0 if test.prior is None else float(test.prior.count_model.count_matrix.sum()) / test.prior.n_states
+    if per_state < MIN_COUNTS_PER_STATE:
+        warnings.append(f"only {per_state:.3g} transition counts per MSM state at the lag: implied timescales and MSM "
+                        "MFPTs are dominated by noise (use fewer --clusters or more data)")
+    result.msm_info = {"counts_per_state": per_state, "n_states": disc.n_states, "states_active": 0 if test.prior is None else int(test.prior.n_states),
                        "active_count_fraction": test.active_fraction, "count_mode": mode,
                        "n_samples": int(n_samples), "posterior_seeded": test.seeded, "embedding":
                        ["cos/sin" if p else "standardised" for p in disc.periodic], "clustering": "k-means++"}

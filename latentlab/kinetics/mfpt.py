@@ -50,33 +50,46 @@ def history(in_a: np.ndarray, in_b: np.ndarray) -> np.ndarray:
 
     Parameters
     ----------
-    in_a, in_b : np.ndarray, shape=(n_frames,), bool
+    in_a, in_b : np.ndarray, shape=(n_frames,) or (n_trajectories, n_frames), bool
+        Time runs along the last axis; rows are separate trajectories.
     """
+    in_a, in_b = np.asarray(in_a, bool), np.asarray(in_b, bool)
     lab = np.where(in_b, 2, np.where(in_a, 1, 0)).astype(np.int8)
-    idx = np.where(lab > 0, np.arange(lab.size), -1)
-    idx = np.maximum.accumulate(idx) if idx.size else idx
-    out = np.where(idx >= 0, lab[np.maximum(idx, 0)], 0).astype(np.int8)
-    return out
+    if lab.shape[-1] == 0:
+        return lab
+    idx = np.where(lab > 0, np.arange(lab.shape[-1]), -1)
+    idx = np.maximum.accumulate(idx, axis=-1)
+    last = np.take_along_axis(lab, np.maximum(idx, 0), axis=-1)
+    return np.where(idx >= 0, last, 0).astype(np.int8)
 
 
 def passage_counts(in_a: np.ndarray, in_b: np.ndarray, n_blocks: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Per block of one trajectory: frame intervals spent coming from A, and A -> B transitions.
+    """Per block of each trajectory: frame intervals spent coming from A, and A -> B transitions.
+
+    Parameters
+    ----------
+    in_a, in_b : np.ndarray, shape=(n_frames,) or (n_trajectories, n_frames), bool
+        Rows (trajectories of one length) are never joined.
+    n_blocks : int
+        Blocks per trajectory (at most one per frame interval).
 
     Returns
     -------
-    time_a : np.ndarray, shape=(n_blocks,), int
+    time_a : np.ndarray, shape=(n_trajectories * n_blocks,), int
         Intervals ``i -> i+1`` whose frame ``i`` has last visited A.
-    n_ab : np.ndarray, shape=(n_blocks,), int
+    n_ab : np.ndarray, shape=(n_trajectories * n_blocks,), int
     """
-    h = history(np.asarray(in_a, bool), np.asarray(in_b, bool))
-    n_int = h.size - 1
+    h = history(in_a, in_b)
+    h = h[None, :] if h.ndim == 1 else h
+    n_int = h.shape[1] - 1
     if n_int <= 0:
-        return np.zeros(n_blocks, dtype=np.int64), np.zeros(n_blocks, dtype=np.int64)
-    from_a = h[:-1] == 1
-    trans = from_a & (h[1:] == 2)
+        return np.zeros(h.shape[0] * n_blocks, dtype=np.int64), np.zeros(h.shape[0] * n_blocks, dtype=np.int64)
+    from_a = h[:, :-1] == 1  # (n_traj, n_int)
+    trans = from_a & (h[:, 1:] == 2)
     n_blocks = int(max(1, min(n_blocks, n_int)))
     edges = np.linspace(0, n_int, n_blocks + 1).astype(int)[:-1]
-    return (np.add.reduceat(from_a.astype(np.int64), edges), np.add.reduceat(trans.astype(np.int64), edges))
+    return (np.add.reduceat(from_a.astype(np.int64), edges, axis=1).ravel(),
+            np.add.reduceat(trans.astype(np.int64), edges, axis=1).ravel())
 
 
 def mfpt_direct(masks: dict, dt_ps: float, pairs=None, *, min_blocks: int = 20, n_bootstrap: int = 1000,
@@ -111,13 +124,17 @@ def mfpt_direct(masks: dict, dt_ps: float, pairs=None, *, min_blocks: int = 20, 
     if n_traj == 0:
         fail("masks", "holds no trajectories", "pass basin masks from BasinSet.masks(trajectories)")
     per_traj = int(math.ceil(max(1, min_blocks) / n_traj))
+    # Trajectories of one length are stacked (rows stay separate): one vectorised pass per length.
+    lengths = np.array([len(m) for m in masks[names[0]]])
+    groups = [np.nonzero(lengths == n)[0] for n in np.unique(lengths)]
+    stacked = {b: [np.stack([masks[b][k] for k in g]) for g in groups] for b in names}
     rng = np.random.default_rng(seed)
     out = {}
     weights = None
     for a, b in pairs:
         ta, nab = [], []
-        for k in range(n_traj):
-            t, n = passage_counts(masks[a][k], masks[b][k], per_traj)
+        for j in range(len(groups)):
+            t, n = passage_counts(stacked[a][j], stacked[b][j], per_traj)
             ta.append(t)
             nab.append(n)
         ta = np.concatenate(ta).astype(np.float64)
