@@ -311,6 +311,30 @@ def test_basin_spec_grammar():
     assert list(b2.contains(pts, tri)["open"]) == [False, True]
 
 
+def test_builtin_basins_of_the_reference_data():
+    """chignolin: r13 of its triangle map is the CA1-CA10 distance of the data; alanine: phi thresholds."""
+    from latentlab.data import load
+    from latentlab.kinetics.basins import coordinate_values, resolve_basins
+
+    ds = load("chignolin")
+    tr = Trajectories.from_dataset(ds)
+    basins = resolve_basins("auto", tr)
+    assert basins.label == "chignolin" and basins.names == ["folded", "unfolded"]
+    r13 = coordinate_values(tr.segments[0], tr.names)["r13"]
+    ca = np.linalg.norm(ds.positions[:, 0] - ds.positions[:, 9], axis=1)
+    np.testing.assert_allclose(r13, ca, atol=1e-5)  # float32 positions
+    inside = basins.masks(tr)
+    np.testing.assert_array_equal(inside["folded"][0], ca < 0.60)
+    ala = Trajectories.from_dataset(load("alanine-dipeptide"))
+    b = resolve_basins("auto", ala)
+    assert b.label == "alanine-dipeptide" and b.names == ["C5", "C7eq", "alpha_R", "phi>0"]
+    phi = np.degrees(ala.segments[0][:, 0])
+    m = b.masks(ala)
+    np.testing.assert_array_equal(m["C5"][0], phi < -120)
+    np.testing.assert_array_equal(m["C7eq"][0], (phi > -120) & (phi < 0))
+    assert resolve_basins("auto", _tr(["x"], [False])) is None and resolve_basins("none", ala) is None
+
+
 @pytest.mark.parametrize("spec, match", [
     ("A phi<0; B: phi>0", "has no ':'"),
     ("A: chi<0; B: phi>0", "unknown coordinate 'chi'"),
@@ -402,7 +426,7 @@ def test_cli_json_keys_and_plot(tmp_path, capsys):
 @pytest.mark.parametrize("args, match", [
     (["--basins", "A: chi<0; B: phi>0"], "--basins: basin 'A', condition 'chi<0': unknown coordinate 'chi'"),
     (["--basins", "A: phi<0"], "--basins: defines 1 basin"),
-    (["--lag", "1.5"], "lag_ps: 1.5 ps is not a positive whole number of frames"),
+    (["--lag", "1.5"], "--lag: 1.5 ps is not a positive whole number of frames (frame spacing 1 ps)"),
 ])
 def test_cli_bad_options_exit_2_with_a_clear_message(tmp_path, capsys, args, match):
     from latentlab.cli import main

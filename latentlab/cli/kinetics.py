@@ -17,7 +17,7 @@ def register(sub) -> None:
         "kinetics", help="kinetics of a trajectory in Q: ACFs, tau_int, MSM implied timescales, CK test, MFPTs",
         description="Analyse the kinetics of a trajectory in Q (a SIM file from 'latentlab simulate', or a data set: "
                     "built-in name or path) on deeptime: autocorrelation functions and integrated autocorrelation "
-                    "times, a Bayesian MSM with implied timescales vs lag (95 %% intervals), a Chapman-Kolmogorov "
+                    "times, a Bayesian MSM with implied timescales vs lag (95 % intervals), a Chapman-Kolmogorov "
                     "test and mean first-passage times between named basins.  Walkers, replicas and restarts are "
                     "separate trajectories, never joined.  With --reference, the model and the reference are "
                     "analysed at one frame spacing on the reference's states, lag and basins.  See docs/kinetics.md.")
@@ -69,6 +69,7 @@ def run(args) -> int:
 
     from latentlab.io import atomic_output, output_path
     from latentlab.kinetics import analyze, compare, plot_kinetics
+    from latentlab.kinetics.analysis import lag_frames
     from latentlab.kinetics.basins import resolve_basins
     from latentlab.validation import fail
 
@@ -87,6 +88,8 @@ def run(args) -> int:
     settings = dict(n_clusters=args.clusters, n_samples=args.samples, seed=args.seed)
     if args.reference:
         ref = load_trajectories(args.reference, args, args.spec or traj.map_spec)
+        if args.lag is not None:  # analysed at the coarser of the two spacings
+            lag_frames(args.lag, max(traj.dt_ps, ref.dt_ps), "--lag")
         if basins is None and args.basins.strip().lower() == "auto":
             basins = resolve_basins("auto", ref)
         result = compare(traj, ref, basins=basins, lag_ps=args.lag, **settings)
@@ -94,6 +97,8 @@ def run(args) -> int:
         out.update({"traj": args.traj, "reference_data": args.reference})
         parts = {"reference": result.reference, "model": result.model}
     else:
+        if args.lag is not None:
+            lag_frames(args.lag, traj.dt_ps, "--lag")
         result = analyze(traj, basins=basins, lag_ps=args.lag, **settings)
         out = result.to_dict()
         out["traj"] = args.traj
@@ -125,6 +130,16 @@ def run(args) -> int:
             text = "no transition" if v is None else f"{v:.4g} ps" + (f" +- {se:.2g}" if se is not None else "")
             print(f"MFPT {k:22s} {text}  ({n} transitions)")
         for w in d["warnings"]:
+            print(f"note: {w}")
+    if args.reference:
+        r = result.ratios()
+        parts_txt = [f"tau_int {k} {v:.3g}" for k, v in r["tau_int"].items() if v is not None]
+        if r["implied_timescales"] and r["implied_timescales"][0] is not None:
+            parts_txt.append(f"slowest implied timescale {r['implied_timescales'][0]:.3g}")
+        parts_txt += [f"MFPT {k} {v:.3g}" for k, v in r["mfpt"].items()
+                      if v is not None and result.reference.mfpt[k]["transitions"] >= 10]
+        print("== model / reference: " + ", ".join(parts_txt))
+        for w in result.warnings:
             print(f"note: {w}")
     if plot:
         print(f"plot: {plot}")

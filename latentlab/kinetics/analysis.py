@@ -59,7 +59,7 @@ class KineticsResult:
     discretizer : Discretizer or None
         Reuse it (``analyze(..., discretizer=result.discretizer)``) to put another trajectory on the same states.
     fits : dict
-        ``{lag_frames: MSMFit}`` (deeptime models; not in ``to_dict``).
+        ``{lag in frames: MSMFit}`` (deeptime models; not in ``to_dict``).
     msm_info : dict
     warnings : list of str
     seconds : dict
@@ -275,9 +275,9 @@ def analyze(trajectories, dt_ps: float | None = None, *, names=None, periodic=No
     seconds["mfpt"] = time.perf_counter() - t0
 
     if lag_ps is not None:
-        lag_frames = _frames(lag_ps, dt, "lag_ps")
+        lag_k = lag_frames(lag_ps, dt, "lag_ps")
     if not msm:
-        result.lag_ps = None if lag_ps is None else lag_frames * dt
+        result.lag_ps = None if lag_ps is None else lag_k * dt
         seconds["total"] = time.perf_counter() - t_start
         return result
 
@@ -295,9 +295,9 @@ def analyze(trajectories, dt_ps: float | None = None, *, names=None, periodic=No
         top = int(max(2, min(max(8, math.ceil(4 * window)), longest // 4)))
         ladder = sorted({int(v) for v in np.round(np.geomspace(1, top, 8))})
     else:
-        ladder = sorted({_frames(v, dt, "lags_ps") for v in np.atleast_1d(lags_ps)})
+        ladder = sorted({lag_frames(v, dt, "lags_ps") for v in np.atleast_1d(lags_ps)})
     if lag_ps is not None:
-        ladder = sorted(set(ladder) | {lag_frames})
+        ladder = sorted(set(ladder) | {lag_k})
     ladder = [k for k in ladder if k < longest]
     if not ladder:
         fail("lags_ps", f"every lag is as long as the longest trajectory ({longest} frames)", "use shorter lags")
@@ -329,19 +329,19 @@ def analyze(trajectories, dt_ps: float | None = None, *, names=None, periodic=No
     result.its_converged = converged_at is not None
     if lag_ps is None:
         if converged_at is not None:
-            lag_frames = ladder[converged_at]
+            lag_k = ladder[converged_at]
         else:
             ok = [i for i in range(len(ladder)) if np.isfinite(its[i, 0]) and its[i, 0] > ladder[i] * dt]
-            lag_frames = ladder[ok[0]] if ok else ladder[0]
+            lag_k = ladder[ok[0]] if ok else ladder[0]
             warnings.append("implied timescales do not level off with lag time (no lag where the slowest changes by "
                             "< 10 % to the next); the reported lag is the shortest that resolves it, or the shortest")
-    result.lag_ps = lag_frames * dt
+    result.lag_ps = lag_k * dt
     slow = result.implied_timescales_ps
     if slow.size and np.isfinite(slow[0]) and slow[0] <= result.lag_ps:
         warnings.append(f"the slowest implied timescale ({slow[0]:.3g} ps) is not longer than the lag "
                         f"({result.lag_ps:g} ps): this MSM does not resolve it at this frame spacing")
 
-    test = get_fit(lag_frames)
+    test = get_fit(lag_k)
     per_state = 0.0 if test.prior is None else float(test.prior.count_model.count_matrix.sum()) / test.prior.n_states
     if per_state < MIN_COUNTS_PER_STATE:
         warnings.append(f"only {per_state:.3g} transition counts per MSM state at the lag: implied timescales and MSM "
@@ -357,7 +357,7 @@ def analyze(trajectories, dt_ps: float | None = None, *, names=None, periodic=No
     if masks is not None:
         fractions = msm_mod.basin_state_fractions(dtrajs, masks, disc.n_states)
     if ck_sets and n_samples > 0:
-        multiples = [lag_frames * m for m in range(1, int(ck_multiples) + 1) if lag_frames * m < longest]
+        multiples = [lag_k * m for m in range(1, int(ck_multiples) + 1) if lag_k * m < longest]
         if len(multiples) >= 2:
             result.ck = msm_mod.ck_test([get_fit(k) for k in multiples], int(ck_sets), dt, fractions,
                                         None if bset is None else bset.names)
@@ -413,7 +413,8 @@ def compare(model, reference, *, basins="auto", lag_ps: float | None = None, mat
 
 
 # ---------------------------------------------------------------------- helpers
-def _frames(value_ps, dt: float, argument: str) -> int:
+def lag_frames(value_ps, dt: float, argument: str = "lag_ps") -> int:
+    """A time in ps as a whole number of frames of spacing ``dt`` (ValueError naming ``argument`` otherwise)."""
     try:
         v = float(value_ps)
     except (TypeError, ValueError):
@@ -436,10 +437,8 @@ def _common_spacing(model: Trajectories, reference: Trajectories):
         return model, reference, (f"frame spacings {dm:g} ps (model) and {dr:g} ps (reference) are not multiples of "
                                   "each other: analysed at their own spacing; first passages and tau_int are then not "
                                   "comparable")
-    strided = fine.strided(k)
-    which = "model" if fine is model else "reference"
-    note = f"{which} strided by {k} to the common frame spacing {strided.dt_ps:g} ps"
-    return (strided, reference, note) if fine is model else (model, strided, note)
+    strided = fine.strided(k)  # its warnings say so
+    return (strided, reference, "") if fine is model else (model, strided, "")
 
 
 def _overlaps(masks: dict) -> list[str]:

@@ -53,12 +53,13 @@ EFFECTIVE_MAX_TRAJECTORIES = 16
 
 
 def _deeptime():
+    """The deeptime module, or a clear error naming the install command."""
     try:
-        import deeptime  # noqa: F401
+        import deeptime
+        import deeptime.clustering  # noqa: F401
+        import deeptime.markov.msm  # noqa: F401
     except ImportError:  # pragma: no cover - depends on the environment
-        fail("deeptime", "is not installed", "pip install 'deeptime>=0.4.4' (or pip install latentlab[test])")
-    import deeptime
-
+        fail("deeptime", "is not installed", "pip install 'deeptime>=0.4.4'")
     return deeptime
 
 
