@@ -17,8 +17,6 @@ import pytest
 from latentlab.kinetics import Trajectories, analyze, autocorrelation, compare, mfpt_direct, parse_basins
 from latentlab.kinetics.acf import acf_analysis
 
-pytest.importorskip("deeptime")
-
 Z = 4.0  # z-score bound of every statistical check
 
 
