@@ -419,13 +419,13 @@ class GridInterpolant(torch.nn.Module):
 
     @classmethod
     def from_function(cls, function: Callable[[torch.Tensor], torch.Tensor], bounds, periodic, n_points=None, *,
-                      chunk_size: int = 16384, progress: bool = False, **kwargs) -> "GridInterpolant":
+                      chunk_size: int = 16384, progress: bool = False, device=None, **kwargs) -> "GridInterpolant":
         """Tabulate ``function`` on the grid and build the interpolant through it.
 
         Parameters
         ----------
         function : callable, (n_points, n_dim) -> (n_points,) + value_shape
-            Batched torch function of Q (float64, CPU), e.g. a kernel density or ``KernelMass``;
+            Batched torch function of Q (float64, on ``device``), e.g. a kernel density or ``KernelMass``;
             evaluated without gradients in chunks of ``chunk_size`` points.
         bounds, periodic : see :func:`grid_points`.
         n_points : int or sequence of int, optional
@@ -434,6 +434,8 @@ class GridInterpolant(torch.nn.Module):
             Points per call of ``function`` (bounds its memory).
         progress : bool
             Show a progress bar (tqdm).
+        device : torch device, optional
+            Where ``function`` is evaluated (default CPU); the table is built on the CPU.
         **kwargs
             ``method``, ``extrapolation``, ``positive_definite``, ``dtype``: see :meth:`from_samples`.
         """
@@ -450,7 +452,7 @@ class GridInterpolant(torch.nn.Module):
             starts = tqdm(starts, unit="chunk", desc="tabulating")
         with torch.no_grad():
             for start in starts:
-                out = function(points[start:start + int(chunk_size)])
+                out = function(points[start:start + int(chunk_size)].to(device))
                 out = torch.as_tensor(out).detach().to(dtype=torch.float64, device="cpu")
                 if out.dim() < 1 or out.shape[0] != min(int(chunk_size), points.shape[0] - start):
                     fail("function", f"returned shape {tuple(out.shape)} for {points[start:start + int(chunk_size)].shape[0]} points",
@@ -483,6 +485,9 @@ class GridInterpolant(torch.nn.Module):
         return super()._apply(fn, *args, **kwargs)
 
     def _tables(self, Q: torch.Tensor) -> dict:
+        stamp = (self.coefficients.data_ptr(), self.coefficients._version)  # in-place changes (load_state_dict)
+        if self._cache.get("stamp") != stamp:
+            self._cache = {"stamp": stamp}
         key = (Q.dtype, Q.device)
         if key not in self._cache:
             dt, dev = Q.dtype, Q.device
@@ -558,7 +563,8 @@ class GridInterpolant(torch.nn.Module):
             n = self.value_shape[0]
             L = self._factor(raw, tables)  # (W, N, N)
             # d L_ii = L_ii d(ln L_ii); off the diagonal the packed derivative itself
-            dpacked = torch.where(tables["diag"][:, None], torch.exp(raw)[:, :, None] * draw, draw)  # (W, C, D)
+            diag_value = _exp_diagonal(raw, tables["diag"])  # (W, C): L_ii on the diagonal channels, 1 elsewhere
+            dpacked = torch.where(tables["diag"][:, None], diag_value[:, :, None] * draw, draw)  # (W, C, D)
             dL = (dpacked.transpose(1, 2).reshape(-1, dpacked.shape[1]) @ tables["unpack"]).reshape(w, self.n_dim, n, n)
             dLLt = torch.bmm(dL.reshape(w, -1, n), L.transpose(1, 2)).reshape(w, self.n_dim, n, n)  # dL_d L^T
             dA = dLLt + dLLt.transpose(-1, -2)
@@ -606,13 +612,18 @@ class GridInterpolant(torch.nn.Module):
     def _factor(self, raw: torch.Tensor, tables: dict) -> torch.Tensor:
         """Lower-triangular ``L (W, N, N)`` from packed channels ``(W, C)``: ``exp`` of the diagonal ones."""
         n = self.value_shape[0]
-        entries = torch.where(tables["diag"], torch.exp(raw), raw)
+        entries = torch.where(tables["diag"], _exp_diagonal(raw, tables["diag"]), raw)
         return (entries @ tables["unpack"]).reshape(raw.shape[0], n, n)
 
     def extra_repr(self) -> str:
         kinds = ["periodic" if p else "bounded" for p in self.periodic]
         return (f"n_dim={self.n_dim}, n_points={self.n_points}, {kinds}, value_shape={self.value_shape}, "
                 f"method={self.method!r}, extrapolation={self.extrapolation!r}, positive_definite={self.positive_definite}")
+
+
+def _exp_diagonal(raw: torch.Tensor, diag: torch.Tensor) -> torch.Tensor:
+    """``exp`` of the diagonal channels and 1 elsewhere (no overflow, hence no NaN gradient, off the diagonal)."""
+    return torch.exp(torch.where(diag, raw, torch.zeros_like(raw)))
 
 
 def _gram(L: torch.Tensor) -> torch.Tensor:
