@@ -75,7 +75,7 @@ def test_kernel_table_of_a_linear_map_reproduces_its_constant_mass():
     data = load("three-atom", n=2000, seed=0)
     cg_map = parse_map("linear:1", n_atoms=3)  # Cartesian position of the vertex atom: A = I / m_b
     closed = mass_function(cg_map, data, consistency=False)
-    kernel = mass_function(cg_map, data, kind="kernel", consistency=False)
+    kernel = mass_function(cg_map, data, kind="kernel", consistency=False, tabulate=False)
     assert closed.kind == "constant" and kernel.kind == "kernel"
     q = cg_map(torch.as_tensor(data.positions[:50], dtype=torch.float64)) + 0.01
     expected = torch.eye(3, dtype=torch.float64) / data.masses[1]
@@ -96,13 +96,53 @@ def test_triangle_map_gets_the_closed_form_mass_and_it_round_trips_through_a_dic
     assert torch.equal(again(q), mass(q)) and again.consistency == mass.consistency
 
 
-def test_alanine_phi_psi_mass_comes_from_data_with_a_consistency_score():
+def test_alanine_phi_psi_mass_comes_from_data_with_a_consistency_score_and_is_tabulated():
     data = load("alanine-dipeptide").select_frames(slice(0, 3000))
     mass = mass_function(data.map(), data)
-    assert mass.kind == "kernel"
+    assert mass.kind == "grid"
     assert mass.consistency["verdict"] == "inconsistent" and 0 < mass.consistency["score"] < 10
     q = torch.tensor([[-1.5, 1.5], [np.pi, -np.pi]], dtype=torch.float64)
     assert torch.allclose(mass(q[1:]), mass(q[1:] + 2 * np.pi))
+    # the table is the kernel table to ~1e-5 relative, with exact derivatives of itself
+    kernel = mass_function(data.map(), data, consistency=False, tabulate=False)
+    q = torch.rand(200, 2, dtype=torch.float64) * 2 * np.pi - np.pi
+    rel = torch.linalg.matrix_norm(mass(q) - kernel(q)) / torch.linalg.matrix_norm(kernel(q))
+    assert float(rel.max()) < 1e-4
+    a, da = mass.value_and_derivative(q)
+    eps = 1e-6
+    for k in range(2):
+        dq = torch.zeros_like(q)
+        dq[:, k] = eps
+        fd = (mass(q + dq) - mass(q - dq)) / (2 * eps)
+        assert torch.allclose(da[..., k], fd, atol=1e-6 * float(a.abs().max()))
+    again = mass_model_from_dict(mass.to_dict())
+    assert again.kind == "grid" and torch.equal(again(q), mass(q))
+
+
+def test_triangle_mass_derivative_is_the_closed_form_of_autodiff():
+    from latentlab.maps.mass_model import MassModel
+
+    mass = TriangleMass([1 / 12.0, 1 / 14.0, 1 / 16.0])
+    q = torch.rand(50, 3, dtype=torch.float64) * torch.tensor([0.2, 0.2, 1.6]) + torch.tensor([0.3, 0.3, -0.8])
+    a1, d1 = mass.value_and_derivative(q)
+    a2, d2 = MassModel.value_and_derivative(mass, q)  # generic forward-mode AD
+    assert torch.equal(a1, a2) and torch.allclose(d1, d2, rtol=1e-12, atol=1e-12)
+
+
+def test_support_prior_table_matches_the_kernel_and_its_closed_form_gradient(three_atom_model):
+    from latentlab.potentials import CGPotential
+
+    torch.manual_seed(0)
+    q = torch.randn(4000, 2, dtype=torch.float64) * 0.3
+    pot = CGPotential.from_data(q, hidden=(8,), support=True)
+    assert pot.support.table is not None
+    probe = q[:300] * 1.2  # inside the table's box (the kernel centres +- 3 bandwidths); outside it l is linear
+    l_table, l_kernel = pot.support.log_density(probe), pot.support.kernel_log_density(probe)
+    assert float((l_table - l_kernel).abs().max()) < 1e-3
+    v, g = pot.energy_and_gradient(probe)
+    pr = probe.clone().requires_grad_(True)
+    (g_auto,) = torch.autograd.grad(pot(pr).sum(), pr)
+    assert torch.allclose(v, pot(probe)) and torch.allclose(g, g_auto)
 
 
 def test_auto_gamma_gives_the_target_friction_rate():

@@ -15,7 +15,10 @@ dynamics needs a function of ``Q`` alone (docs/theory.md sections 1 and 4).  Thr
   bandwidth ``h`` one bin width.  A convex combination of positive-definite matrices is positive
   definite; the softmax never underflows (far from the data it picks the nearest bins); it is smooth
   in Q.  For an inconsistent map (phi/psi of alanine dipeptide) this is the best function of Q alone,
-  and the map's consistency score is stored with it.
+  and the map's consistency score is stored with it;
+* :class:`GridMass` — the kernel table tabulated once on a fine grid (up to 3 coordinates): a
+  cubic B-spline of its Cholesky factor (:class:`latentlab.interpolation.GridInterpolant`), positive
+  definite everywhere, with exact ``dA/dQ`` from one table lookup instead of a sum over every bin.
 
 Every model has :meth:`MassModel.logdet` (the one ``ln det A`` of the library), :meth:`MassModel.grad_logdet`
 and :meth:`MassModel.value_and_derivative` (``A`` and ``dA/dQ`` together, what the sampler needs), and
@@ -104,6 +107,27 @@ class TriangleMass(MassModel):
         if key not in self._cast:
             self._cast[key] = self.inverse_masses.to(dtype=Q.dtype, device=Q.device)
         return triangle_mass_matrix(Q, self._cast[key])
+
+    def value_and_derivative(self, Q):
+        """A and its closed-form derivative ``dA[w, i, j, k] = dA_ij / dQ_k`` (no automatic differentiation)."""
+        key = (Q.dtype, Q.device)
+        if key not in self._cast:
+            self._cast[key] = self.inverse_masses.to(dtype=Q.dtype, device=Q.device)
+        ia, ib, ic = self._cast[key]
+        r1, r2, c = Q[:, 0], Q[:, 1], Q[:, 2]
+        s = 1.0 - c * c
+        t = ia / r1**2 + ic / r2**2 + ib * (1.0 / r1**2 + 1.0 / r2**2 - 2.0 * c / (r1 * r2))
+        z = torch.zeros_like(r1)
+        d12 = (z, z, ib.expand_as(r1))
+        d13 = (z, -s * ib / r2**2, -2.0 * c * ib / r2)
+        d23 = (-s * ib / r1**2, z, -2.0 * c * ib / r1)
+        d33 = (s * (-2.0 * ia / r1**3 + ib * (-2.0 / r1**3 + 2.0 * c / (r1**2 * r2))),
+               s * (-2.0 * ic / r2**3 + ib * (-2.0 / r2**3 + 2.0 * c / (r1 * r2**2))),
+               -2.0 * c * t - 2.0 * s * ib / (r1 * r2))
+        zero = (z, z, z)
+        rows = [zero, d12, d13, d12, zero, d23, d13, d23, d33]  # entries (i, j) in row-major order, each (d/dr1, d/dr2, d/dcos)
+        dA = torch.stack([torch.stack(d, -1) for d in rows], 1).reshape(-1, 3, 3, 3)
+        return triangle_mass_matrix(Q, self._cast[key]), dA
 
     def to_dict(self):
         return {"kind": self.kind, "inverse_masses": self.inverse_masses.clone(), "consistency": self.consistency}
@@ -226,6 +250,50 @@ class _KernelAverage(torch.autograd.Function):
         return gQ, None, None, None, None, None
 
 
+class GridMass(MassModel):
+    """A tabulated A(Q): a :class:`latentlab.interpolation.GridInterpolant` of ``(N, N)`` positive-definite matrices."""
+
+    kind = "grid"
+
+    def __init__(self, table):
+        from latentlab.interpolation import GridInterpolant
+
+        self.table = table if isinstance(table, GridInterpolant) else GridInterpolant.from_dict(table)
+        if not self.table.positive_definite:
+            fail("table", "does not hold positive-definite matrices", "tabulate A(Q) with positive_definite=True")
+
+    def __call__(self, Q):
+        return self.table(Q)
+
+    def value_and_derivative(self, Q):
+        return self.table.value_and_jacobian(Q)
+
+    def to_dict(self):
+        return {"kind": self.kind, "table": self.table.to_dict(), "consistency": self.consistency}
+
+    def describe(self):
+        return f"tabulated A(Q) on a {'x'.join(str(n) for n in self.table.n_points)} grid (Cholesky B-spline)"
+
+
+def tabulate_mass(mass: MassModel, n_points=None) -> MassModel:
+    """A :class:`GridMass` of a kernel table with up to 3 coordinates (any other model is returned as it is).
+
+    The grid spans the bin centres +- 3 bandwidths (the whole circle for periodic coordinates); outside it
+    A levels off (``extrapolation="constant"``).
+    """
+    if not isinstance(mass, KernelMass) or mass.centres.shape[1] > 3:
+        return mass
+    from latentlab.interpolation import GridInterpolant
+
+    lo, hi = mass.centres.amin(0) - 3 * mass.bandwidth, mass.centres.amax(0) + 3 * mass.bandwidth
+    bounds = [None if p else (float(a), float(b)) for p, a, b in zip(mass.periodic, lo, hi)]
+    table = GridInterpolant.from_function(mass.reference, bounds, mass.periodic, n_points, extrapolation="constant",
+                                          positive_definite=True)
+    grid = GridMass(table)
+    grid.consistency = mass.consistency
+    return grid
+
+
 def mass_model_from_dict(d: dict) -> MassModel:
     """Rebuild a mass model from :meth:`MassModel.to_dict` output (as stored in model files)."""
     if not isinstance(d, dict) or "kind" not in d:
@@ -237,6 +305,8 @@ def mass_model_from_dict(d: dict) -> MassModel:
         m = ConstantMass(d["matrix"])
     elif kind == "kernel":
         m = KernelMass(d["centres"], d["values"], d["counts"], d["bandwidth"], d["periodic"])
+    elif kind == "grid":
+        m = GridMass(d["table"])
     else:
         fail("mass_model", f"unknown kind {kind!r}", "use a model file written by this latentlab")
     m.consistency = d.get("consistency")
@@ -267,7 +337,8 @@ def closed_form_mass(cg_map, masses) -> MassModel | None:
 
 
 def build_mass_model(cg_map, positions=None, masses=None, *, weights=None, bins: int | None = None,
-                     max_frames: int = 20000, consistency: bool = True, kind: str = "auto") -> MassModel:
+                     max_frames: int = 20000, consistency: bool = True, kind: str = "auto",
+                     tabulate: bool = True) -> MassModel:
     """The effective mass A(Q) for latent dynamics with ``cg_map``.
 
     Parameters
@@ -286,6 +357,8 @@ def build_mass_model(cg_map, positions=None, masses=None, *, weights=None, bins:
         Compute the map's level-set consistency score (:func:`latentlab.consistency.check_consistency`, on up
         to 200 frames) and store it as ``.consistency``.
     kind : {"auto", "closed-form", "kernel"}
+    tabulate : bool
+        Return a kernel table with up to 3 coordinates as a :class:`GridMass` (:func:`tabulate_mass`).
 
     Returns
     -------
@@ -324,4 +397,4 @@ def build_mass_model(cg_map, positions=None, masses=None, *, weights=None, bins:
         report = check_consistency(cg_map, sub, masses, n_level_set_frames=min(100, sub.shape[0]))
         model.consistency = {**(model.consistency or {}), "score": report.score, "verdict": report.verdict(),
                              "binned_median": report.binned.get("median")}
-    return model
+    return tabulate_mass(model) if tabulate else model

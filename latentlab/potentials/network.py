@@ -12,6 +12,7 @@ feature ``(T - T_ref) / 100 K`` to the input, giving ``W(theta, T, Q)``.
 
 from __future__ import annotations
 
+import copy
 from typing import Sequence
 
 import torch
@@ -52,12 +53,15 @@ class CGPotential(nn.Module):
         Number of independently initialised MLPs whose mean is V (an ensemble; 1 = a single MLP).
     support_bins : int
         Size of the data-support prior's kernel table (0: none); filled by :meth:`from_data`.
+    support_table : dict, optional
+        Layout of the support prior's tabulated log density (:meth:`SupportPrior.table_config`).
     """
 
     def __init__(self, n_cg: int, *, periodic: Sequence[bool] | None = None, mean=None, std=None,
                  hidden: Sequence[int] = (128, 128, 128), activation: str = "silu", temperature: float = 300.0,
                  temperature_conditioning: bool = False, names: Sequence[str] | None = None,
-                 units: Sequence[str] | None = None, n_members: int = 1, support_bins: int = 0):
+                 units: Sequence[str] | None = None, n_members: int = 1, support_bins: int = 0,
+                 support_table: dict | None = None):
         super().__init__()
         if int(n_cg) < 1:
             fail("n_cg", f"got {n_cg}", "give the number of CG coordinates (>= 1)")
@@ -91,7 +95,7 @@ class CGPotential(nn.Module):
         self.register_buffer("mean", vec(mean, 0.0, "mean"))
         self.register_buffer("std", std_t)
         self.walls = HarmonicWalls(n)
-        self.support = SupportPrior(n, support_bins, self.periodic)
+        self.support = SupportPrior(n, support_bins, self.periodic, support_table)
         n_in = sum(2 if p else 1 for p in self.periodic) + (1 if self.temperature_conditioning else 0)
 
         def mlp():
@@ -109,13 +113,14 @@ class CGPotential(nn.Module):
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_data(cls, Q, *, periodic: Sequence[bool] | None = None, temperature: float = 300.0, prior: bool = True,
-                  wall_range=None, support: bool = False, support_quantile: float = 0.02, weights=None,
+                  wall_range=None, support=False, support_quantile: float = 0.02, weights=None,
                   **kwargs) -> "CGPotential":
         """A model standardised to training coordinates ``Q (n_frames, n_cg)``, with its priors.
 
         ``prior``: walls at ``wall_range = (lo, hi)`` (arrays of shape (n_cg,)), by default the range of ``Q``
         (pass the range of all the data so that no data point is walled off); ``support``: also the
-        data-support prior of ``Q`` (frame ``weights`` optional).
+        data-support prior of ``Q`` (frame ``weights`` optional), or a :class:`SupportPrior` built already
+        (trainers build it once and reuse it for every fresh model).
         """
         q = as_tensor(Q, "Q", dtype=torch.float64)
         if q.dim() != 2 or q.shape[0] < 2:
@@ -126,9 +131,14 @@ class CGPotential(nn.Module):
         mean = torch.where(per_t, torch.zeros(n, dtype=torch.float64), q.mean(0))
         std = torch.where(per_t, torch.ones(n, dtype=torch.float64), q.std(0))
         kT = KB * float(temperature)
-        sup = SupportPrior.from_data(q, per, kT, support_quantile, weights) if prior and support else None
+        sup = None
+        if prior and isinstance(support, SupportPrior):
+            sup = copy.deepcopy(support)
+        elif prior and support:
+            sup = SupportPrior.from_data(q, per, kT, support_quantile, weights)
         model = cls(n, periodic=per, mean=mean, std=std, temperature=temperature,
-                    support_bins=0 if sup is None else sup.n_bins, **kwargs)
+                    support_bins=0 if sup is None else sup.n_bins,
+                    support_table=None if sup is None else sup.table_config(), **kwargs)
         if prior:
             model.walls = HarmonicWalls.around(q, per, kT, wall_range)
         if sup is not None:
@@ -140,7 +150,8 @@ class CGPotential(nn.Module):
         return {"n_cg": self.n_cg, "periodic": list(self.periodic), "hidden": list(self.hidden),
                 "activation": self.activation, "temperature": self.temperature,
                 "temperature_conditioning": self.temperature_conditioning, "names": list(self.names),
-                "units": list(self.units), "n_members": self.n_members, "support_bins": self.support.n_bins}
+                "units": list(self.units), "n_members": self.n_members, "support_bins": self.support.n_bins,
+                "support_table": self.support.table_config()}
 
     @property
     def kT(self) -> float:
@@ -149,18 +160,20 @@ class CGPotential(nn.Module):
 
     # ------------------------------------------------------------------ evaluation
     def features(self, Q: torch.Tensor, temperature=None) -> torch.Tensor:
-        """Network input ``(n_walkers, n_features)`` from ``Q (n_walkers, n_cg)``."""
-        parts = []
-        for i, per in enumerate(self.periodic):
-            q = Q[:, i]
-            if per:
-                parts += [torch.sin(q), torch.cos(q)]
-            else:
-                parts.append((q - self.mean[i].to(q)) / self.std[i].to(q))
+        """Network input ``(n_walkers, n_features)`` from ``Q (n_walkers, n_cg)``: per coordinate ``(q - mean)/std``,
+        or ``(sin q, cos q)`` for a periodic one, in coordinate order."""
+        if not any(self.periodic):
+            x = (Q - self.mean.to(Q)) / self.std.to(Q)
+        else:
+            parts = []
+            for i, per in enumerate(self.periodic):
+                q = Q[:, i]
+                parts += [torch.sin(q), torch.cos(q)] if per else [(q - self.mean[i].to(q)) / self.std[i].to(q)]
+            x = torch.stack(parts, dim=-1)
         if self.temperature_conditioning:
             t = self._temperature(temperature, Q)
-            parts.append((t - self.temperature) / TEMPERATURE_SCALE)
-        return torch.stack(parts, dim=-1)
+            x = torch.cat([x, ((t - self.temperature) / TEMPERATURE_SCALE)[:, None]], dim=-1)
+        return x
 
     def _temperature(self, temperature, Q):
         if temperature is None:
@@ -176,6 +189,17 @@ class CGPotential(nn.Module):
         if Q.dim() != 2 or Q.shape[1] != self.n_cg:
             fail("Q", f"has shape {tuple(Q.shape)}, expected (n_walkers, {self.n_cg})", "pass CG coordinates")
         return self.member_energies(Q, temperature).mean(-1) + self.prior_energy(Q)
+
+    def energy_and_gradient(self, Q: torch.Tensor, temperature=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``V (W,)`` and ``grad_Q V (W, n_cg)`` without tracking: autograd through the networks only, the priors'
+        gradients in closed form (the sampler's one evaluation per step)."""
+        with torch.enable_grad():
+            q = Q.detach().requires_grad_(True)
+            v = self.member_energies(q, temperature).mean(-1)
+            (g,) = torch.autograd.grad(v.sum(), q)
+        vw, gw = self.walls.energy_and_gradient(Q)
+        vs, gs = self.support.energy_and_gradient(Q)
+        return v.detach() + vw + vs, g + gw + gs
 
     def prior_energy(self, Q: torch.Tensor) -> torch.Tensor:
         """Walls plus data-support prior, ``(n_walkers,)`` kJ/mol (independent of the weights)."""
@@ -209,6 +233,9 @@ class _AtTemperature(nn.Module):
 
     def forward(self, Q: torch.Tensor) -> torch.Tensor:
         return self.potential(Q, self.temperature)
+
+    def energy_and_gradient(self, Q: torch.Tensor):
+        return self.potential.energy_and_gradient(Q, self.temperature)
 
 
 def upgrade_state_dict(state: dict) -> dict:

@@ -14,7 +14,10 @@ force field:
     table, Gaussian kernels of one bin width, periodic-aware) and ``l*`` its 2 % quantile over the
     training frames: zero where the data are dense, rising where they are sparse or absent, in any
     number of dimensions (the walls only box each coordinate).  Where frames exist force matching can
-    cancel it; where none exist it keeps the walkers out.
+    cancel it; where none exist it keeps the walkers out.  For up to 3 coordinates ``l(Q)`` is
+    tabulated once on a fine grid (:class:`latentlab.interpolation.GridInterpolant`, a cubic B-spline
+    with exact derivatives): a lookup per walker instead of a sum over hundreds of kernels (the
+    prior cost 26 ms of a 51 ms step with 1024 walkers on chignolin before).
 
 Shapes: ``Q (n_walkers, n_cg)`` -> energies ``(n_walkers,)`` kJ/mol.
 """
@@ -27,6 +30,7 @@ import torch
 from torch import nn
 
 from latentlab.binning import binned_means
+from latentlab.interpolation import GridInterpolant
 
 #: Wall stiffness in units of kT / std^2 (the wall costs 0.5 kT at 10 % of a std outside the data range).
 WALL_STIFFNESS = 1.0 / 0.1**2
@@ -51,11 +55,20 @@ class HarmonicWalls(nn.Module):
         self.register_buffer("hi", full(hi, math.inf))
         self.register_buffer("k", full(k, 0.0))
 
-    def forward(self, Q: torch.Tensor) -> torch.Tensor:
+    def _outside(self, Q):
         lo, hi, k = self.lo.to(Q), self.hi.to(Q), self.k.to(Q)
         below = torch.where(torch.isfinite(lo), torch.clamp(lo - Q, min=0.0), torch.zeros_like(Q))
         above = torch.where(torch.isfinite(hi), torch.clamp(Q - hi, min=0.0), torch.zeros_like(Q))
+        return below, above, k
+
+    def forward(self, Q: torch.Tensor) -> torch.Tensor:
+        below, above, k = self._outside(Q)
         return 0.5 * (k * (below**2 + above**2)).sum(-1)
+
+    def energy_and_gradient(self, Q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Energy ``(W,)`` and its gradient ``(W, n_cg)`` in closed form."""
+        below, above, k = self._outside(Q)
+        return 0.5 * (k * (below**2 + above**2)).sum(-1), k * (above - below)
 
     @classmethod
     def around(cls, Q: torch.Tensor, periodic, kT: float, wall_range=None) -> "HarmonicWalls":
@@ -77,9 +90,11 @@ class SupportPrior(nn.Module):
     n_bins : int
         Number of occupied bins of the kernel table (0: the prior is off).
     periodic : sequence of bool
+    table : dict, optional
+        Layout of the tabulated ``l(Q)`` (:meth:`table_config`); its values come from the state dict.
     """
 
-    def __init__(self, n_cg: int, n_bins: int = 0, periodic=None):
+    def __init__(self, n_cg: int, n_bins: int = 0, periodic=None, table: dict | None = None):
         super().__init__()
         self.n_bins = int(n_bins)
         self.register_buffer("centres", torch.zeros(self.n_bins, n_cg, dtype=torch.float64))
@@ -89,10 +104,17 @@ class SupportPrior(nn.Module):
         self.register_buffer("k", torch.zeros((), dtype=torch.float64))
         per = [False] * n_cg if periodic is None else [bool(p) for p in periodic]
         self.register_buffer("periodic_mask", torch.tensor(per, dtype=torch.bool))
+        self.table = None
+        if table is not None:
+            padded = [n + (3 if p else 2) for n, p in zip(table["n_points"], table["periodic"])]
+            self.table = GridInterpolant(torch.zeros(padded + [1], dtype=torch.float64), table["bounds"],
+                                         table["periodic"], table["n_points"], method=table["method"],
+                                         extrapolation=table["extrapolation"])
 
     @classmethod
-    def from_data(cls, Q: torch.Tensor, periodic, kT: float, quantile: float = 0.02, weights=None) -> "SupportPrior":
-        """The prior of the data ``Q (n_frames, n_cg)`` (frame ``weights`` optional)."""
+    def from_data(cls, Q: torch.Tensor, periodic, kT: float, quantile: float = 0.02, weights=None,
+                  tabulate: bool = True) -> "SupportPrior":
+        """The prior of the data ``Q (n_frames, n_cg)`` (frame ``weights`` optional), tabulated when ``n_cg <= 3``."""
         n = Q.shape[1]
         bins = SUPPORT_BINS.get(n, 5)
         ones = torch.ones(Q.shape[0], 1, dtype=torch.float64)
@@ -101,16 +123,42 @@ class SupportPrior(nn.Module):
         prior.centres.copy_(centres)
         prior.logw.copy_(torch.log(counts))
         prior.h.copy_(width)
-        prior.level.fill_(float(torch.quantile(prior.log_density(Q), quantile)))
+        if tabulate and n <= 3:
+            prior.tabulate()
+        prior.level.fill_(float(torch.quantile(prior.log_density(Q.to(torch.float64)), quantile)))
         prior.k.fill_(float(kT))  # kT per (unit of log density)^2
         return prior
 
-    def log_density(self, Q: torch.Tensor) -> torch.Tensor:
-        """Log kernel density of the training data at ``Q``, ``(n_walkers,)`` (up to a constant)."""
+    def kernel_log_density(self, Q: torch.Tensor) -> torch.Tensor:
+        """Log kernel density of the training data at ``Q``, ``(n_walkers,)`` (up to a constant), by the kernel sum."""
         c, h = self.centres.to(Q), self.h.to(Q)
         delta = Q[:, None, :] - c[None]  # (W, B, N)
         delta = torch.where(self.periodic_mask.to(Q.device), 2.0 * torch.sin(0.5 * delta), delta)
         return torch.logsumexp(self.logw.to(Q) - 0.5 * ((delta / h) ** 2).sum(-1), dim=-1)
+
+    def log_density(self, Q: torch.Tensor) -> torch.Tensor:
+        """Log kernel density of the training data at ``Q``, ``(n_walkers,)``: the table when there is one."""
+        if self.table is not None:
+            return self.table(Q)
+        return self.kernel_log_density(Q)
+
+    def tabulate(self, n_points=None) -> None:
+        """Tabulate ``l(Q)`` on a grid over the kernel centres +- 3 bandwidths (the whole circle for periodic
+        coordinates); outside it ``l`` continues linearly (the prior keeps rising; the walls take over)."""
+        if self.n_bins == 0 or self.centres.shape[1] > 3:
+            return
+        per = self.periodic_mask.tolist()
+        lo, hi = self.centres.amin(0) - 3 * self.h, self.centres.amax(0) + 3 * self.h
+        bounds = [None if p else (float(a), float(b)) for p, a, b in zip(per, lo, hi)]
+        self.table = GridInterpolant.from_function(self.kernel_log_density, bounds, per, n_points,
+                                                   extrapolation="linear")
+
+    def table_config(self) -> dict | None:
+        """Layout of the table (no values), for the potential's configuration."""
+        if self.table is None:
+            return None
+        return {k: v for k, v in self.table.to_dict().items() if k in ("bounds", "periodic", "n_points", "method",
+                                                                         "extrapolation")}
 
     def forward(self, Q: torch.Tensor) -> torch.Tensor:
         if self.n_bins == 0:
@@ -118,3 +166,18 @@ class SupportPrior(nn.Module):
         gap = torch.clamp(self.level.to(Q) - self.log_density(Q), min=0.0)
         return 0.5 * self.k.to(Q) * gap**2
 
+    def energy_and_gradient(self, Q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Energy ``(W,)`` and gradient ``(W, n_cg)``: one table lookup with its exact derivative when tabulated."""
+        if self.n_bins == 0:
+            return Q.new_zeros(Q.shape[0]), torch.zeros_like(Q)
+        if self.table is not None:
+            l, dl = self.table.value_and_grad(Q)
+        else:
+            with torch.enable_grad():
+                q = Q.detach().requires_grad_(True)
+                lq = self.kernel_log_density(q)
+                (dl,) = torch.autograd.grad(lq.sum(), q)
+            l = lq.detach()
+        k = self.k.to(Q)
+        gap = torch.clamp(self.level.to(Q) - l, min=0.0)
+        return 0.5 * k * gap**2, -k * gap[:, None] * dl

@@ -100,7 +100,8 @@ class Simulation:
         Accept/reject each Hamiltonian step (GHMC; exact for any dt).
     dtype : torch dtype of the walkers (float64 default).
     potential_dtype : torch dtype of the network, optional
-        E.g. float32: the MLP in single precision (about 2x faster), the walkers in ``dtype``.
+        Default: the precision the network was trained in (float32 for trained models: about 2x faster
+        than float64 and exactly what training fitted); the walkers stay in ``dtype``.
     reporters : sequence of reporters
         Called every ``reporter.interval`` steps (:mod:`latentlab.simulation.reporters`).
     """
@@ -110,11 +111,15 @@ class Simulation:
                  metropolis: bool = False, dtype=torch.float64, potential_dtype=None, reporters=()):
         if int(n_walkers) < 1:
             fail("n_walkers", f"got {n_walkers}", "use at least 1 walker")
-        self.model = model
         self.temperature = check_positive(temperature if temperature is not None else model.temperature,
                                           "temperature", "K")
         self.device = torch.device(device)
-        potential = _frozen(model.energy_function(self.temperature), self.device, potential_dtype or dtype)
+        model = tabulated(model)
+        self.model = model
+        energy = model.energy_function(self.temperature)
+        if potential_dtype is None:
+            potential_dtype = next((p.dtype for p in model.potential.parameters()), dtype)
+        potential = _frozen(energy, self.device, potential_dtype)
         q0 = _inside_bounds(start_points(model, int(n_walkers), start, seed), model.bounds, model.periodic)
         self.gamma_requested = gamma
         if gamma is None:
@@ -288,6 +293,30 @@ class _Cast(torch.nn.Module):
 
     def forward(self, Q):
         return self.potential(Q.to(self.net_dtype)).to(self.dtype)
+
+    def energy_and_gradient(self, Q):
+        v, g = self.potential.energy_and_gradient(Q.to(self.net_dtype))
+        return v.to(self.dtype), g.to(self.dtype)
+
+
+def tabulated(model):
+    """The model with its fixed functions of up to 3 coordinates tabulated (support prior, kernel A(Q)).
+
+    Models trained by this latentlab carry their tables already; models of 0.1.0 get them here, once.
+    """
+    from dataclasses import replace
+
+    from latentlab.maps.mass_model import tabulate_mass
+
+    mass = tabulate_mass(model.mass)
+    support = getattr(model.potential, "support", None)
+    if support is None or support.table is not None or support.n_bins == 0 or model.n_cg > 3:
+        return model if mass is model.mass else replace(model, mass=mass)
+    import copy
+
+    potential = copy.deepcopy(model.potential)
+    potential.support.tabulate()
+    return replace(model, potential=potential, mass=mass)
 
 
 def _frozen(potential, device, dtype):

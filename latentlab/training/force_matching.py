@@ -135,6 +135,11 @@ class ForceMatching(Objective):
         self.Q_fit = self.Q[split.fit.to(self.Q.device)].double().cpu()
         self.w_fit = None if ds.weights is None else ds.weights[split.fit.numpy()]
         self.g_prior = self.scale = None
+        self.support = None
+        if trainer.prior and trainer.support_prior:  # built (and tabulated) once, copied into every fresh model
+            from latentlab.potentials.priors import SupportPrior
+
+            self.support = SupportPrior.from_data(self.Q_fit, cg_map.periodic, ds.kT, weights=self.w_fit)
 
     def initial_potential(self, trainer):
         from latentlab.potentials.network import CGPotential
@@ -143,7 +148,7 @@ class ForceMatching(Objective):
         return CGPotential.from_data(self.Q_fit, periodic=cg_map.periodic, temperature=self.temperature,
                                      prior=trainer.prior, hidden=trainer.hidden, activation=trainer.activation,
                                      names=cg_map.names, units=cg_map.units, n_members=trainer.ensemble,
-                                     support=trainer.support_prior, weights=self.w_fit)
+                                     support=self.support if self.support is not None else False)
 
     def _priors(self, potential) -> None:
         if self.g_prior is None:  # the priors are fixed: their gradient is computed once
