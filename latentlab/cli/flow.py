@@ -36,6 +36,8 @@ def register(subparsers) -> None:
     t.add_argument("--n-weights", type=int, default=None, help="samples for tempering weights and the stage ESS")
     t.add_argument("--decoder", choices=["linear", "internal", "pseudo-atoms"], default=None,
                    help="molecules: internal coordinates (default) or the authors' pseudo-atom Cartesian map")
+    t.add_argument("--fast-covariance", choices=["diagonal", "full"], default=None,
+                   help="fast Gaussian: diagonal (the authors') or full (learned correlations); default: the system's")
     t.add_argument("--temperature", type=float, default=None, help="K (default: the system's)")
     t.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
     t.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="training precision")
@@ -119,7 +121,8 @@ def run_train(args) -> int:
                               tempering=args.tempering, beta0=args.beta0, delta_beta=args.delta_beta,
                               delta_kl=args.delta_kl, lr=args.lr, n_weights=args.n_weights, seed=args.seed)
     torch.manual_seed(args.seed)
-    flow = make_flow(system, args.slow_dims, decoder=args.decoder)
+    arch = {} if args.fast_covariance is None else {"fast_covariance": args.fast_covariance}
+    flow = make_flow(system, args.slow_dims, decoder=args.decoder, **arch)
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
     trainer = FlowTrainer(flow, system, settings, checkpoint=ckpt, resume=args.resume, device=device, dtype=dtype,
                           progress=not args.no_progress)

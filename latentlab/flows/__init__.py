@@ -39,7 +39,7 @@ from latentlab.flows.store import TrainedFlow, load_flow, save_flow, trained_fro
 from latentlab.flows.systems import SYSTEMS, FlowSystem, get_system
 from latentlab.flows.train import FlowTrainer, TrainSettings, kish_ess
 
-ARCHITECTURE_KEYS = ("bound", "layers", "hidden", "bins", "cond_hidden")
+ARCHITECTURE_KEYS = ("bound", "layers", "hidden", "bins", "cond_hidden", "fast_covariance")
 
 
 def make_flow(system, slow_dims: int | None = None, decoder: str | None = None, alpha: float | None = None,
@@ -55,7 +55,7 @@ def make_flow(system, slow_dims: int | None = None, decoder: str | None = None, 
         Molecules: ``internal`` (default) or ``pseudo-atoms`` (the authors' Cartesian map).
     alpha : float, optional
         Initial diagonal logit of the decoder's softmax matrix.
-    architecture : bound, layers, hidden, bins, cond_hidden
+    architecture : bound, layers, hidden, bins, cond_hidden, fast_covariance
     """
     d = system.defaults
     k = int(d["slow_dims"] if slow_dims is None else slow_dims)
@@ -67,7 +67,8 @@ def make_flow(system, slow_dims: int | None = None, decoder: str | None = None, 
         fail("architecture", f"unknown options {sorted(unknown)}", f"use {', '.join(ARCHITECTURE_KEYS)}")
     dec = system.make_decoder(k, decoder=decoder, alpha=alpha)
     return StructuredFlow(dec, k, bound=arch["bound"], layers=arch["layers"], hidden=tuple(arch["hidden"]),
-                          bins=arch["bins"], cond_hidden=tuple(arch["cond_hidden"]))
+                          bins=arch["bins"], cond_hidden=tuple(arch["cond_hidden"]),
+                          fast_covariance=arch["fast_covariance"])
 
 
 def train_settings(system, **overrides) -> TrainSettings:

@@ -141,11 +141,13 @@ class InternalDecoder(torch.nn.Module):
         IC index that latent dimension ``j`` starts on (the slow dimensions first).
     alpha : float
         Initial logits ``alpha`` on ``(ic, latent)`` pairs of ``latent_order``, 0 elsewhere.
+    window : array, shape=(D,), optional
+        Torsion windows (rad; default ``2 pi``; ``2 pi / 3`` for symmetric rotors such as methyl groups).
     """
 
     kind = "internal"
 
-    def __init__(self, zmatrix: ZMatrix, center, slope, latent_order, alpha: float = 10.0):
+    def __init__(self, zmatrix: ZMatrix, center, slope, latent_order, alpha: float = 10.0, window=None):
         super().__init__()
         self.zmatrix = zmatrix
         d = zmatrix.dim
@@ -159,6 +161,8 @@ class InternalDecoder(torch.nn.Module):
         self.register_buffer("ic_center", torch.as_tensor(np.asarray(center, dtype=np.float64)).to(torch.get_default_dtype()))
         self.register_buffer("ic_slope", torch.as_tensor(np.asarray(slope, dtype=np.float64)).to(torch.get_default_dtype()))
         self.register_buffer("latent_order", torch.as_tensor(order))
+        win = np.full(d, 2 * math.pi) if window is None else np.asarray(window, dtype=np.float64)
+        self.register_buffer("ic_window", torch.as_tensor(win).to(torch.get_default_dtype()))
         self._zt = ZMatrixTransform(zmatrix)
 
     @property
@@ -170,7 +174,7 @@ class InternalDecoder(torch.nn.Module):
         return self.linear.matrix
 
     def internal(self):
-        return InternalCoordinateTransform(self.ic_kind, self.ic_center, self.ic_slope)
+        return InternalCoordinateTransform(self.ic_kind, self.ic_center, self.ic_slope, self.ic_window)
 
     def forward(self):
         return compose(self.linear(), self.internal(), self._zt)
@@ -188,8 +192,8 @@ class InternalDecoder(torch.nn.Module):
     def default_slopes(zmatrix: ZMatrix, center) -> np.ndarray:
         """Slopes that make one latent unit ~ a thermal fluctuation at 300 K.
 
-        Bonds 2 % of their length, angles ~0.1 rad, offset torsions 0.2 rad, proper torsions 2 rad
-        (one latent unit of the slow box [-5, 5] then spans most of the circle: ``2 atan(5) = 157 deg``).
+        Bonds 2 % of their length, angles ~0.1 rad, offset torsions 0.2 rad, proper torsions 2 rad per
+        latent unit (times ``w / 2 pi`` for a torsion window ``w``).
         """
         kinds = zmatrix.kinds()
         center = np.asarray(center, dtype=np.float64)
@@ -227,10 +231,14 @@ class StructuredFlow(torch.nn.Module):
         Spline bins.
     cond_hidden : tuple of int
         Hidden widths of the MLP giving ``mu(z), log sigma(z)``.
+    fast_covariance : {"diagonal", "full"}
+        ``diagonal``: ``X = mu(z) + sigma(z) * eps`` (the authors' model).  ``full``:
+        ``X = mu(z) + L (sigma(z) * eps)`` with a learned unit lower-triangular ``L`` (``det L = 1``),
+        so the fast variables are correlated (covariance ``L diag(sigma^2) L^T``); still a Gaussian given ``z``.
     """
 
     def __init__(self, decoder, n_slow: int, bound: float = 5.0, layers: int = 6, hidden=(32, 32), bins: int = 8,
-                 cond_hidden=(32, 32)):
+                 cond_hidden=(32, 32), fast_covariance: str = "diagonal"):
         super().__init__()
         dim = decoder.dim
         if not 1 <= int(n_slow) <= dim:
@@ -253,8 +261,18 @@ class StructuredFlow(torch.nn.Module):
                                                            hidden_features=self.hidden))
         base = UnconditionalDistribution(_truncated_normal, torch.zeros(k), torch.ones(k),
                                          torch.full((k,), -self.bound), torch.full((k,), self.bound), buffer=True)
+        # zuko's convention is value -> base; here the spline layers run base -> value (the direction of
+        # sampling, which training needs at every step), so sampling costs one pass and the log-Jacobian
+        # comes with it; densities of given values use the inverse.
         self.slow = Flow(transforms, base)
         self.n_fast = self.dim - k
+        if fast_covariance not in ("diagonal", "full"):
+            fail("fast_covariance", f"got {fast_covariance!r}", "use 'diagonal' or 'full'")
+        self.fast_covariance = fast_covariance
+        if fast_covariance == "full" and self.n_fast > 1:
+            self.fast_tril = torch.nn.Parameter(torch.zeros(self.n_fast, self.n_fast))
+        else:
+            self.fast_tril = None
         if self.n_fast:
             self.fast = zuko.nn.MLP(k, 2 * self.n_fast, hidden_features=self.cond_hidden)
             with torch.no_grad():  # start at N(0, 1) for every z
@@ -268,7 +286,8 @@ class StructuredFlow(torch.nn.Module):
     def config(self) -> dict:
         """Plain data that rebuilds the architecture (with :meth:`from_config`)."""
         return {"n_slow": self.n_slow, "bound": self.bound, "layers": self.layers, "hidden": list(self.hidden),
-                "bins": self.bins, "cond_hidden": list(self.cond_hidden), "decoder": self.decoder.config()}
+                "bins": self.bins, "cond_hidden": list(self.cond_hidden), "fast_covariance": self.fast_covariance,
+                "decoder": self.decoder.config()}
 
     @classmethod
     def from_config(cls, cfg: dict) -> "StructuredFlow":
@@ -277,28 +296,65 @@ class StructuredFlow(torch.nn.Module):
             fail("flow", f"unknown decoder {dec_cfg.get('kind')!r}", f"use one of {', '.join(DECODERS)}")
         decoder = DECODERS[dec_cfg["kind"]].from_config(dec_cfg)
         return cls(decoder, cfg["n_slow"], cfg["bound"], cfg["layers"], tuple(cfg["hidden"]), cfg["bins"],
-                   tuple(cfg["cond_hidden"]))
+                   tuple(cfg["cond_hidden"]), cfg.get("fast_covariance", "diagonal"))
 
     # ------------------------------------------------------------------ pieces
-    def _fast_dist(self, z: torch.Tensor):
+    def _unit_tril(self) -> torch.Tensor:
+        return torch.tril(self.fast_tril, diagonal=-1) + torch.eye(self.n_fast, dtype=self.fast_tril.dtype,
+                                                                   device=self.fast_tril.device)
+
+    def _fast_sample(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(X, log q(X | z))``; with a full covariance ``X = mu + L (sigma eps)`` and ``log det L = 0``."""
         h = self.fast(z)
         mu, log_sigma = h[..., :self.n_fast], h[..., self.n_fast:]
-        return Independent(Normal(mu, torch.exp(log_sigma)), 1)
+        eps = torch.randn_like(mu)
+        log_q = Normal(torch.zeros_like(eps), torch.ones_like(eps)).log_prob(eps).sum(-1) - log_sigma.sum(-1)
+        dx = torch.exp(log_sigma) * eps
+        if self.fast_tril is not None:
+            dx = dx @ self._unit_tril().T
+        return mu + dx, log_q
+
+    def _fast_log_prob(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        h = self.fast(z)
+        mu, log_sigma = h[..., :self.n_fast], h[..., self.n_fast:]
+        dx = x - mu
+        if self.fast_tril is not None:
+            dx = torch.linalg.solve_triangular(self._unit_tril(), dx.unsqueeze(-1), upper=False,
+                                               unitriangular=True).squeeze(-1)
+        eps = dx * torch.exp(-log_sigma)
+        return Normal(torch.zeros_like(eps), torch.ones_like(eps)).log_prob(eps).sum(-1) - log_sigma.sum(-1)
+
+    def _slow_transform(self):
+        """Base box -> slow value (the composed spline layers, generative direction)."""
+        return self.slow.transform()
+
+    def slow_sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(z (n, k), log q(z) (n,))``, reparameterised."""
+        base = self.slow.base()
+        z0 = base.rsample((int(n),))
+        z, ladj = self._slow_transform().call_and_ladj(z0)
+        return z, base.log_prob(z0) - ladj
+
+    def slow_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """``log q(z)``, shape (n,), for slow values ``z (n, k)`` inside the box."""
+        t = self._slow_transform()
+        z0 = t.inv(z)
+        _, ladj = t.call_and_ladj(z0)
+        return self.slow.base().log_prob(z0) - ladj
 
     def sample_latent(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(z (n, k), X (n, D - k), log q(z, X) (n,))``, reparameterised (gradients flow)."""
-        z, log_qz = self.slow().rsample_and_log_prob((int(n),))
+        z, log_qz = self.slow_sample(n)
         if self.fast is None:
             return z, z.new_zeros(z.shape[0], 0), log_qz
-        fast = self._fast_dist(z)
-        x = fast.rsample()
-        return z, x, log_qz + fast.log_prob(x)
+        x, log_qx = self._fast_sample(z)
+        return z, x, log_qz + log_qx
 
     def latent_log_prob(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``log q(z) + log q(X | z)``, shape (n,)."""
-        lp = self.slow().log_prob(z)
+        lp = self.slow_log_prob(z)
         if self.fast is not None:
-            lp = lp + self._fast_dist(z).log_prob(x)
+            lp = lp + self._fast_log_prob(z, x)
         return lp
 
     # ------------------------------------------------------------------ public API
@@ -330,7 +386,7 @@ class StructuredFlow(torch.nn.Module):
     def decode(self, z: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
         """Coordinates ``y (n, D)`` for slow ``z (n, k)``; the fast part is drawn from ``q(X | z)`` unless given."""
         if self.fast is not None and x is None:
-            x = self._fast_dist(z).sample()
+            x = self._fast_sample(z)[0]
         elif x is None:
             x = z.new_zeros(z.shape[0], 0)
         return self.decoder()(torch.cat([z, x], dim=-1))

@@ -54,7 +54,7 @@ class SlowEncoder(torch.nn.Module):
 
             ic = internal_coordinates(dec.zmatrix, positions)
             u = dec.internal().inv(ic)
-            return torch.linalg.solve(dec.matrix, u.unsqueeze(-1)).squeeze(-1)
+            return u @ torch.linalg.inv(dec.matrix).T
         return dec().inv(self.system.coordinates(positions))
 
     def forward(self, flat: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,7 @@ SYSTEMS = ("double-well", "gaussian-mixture", "gaussian-mixture-20d", "alanine-d
 BASE_DEFAULTS = dict(
     slow_dims=1, batch=500, initial_steps=5000, steps=100, lr=1e-3, clip=10.0, beta0=0.01, delta_beta=0.05,
     delta_kl=0.1, n_weights=1000, layers=6, hidden=(32, 32), bins=8, bound=5.0, cond_hidden=(32, 32),
-    cap=1.0e4, max_stages=1000, decoder="linear",
+    cap=1.0e4, max_stages=1000, decoder="linear", fast_covariance="diagonal",
 )
 
 
@@ -126,7 +126,7 @@ class FlatSystem(FlowSystem):
     def make_decoder(self, n_slow: int, alpha: float | None = None, **options):
         from latentlab.flows.model import LinearDecoder
 
-        if options.get("decoder", "linear") != "linear":
+        if options.get("decoder") not in (None, "linear"):
             fail("decoder", f"got {options['decoder']!r} for an analytic system", "use 'linear'")
         if self._logits is not None and alpha is None:
             logits = torch.as_tensor(self._logits, dtype=torch.get_default_dtype())
@@ -283,7 +283,29 @@ class MoleculeSystem(FlowSystem):
         for pos in first:  # a slow torsion spans most of the circle within the box [-B, B]
             slope[pos] = 1.5
         rest = [i for i in range(zm.dim) if i not in first]
-        return InternalDecoder(zm, center, slope, first + rest, alpha=10.0 if alpha is None else alpha)
+        return InternalDecoder(zm, center, slope, first + rest, alpha=10.0 if alpha is None else alpha,
+                               window=self.torsion_windows())
+
+    def symmetric_rotors(self) -> list[int]:
+        """Z-matrix rows whose torsion turns a group of three hydrogens on one atom (a methyl group)."""
+        hydrogen = np.array([a.element is not None and a.element.symbol == "H" for a in self.topology.atoms])
+        nbr = {i: set() for i in range(self.n_atoms)}
+        for i, j in self.bonds:
+            nbr[int(i)].add(int(j))
+            nbr[int(j)].add(int(i))
+        rows = []
+        for k, ((d, c, b, a), proper) in enumerate(zip(self.zmatrix.rows, self.zmatrix.proper)):
+            group = nbr[int(c)] - {int(b)}
+            if proper and len(group) == 3 and all(hydrogen[list(group)]) and hydrogen[d]:
+                rows.append(k)
+        return rows
+
+    def torsion_windows(self) -> np.ndarray:
+        """Window width of every IC-vector entry: ``2 pi / 3`` for methyl rotors, ``2 pi`` otherwise."""
+        window = np.full(self.zmatrix.dim, 2 * math.pi)
+        for k in self.symmetric_rotors():
+            window[3 + 3 * k + 2] = 2 * math.pi / 3
+        return window
 
 
 def _phi_psi(positions: torch.Tensor, phi_idx, psi_idx) -> tuple[torch.Tensor, torch.Tensor]:

@@ -59,8 +59,16 @@ class StochasticMatrixTransform(_VectorTransform):
     def _call(self, u):
         return u @ self.matrix.T
 
+    @property
+    def inverse_matrix(self) -> torch.Tensor:
+        if not hasattr(self, "_inv_matrix"):
+            self._inv_matrix = torch.linalg.inv(self.matrix)
+        return self._inv_matrix
+
     def _inverse(self, y):
-        return torch.linalg.solve(self.matrix, y.unsqueeze(-1)).squeeze(-1)
+        # an explicit inverse and a matmul: linalg.solve with a batched right-hand side gives wrong
+        # Jacobians under torch.func.vmap(jacfwd(...)) in torch 2.13 (tests/test_flows.py checks the Jacobian)
+        return y @ self.inverse_matrix.T
 
     def call_and_ladj(self, u):
         return self._call(u), self._logdet.expand(u.shape[:-1])
@@ -104,7 +112,9 @@ class SoftmaxLinear(torch.nn.Module):
 
     def __init__(self, logits):
         super().__init__()
-        logits = torch.as_tensor(logits, dtype=torch.get_default_dtype())
+        logits = torch.as_tensor(logits)
+        if not logits.is_floating_point():
+            logits = logits.to(torch.get_default_dtype())
         if logits.dim() != 2 or logits.shape[0] != logits.shape[1]:
             fail("logits", f"has shape {tuple(logits.shape)}", "pass a square (D, D) matrix")
         self.logits = torch.nn.Parameter(logits.clone())
@@ -197,11 +207,22 @@ class InternalCoordinateTransform(_VectorTransform):
 
     * bond ``r = r0 exp(s u)`` (nm, > 0);
     * angle ``theta = pi sigmoid(logit(theta0 / pi) + s u)`` (rad, in (0, pi));
-    * torsion ``phi = phi0 + 2 atan(s u)`` (rad, the circle cut at ``phi0 + pi``).
+    * torsion ``phi = phi0 + (w / pi) atan(s u)`` (rad): the window ``(phi0 - w/2, phi0 + w/2)``;
+      ``w = 2 pi`` is the whole circle cut at ``phi0 + pi``; ``w = 2 pi / 3`` one well of a
+      symmetric three-fold rotor such as a methyl group (see Notes).
 
     ``u = 0`` gives the centre ``(r0, theta0, phi0)``; ``s`` is the slope in
     latent units (``dr/du = s r0``, ``dtheta/du ~ s theta0 (1 - theta0/pi)``,
-    ``dphi/du = 2 s`` at the centre).
+    ``dphi/du = s w / pi`` at the centre).
+
+    Notes
+    -----
+    Rotating a methyl group by 120 degrees permutes its three identical hydrogens: the
+    configuration is a relabelling with the same energy.  A flow restricted to one of the
+    three windows samples the Boltzmann density restricted to it, which is one third of the
+    whole and gives the same average for every observable that does not tell the three
+    hydrogens apart (all of latentlab's).  Without the window a Gaussian over one well leaks
+    rare samples into the two equivalent wells, where their importance weights explode.
 
     Parameters
     ----------
@@ -210,11 +231,14 @@ class InternalCoordinateTransform(_VectorTransform):
     center : tensor, shape=(D,)
         ``r0`` nm, ``theta0`` rad, ``phi0`` rad.
     slope : tensor, shape=(D,)
+    window : tensor, shape=(D,), optional
+        Width ``w`` of each torsion's window (rad; default ``2 pi``; ignored for bonds and angles).
     """
 
-    def __init__(self, kind, center, slope):
+    def __init__(self, kind, center, slope, window=None):
         super().__init__()
         self.kind, self.center, self.slope = kind, center, slope
+        self.window = torch.full_like(center, 2 * math.pi) if window is None else window
         self._bond = kind == BOND
         self._angle = kind == ANGLE
         self._tors = kind == TORSION
@@ -226,12 +250,13 @@ class InternalCoordinateTransform(_VectorTransform):
         r = c * torch.exp(torch.where(self._bond, su, torch.zeros_like(su)))
         a_logit = torch.logit(torch.where(self._angle, c / math.pi, torch.full_like(c, 0.5))) + su
         theta = math.pi * torch.sigmoid(a_logit)
-        phi = c + 2.0 * torch.atan(su)
+        half = self.window.to(u) / math.pi  # w / pi
+        phi = c + half * torch.atan(su)
         y = torch.where(self._bond, r, torch.where(self._angle, theta, phi))
         ladj_b = torch.log(s * c.abs().clamp_min(1e-30)) + su
         ladj_a = math.log(math.pi) + torch.log(s) + torch.nn.functional.logsigmoid(a_logit) + \
             torch.nn.functional.logsigmoid(-a_logit)
-        ladj_t = math.log(2.0) + torch.log(s) - torch.log1p(su * su)
+        ladj_t = torch.log(half * s) - torch.log1p(su * su)
         ladj = torch.where(self._bond, ladj_b, torch.where(self._angle, ladj_a, ladj_t))
         return y, ladj
 
@@ -249,7 +274,7 @@ class InternalCoordinateTransform(_VectorTransform):
         ua = (torch.logit(torch.where(self._angle, y / math.pi, 0.5 * one)) -
               torch.logit(torch.where(self._angle, c / math.pi, 0.5 * one))) / s
         d = torch.remainder(y - c + math.pi, 2.0 * math.pi) - math.pi  # (-pi, pi)
-        ut = torch.tan(0.5 * torch.where(self._tors, d, torch.zeros_like(d))) / s
+        ut = torch.tan(torch.where(self._tors, d * math.pi / self.window.to(y), torch.zeros_like(d))) / s
         return torch.where(self._bond, ub, torch.where(self._angle, ua, ut))
 
     @property
