@@ -36,6 +36,7 @@ import math
 
 import numpy as np
 
+from latentlab.binning import latent_box, regular_edges
 from latentlab.validation import fail
 
 
@@ -58,15 +59,9 @@ def _as_2d(x, argument):
 
 
 def _edges(reference, periodic, bins):
-    edges = []
-    for d in range(reference.shape[1]):
-        if periodic[d]:
-            edges.append(np.linspace(-math.pi, math.pi, bins + 1))
-        else:
-            lo, hi = reference[:, d].min(), reference[:, d].max()
-            pad = 0.05 * (hi - lo) if hi > lo else 0.5
-            edges.append(np.linspace(lo - pad, hi + pad, bins + 1))
-    return edges
+    """The comparison grid: the reference's box widened by 5 % per side (whole circle when periodic)."""
+    lo, hi = latent_box(reference, periodic, pad=0.05)
+    return regular_edges(lo, hi, bins)
 
 
 def _wrap(x, periodic):
@@ -175,6 +170,53 @@ def compare_latent(samples, reference, names=None, periodic=None, bins: int | No
             "n_samples": int(x.shape[0]), "n_reference": int(r.shape[0]), "names": names, "periodic": periodic}
 
 
+# ---------------------------------------------------------------------------- what to score against
+AGAINST = ("auto", "holdout", "all")
+
+
+def scoring_frames(training_frames: dict | None, dataset, against: str = "auto") -> tuple[np.ndarray, dict]:
+    """Frame indices of ``dataset`` to score a model against, and a description for reports.
+
+    Parameters
+    ----------
+    training_frames : dict or None
+        The model's record of its split (``model.training["frames"]``: ``n_frames``, ``train``, ``validation``,
+        ``holdout`` as ``[start, stop)`` ranges), or None for models without one.
+    dataset : Dataset
+        The reference.  For ``holdout`` it must be the data set the model was trained on (same frame count).
+    against : {"auto", "holdout", "all"}
+        ``auto``: the hold-out frames when the model has any, else all frames.
+
+    Returns
+    -------
+    frames : np.ndarray, shape=(n_scored,), int
+        In time order; the noise floor compares their first and second half.
+    info : dict
+        ``against`` (what was used), ``scored_frames``, ``training_frames`` (frames the model was fit on, or None).
+    """
+    from latentlab.training.splits import ranges_to_indices
+
+    if against not in AGAINST:
+        fail("--against", f"got {against!r}", f"use one of {', '.join(AGAINST)}")
+    record = training_frames or {}
+    held = ranges_to_indices(record.get("holdout") or [])
+    trained = None if not record else int(len(ranges_to_indices(record.get("train") or []))
+                                          + len(ranges_to_indices(record.get("validation") or [])))
+    if against == "auto":
+        against = "holdout" if len(held) else "all"
+    if against == "holdout":
+        if not len(held):
+            fail("--against", "the model was trained on every frame (no hold-out recorded)",
+                 "train with --holdout FRACTION to keep frames for scoring, or compare --against all")
+        if int(record.get("n_frames", -1)) != dataset.n_frames:
+            fail("--reference", f"the model's hold-out frames refer to a data set of {record.get('n_frames')} frames, "
+                 f"this one has {dataset.n_frames}", "pass the data set the model was trained on, or --against all")
+        frames = held
+    else:
+        frames = np.arange(dataset.n_frames)
+    return frames, {"against": against, "scored_frames": int(len(frames)), "training_frames": trained}
+
+
 # ---------------------------------------------------------------------------- figures
 def plot_comparison(samples, reference, names=None, periodic=None, units=None, out: str | None = None,
                     title: str | None = None, kT: float | None = None, bins: int = 50, stride: int | None = None):
@@ -182,7 +224,7 @@ def plot_comparison(samples, reference, names=None, periodic=None, units=None, o
 
     * 2 coordinates (e.g. phi/psi of alanine dipeptide): free-energy surfaces
       ``-ln p`` in kT (kJ/mol if ``kT`` is given) for reference and model, and their difference.
-    * 3 or more coordinates (the seed's Figure 1 for chignolin, ``(r1, r2, cos)``):
+    * 3 or more coordinates (Fig. 1 of Bruce et al. for chignolin, ``(r1, r2, cos)``):
       2-D probability histograms of every pair, reference row above model row,
       with strided reference points in red.
     * 1 coordinate: both free-energy profiles on one axis.
@@ -205,12 +247,10 @@ def plot_comparison(samples, reference, names=None, periodic=None, units=None, o
     scale, eunit = (kT, "kJ/mol") if kT else (1.0, "kT")
     label = [f"{nm} [{u}]" if u and u != "1" else nm for nm, u in zip(names, units)]
 
+    box_lo, box_hi = latent_box(r, periodic, pad=0.05)
+
     def rng(d):
-        if periodic[d]:
-            return (-math.pi, math.pi)
-        lo, hi = r[:, d].min(), r[:, d].max()
-        pad = 0.05 * (hi - lo)
-        return (lo - pad, hi + pad)
+        return (float(box_lo[d]), float(box_hi[d]))
 
     if n == 1:
         fig, ax = plt.subplots(figsize=(5, 3.5))

@@ -96,3 +96,49 @@ def test_cli_train_simulate_compare_and_the_eq9_bias_is_visible(tmp_path, capsys
     assert main(["train", "three-atom", "--frames", "500", "--out", old, "--epochs", "1", "--convention", "seed_eq9",
                  "--no-progress", "--json"]) == 0
     assert "deprecated; use eq9" in capsys.readouterr().err
+
+
+def test_a_perfect_model_scores_about_a_quarter_of_the_noise_floor():
+    """The ratio's scale (the size correction): the model is compared with all N scored frames, the floor compares
+    two halves of N/2, so a perfect model (samples from the reference's own density) scores 1/4 to leading order
+    for independent frames; higher orders push it up a little (0.30 +- 0.01 here: 4000 frames, 10 x 10 bins)."""
+    ratios = []
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        ref = rng.normal(size=(4000, 2))
+        ref[:2000, 0] += 2.0
+        rng.shuffle(ref)
+        model = rng.normal(size=(200000, 2))
+        model[:100000, 0] += 2.0
+        ratios.append(compare_latent(model, ref, bins=10)["ratio"])
+    ratios = np.asarray(ratios)
+    se = ratios.std(ddof=1) / np.sqrt(len(ratios))
+    assert 0.25 - 3 * se < ratios.mean() < 0.35 + 3 * se
+    shifted = compare_latent(model + np.array([0.5, 0.0]), ref, bins=10)["ratio"]  # a model off by 0.5 sigma
+    assert shifted > 5 * ratios.mean()
+
+
+def test_scoring_against_held_out_frames_catches_a_model_that_memorised_its_training_histogram():
+    """A model whose samples are its training frames' histogram looks perfect on them and ordinary on the rest."""
+    from latentlab.compare import scoring_frames
+    from latentlab.data import load
+    from latentlab.training.splits import ranges_to_indices, split_frames
+
+    ds = load("alanine-dipeptide")
+    cg_map = ds.map()
+    q = cg_map.map_frames(ds.positions).numpy()
+    record = split_frames(ds.n_frames, 0.1, 20, seed=0, holdout=0.2).record()
+    held, info = scoring_frames(record, ds)
+    assert info == {"against": "holdout", "scored_frames": 2500, "training_frames": 10000}
+    assert held.min() == 10000 and held.max() == 12499
+    seen = np.sort(np.concatenate([ranges_to_indices(record["train"]), ranges_to_indices(record["validation"])]))
+    memoriser = q[seen][np.random.default_rng(0).integers(0, len(seen), 200000)]
+    on_training = compare_latent(memoriser, q[seen], periodic=cg_map.periodic)["ratio"]
+    on_held_out = compare_latent(memoriser, q[held], periodic=cg_map.periodic)["ratio"]
+    assert on_training < 0.05 < 0.2 < on_held_out  # "better than perfect" on what it saw: the tell-tale of memorising
+    all_frames, info_all = scoring_frames(record, ds, "all")
+    assert len(all_frames) == ds.n_frames and info_all["against"] == "all"
+    with pytest.raises(ValueError, match="no hold-out"):
+        scoring_frames(split_frames(ds.n_frames, 0.1, 20, seed=0).record(), ds, "holdout")
+    with pytest.raises(ValueError, match="data set of 12500 frames"):
+        scoring_frames(record, ds.select_frames(slice(0, 100)), "holdout")

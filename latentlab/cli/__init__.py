@@ -25,10 +25,26 @@ def build_parser() -> argparse.ArgumentParser:
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
             continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
+        try:
+            module = importlib.import_module(f"{__name__}.{info.name}")
+        except Exception as err:  # one broken command (e.g. a missing optional dependency) must not break the others
+            _broken(sub, info.name, err)
+            continue
         if hasattr(module, "register"):
             module.register(sub)
     return parser
+
+
+def _broken(sub, name: str, err: Exception) -> None:
+    """Register ``name`` as a command that explains why it cannot run."""
+    p = sub.add_parser(name, help=f"(unavailable: {type(err).__name__})", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+
+    def run(args):
+        raise ValueError(f"the {name} command could not be loaded ({type(err).__name__}: {err}). "
+                         "Fix: reinstall latentlab with its dependencies (pip install latentlab)")
+
+    p.set_defaults(func=run)
 
 
 def main(argv: list[str] | None = None) -> int:

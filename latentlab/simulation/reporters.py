@@ -40,12 +40,13 @@ class TrajectoryReporter:
     def __init__(self, every: int = 10, energies: bool = True):
         self.interval = _interval(every)
         self.energies = bool(energies)
-        self.Q, self.kinetic, self.H, self.time = [], [], [], []
+        self.Q, self.kinetic, self.H, self.time, self.steps = [], [], [], [], []
 
     def report(self, simulation) -> None:
         st = simulation.state
         self.Q.append(st.Q.detach().cpu().clone())
         self.time.append(simulation.time_ps)
+        self.steps.append(simulation.step_count)
         if self.energies:
             ke = st.kinetic_energy().detach().cpu()
             self.kinetic.append(2.0 * ke)
@@ -56,6 +57,14 @@ class TrajectoryReporter:
         stack = lambda xs, shape: torch.stack(xs) if xs else torch.zeros(shape, dtype=torch.float64)  # noqa: E731
         return {"Q": stack(self.Q, (0, n_w, 0)), "kinetic": stack(self.kinetic, (0, n_w)), "H": stack(self.H, (0, n_w)),
                 "time": torch.tensor(self.time, dtype=torch.float64)}
+
+    def restarts(self, simulation) -> np.ndarray:
+        """``(n_events, 2)`` int: ``[record, walker]`` for every walker re-seeded just before that record."""
+        events = [(s, w) for s, w in simulation.state.restarts if self.steps and self.steps[0] - self.interval < s <= self.steps[-1]]
+        if not events:
+            return np.zeros((0, 2), dtype=np.int64)
+        steps, walkers = np.asarray(events).T
+        return np.stack([np.searchsorted(np.asarray(self.steps), steps, side="left"), walkers], 1).astype(np.int64)
 
     def energy_drift(self, kT: float) -> dict:
         """Statistics of ``(H(t) - H(0)) / kT`` over the record (meaningful at gamma = 0 without Metropolis)."""
@@ -89,7 +98,8 @@ class SimFileReporter(TrajectoryReporter):
         Q = torch.stack(self.Q).numpy() if self.Q else np.zeros((0, simulation.n_walkers, simulation.model.n_cg))
         kin = (torch.stack(self.kinetic).mean(1) / (simulation.model.n_cg * simulation.kT)).numpy() if self.kinetic else np.zeros(0)
         meta = {**simulation.summary(), "record_every": self.interval, "out": self.path, **self.metadata}
-        self.written = save_simulation(self.path, Q, np.asarray(self.time), meta, kinetic_temperature_ratio=kin)
+        self.written = save_simulation(self.path, Q, np.asarray(self.time), meta, kinetic_temperature_ratio=kin,
+                                       restarts=self.restarts(simulation))
 
 
 class ProgressReporter:

@@ -1,7 +1,9 @@
 """SIM files: what ``latentlab simulate`` writes (``.npz``, no pickled objects).
 
 Arrays: ``Q (n_records, n_walkers, n_cg)`` float32 in each coordinate's unit, ``time (n_records,)`` ps,
-optional extras (``kinetic_temperature_ratio (n_records,)``), and ``metadata``: a JSON string with the
+optional extras (``kinetic_temperature_ratio (n_records,)``; ``restarts (n_events, 2)`` int, ``[record, walker]``:
+the walker was re-seeded just before that record, so its trajectory restarts there), and ``metadata``: a JSON
+string with the
 run's description (:meth:`latentlab.simulation.Simulation.summary` plus ``record_every``, ``out`` and the
 model's path).  Every walker is an independent trajectory.
 """
