@@ -16,8 +16,9 @@ Aggregate ns/day is reported two ways: *loop* = simulated ns of all replicas /
 wall time of the whole call (cluster start, system set-up, equilibration-free
 start, merge).  Target: 2 replicas on 2 workers >= 1.7x one replica on one
 worker.  The machine's 1-minute load average is recorded before and after each
-measurement: on a shared machine a load above the idle level (0 + this run)
-means other jobs took cores and the ratio understates the scaling.
+measurement, and the share of a core each worker process got during its loop
+(process CPU time / wall time): on a shared machine a share below ~0.95 means
+other jobs took cores and the ratio understates the scaling.
 
 Usage::
 
@@ -104,6 +105,8 @@ def ensemble_run(cfg, replicas: int) -> dict:
     return {"replicas": replicas, "workers": replicas, "simulated_ns": ns, "loop_span_s": span, "wall_s": ens.wall_seconds,
             "loop_ns_per_day": ns / span * 86400.0, "call_ns_per_day": ns / ens.wall_seconds * 86400.0,
             "per_replica_loop_ns_per_day": [r["ns_per_day"] for r in res], "platforms": sorted({r["platform"] for r in res}),
+            # share of a core each replica's worker got during its loop: < 1 means other processes took CPU
+            "cpu_share": [r["loop_cpu_seconds"] / max(r["loop_seconds"], 1e-9) for r in res],
             "load_before": load_before, "load_after": load_after}
 
 
@@ -130,8 +133,8 @@ def scaling(args) -> int:
                     r.update(system=name, repeat=rep, simulated_ps_per_replica=ps)
                     runs.append(r)
                     print(f"  {name} repeat {rep}: {replicas} replica(s) on {replicas} worker(s): loop {r['loop_ns_per_day']:.1f} "
-                          f"ns/day, call {r['call_ns_per_day']:.1f} ns/day, load {r['load_before']:.2f} -> {r['load_after']:.2f}",
-                          flush=True)
+                          f"ns/day, call {r['call_ns_per_day']:.1f} ns/day, load {r['load_before']:.2f} -> {r['load_after']:.2f}, "
+                          f"core share per worker {', '.join(f'{c:.2f}' for c in r['cpu_share'])}", flush=True)
         for rep in range(args.repeats):
             one = next(r for r in runs if r["repeat"] == rep and r["replicas"] == 1)
             many = next(r for r in runs if r["repeat"] == rep and r["replicas"] == args.replicas)
@@ -140,13 +143,14 @@ def scaling(args) -> int:
                          "loop_ratio": many["loop_ns_per_day"] / one["loop_ns_per_day"],
                          "one_call_ns_per_day": one["call_ns_per_day"], "many_call_ns_per_day": many["call_ns_per_day"],
                          "call_ratio": many["call_ns_per_day"] / one["call_ns_per_day"],
-                         "max_load": max(one["load_before"], one["load_after"], many["load_before"], many["load_after"])})
+                         "max_load": max(one["load_before"], one["load_after"], many["load_before"], many["load_after"]),
+                         "min_cpu_share": min(one["cpu_share"] + many["cpu_share"])})
     print(f"\n{'system':<18} {'rep':>3} {'platform':<10} {'1x1 loop':>9} {f'{args.replicas}x{args.replicas} loop':>10} {'ratio':>6} "
-          f"{'1x1 call':>9} {f'{args.replicas}x{args.replicas} call':>10} {'ratio':>6} {'max load':>8}")
+          f"{'1x1 call':>9} {f'{args.replicas}x{args.replicas} call':>10} {'ratio':>6} {'max load':>8} {'min share':>9}")
     for r in rows:
         print(f"{r['system']:<18} {r['repeat']:>3} {r['platform']:<10} {r['one_loop_ns_per_day']:>9.1f} {r['many_loop_ns_per_day']:>10.1f} "
               f"{r['loop_ratio']:>6.2f} {r['one_call_ns_per_day']:>9.1f} {r['many_call_ns_per_day']:>10.1f} {r['call_ratio']:>6.2f} "
-              f"{r['max_load']:>8.2f}")
+              f"{r['max_load']:>8.2f} {r['min_cpu_share']:>9.2f}")
     out = args.out or os.path.join(HERE, "results", "bench_generate_scaling.json")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as fh:

@@ -168,7 +168,7 @@ def run_replica(spec: dict) -> dict:
     Returns
     -------
     dict
-        ``replica``, ``path``, ``frames``, ``frames_this_run``, ``loop_seconds``, ``ns_per_day`` (of this
+        ``replica``, ``path``, ``frames``, ``frames_this_run``, ``loop_seconds``, ``loop_cpu_seconds``, ``ns_per_day`` (of this
         attempt's simulation loop), ``loop_start``/``loop_end`` (epoch s), ``platform``, ``host``, ``pid``.
     """
     import socket
@@ -205,7 +205,7 @@ def run_replica(spec: dict) -> dict:
     path = gen.run()
     t1 = _time.time()
     return {"replica": replica, "path": path, "frames": _saved_frames(path), "frames_this_run": gen.frames_this_run,
-            "loop_seconds": gen.loop_seconds, "ns_per_day": gen.ns_per_day, "loop_start": t1 - gen.loop_seconds,
+            "loop_seconds": gen.loop_seconds, "loop_cpu_seconds": gen.loop_cpu_seconds, "ns_per_day": gen.ns_per_day, "loop_start": t1 - gen.loop_seconds,
             "loop_end": t1, "call_start": t0, "platform": gen.platform_name, "host": socket.gethostname(), "pid": os.getpid()}
 
 
@@ -479,7 +479,10 @@ class Ensemble:
         try:
             self._check_workers(client)
             client.subscribe_topic(topic, on_event)
-            where = self.scheduler or ("a local cluster of " + str(len(client.scheduler_info()["workers"])) + " workers")
+            if self.client is not None or self.scheduler is not None:
+                where = client.scheduler.address
+            else:
+                where = f"a local cluster of {len(client.scheduler_info()['workers'])} workers"
             self.log(f"{R} replicas x {cfg.ns:g} ns of {cfg.system} on {where}")
             futures = [client.submit(run_replica, spec, key=f"latentlab-replica-{r:03d}-{token}", pure=False)
                        for r, spec in enumerate(specs)]
@@ -507,15 +510,24 @@ class Ensemble:
                     bar.set_postfix_str(f"{rate:.1f} ns/day, {n_done}/{R} done", refresh=False)
                     bar.refresh()
                 if n_done == R:
+                    if bar is not None:
+                        bar.n = bar.total
+                        bar.refresh()
                     break
                 _time.sleep(0.5)
             self.results = client.gather(futures)
         except Exception as err:
+            from concurrent.futures import CancelledError
+
             from distributed import KilledWorker
+            from distributed.comm import CommClosedError
 
             if isinstance(err, KilledWorker):
-                fail("replicas", f"a replica's worker died too often ({err})",
+                fail("--replicas", f"a replica's worker died too often ({err})",
                      f"check the workers (memory, logs), then continue with --resume (checkpoints are in {self.work}/)")
+            if isinstance(err, (CancelledError, CommClosedError)):
+                fail("--scheduler", f"the Dask cluster lost the replicas ({type(err).__name__}: {err})",
+                     f"check that the scheduler runs, then continue with --resume (checkpoints are in {self.work}/)")
             raise
         finally:
             if bar is not None:

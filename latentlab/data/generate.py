@@ -465,6 +465,7 @@ class Generator:
         self.ns_per_day = 0.0  # of the simulation loop of this call (0 if nothing was simulated)
         self.frames_this_run = 0
         self.loop_seconds = 0.0
+        self.loop_cpu_seconds = 0.0  # CPU time of this process during the loop (all its threads)
         self._saved_new = False  # has this call checkpointed frames of its own?
 
     # -- bookkeeping -------------------------------------------------------
@@ -701,6 +702,7 @@ class Generator:
             bar = tqdm(total=round(cfg.ns * 1000.0, 6), initial=round(n_frames * cfg.save_every_ps, 6), unit="ps",
                        desc=f"generate {cfg.system}", mininterval=2.0, file=sys.stderr, dynamic_ncols=True)
         t_start = _time.perf_counter()
+        cpu_start = _time.process_time()
         t_flush = t_report = t_start
         frames_this_run = 0
         try:
@@ -751,6 +753,7 @@ class Generator:
                 bar.close()
         elapsed = _time.perf_counter() - t_start
         self.frames_this_run, self.loop_seconds = frames_this_run, elapsed
+        self.loop_cpu_seconds = _time.process_time() - cpu_start
         self.ns_per_day = frames_this_run * cfg.save_every_ps / 1000.0 / max(elapsed, 1e-9) * 86400.0
         self.log(f"simulated {frames_this_run * cfg.save_every_ps / 1000.0:.4f} ns in {elapsed:.1f} s "
                  f"({self.ns_per_day:.1f} ns/day on {self.platform_name})")
