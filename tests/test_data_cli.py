@@ -270,7 +270,7 @@ def test_info_reads_model_and_sim_files_by_content(tmp_path, capsys):
     shutil.copy(os.path.join(here, "data", "sim-0.1.0-three-atom.npz"), tmp_path / "run.h5")  # misleading one
     model = _json(capsys, ["info", str(tmp_path / "model"), "--json"])
     assert model["kind"] == "latentlab-model" and model["map"] == "triangle:0,1,2" and model["parameters"] > 0
-    assert model["config"]["n_cg"] == 3 and model["temperature"] == 300.0
+    assert model["coordinates"] == ["r1", "r2", "cos"] and model["temperature"] == 300.0 and model["training"] == "force-matching"
     sim = _json(capsys, ["info", str(tmp_path / "run.h5"), "--json"])
     assert sim["kind"] == "latentlab-simulation" and (sim["records"], sim["walkers"], sim["n_cg"]) == (2, 8, 3)
     assert sim["dt"] == 0.002 and sim["diagnostics"]["reseeded"] == 0

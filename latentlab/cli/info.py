@@ -121,7 +121,15 @@ def describe(args) -> dict:
 
     name = resolve(args.data)
     kind = file_kind(name) if os.path.exists(name) else "builtin"
-    if kind in ("latentlab-model", "latentlab-checkpoint"):
+    if kind == "latentlab-model":
+        from latentlab.model import CGModel
+
+        model = CGModel.load(name)
+        described = _plain(model.describe())
+        return {**described, "kind": "latentlab-model", "training": described.pop("kind"), "path": os.path.abspath(name),
+                "file_bytes": os.path.getsize(name),
+                "parameters": int(sum(p.numel() for p in model.potential.parameters()))}
+    if kind == "latentlab-checkpoint":
         return model_info(name)
     if kind == "latentlab-simulation":
         return simulation_info(name)
