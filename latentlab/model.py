@@ -257,11 +257,13 @@ class CGModel:
     @classmethod
     def load(cls, path: str, device=None) -> "CGModel":
         """Load a model file.  FileNotFoundError for a missing file; ValueError naming what is wrong otherwise."""
+        from latentlab.data.sniff import check_kind
+
         path = os.fspath(path)
         if not os.path.exists(path):
             raise FileNotFoundError(f"model: {path} does not exist. Fix: pass the file written by 'latentlab train --out'")
-        if os.path.isdir(path):
-            fail("model", f"{path} is a directory", "pass the model file itself")
+        check_kind(path, ("latentlab-model", "torch-zip", "zip", "unknown"), "model", "a latentlab model file",
+                   "pass a file written by latentlab train")
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises many types for truncated / foreign / pickled-code files

@@ -98,6 +98,8 @@ def make_fixtures(folder: str) -> None:
     save("time_short.npy", np.arange(10.0))
     Dataset.from_arrays(ds.positions, ds.forces, masses=ds.masses, temperature=300.0, check_units=False, name="data",
                         default_map="triangle:0,1,2").save(os.path.join(folder, "data.h5"))
+    Dataset.from_arrays(ds.positions, None, masses=ds.masses, temperature=300.0, check_units=False, name="nf",
+                        default_map="triangle:0,1,2").save(os.path.join(folder, "nf.h5"))
     shutil.copy(os.path.join(folder, "data.h5"), os.path.join(folder, "existing.h5"))
     raw = open(os.path.join(folder, "data.h5"), "rb").read()
     with open(os.path.join(folder, "truncated.h5"), "wb") as fh:
@@ -122,6 +124,8 @@ def make_fixtures(folder: str) -> None:
         fh.write(b"\x89PNG\r\n\x1a\n precious")
     shutil.copy(ALANINE_DIPEPTIDE_PDB, os.path.join(folder, "ala.pdb"))
     md.load(ALANINE_DIPEPTIDE_PDB).save_dcd(os.path.join(folder, "ala.dcd"))
+    with open(os.path.join(folder, "user.pt"), "w") as fh:
+        fh.write("precious\n")
     os.mkdir(os.path.join(folder, "folder"))
     with open(os.path.join(folder, "folder", "keep.txt"), "w") as fh:
         fh.write("inside a folder\n")
@@ -129,6 +133,7 @@ def make_fixtures(folder: str) -> None:
 
 NEEDS = {
     "not-root": lambda: hasattr(os, "geteuid") and os.geteuid() != 0,  # root reads files without permission
+    "no-cuda": lambda: not __import__("torch").cuda.is_available(),
 }
 
 # ---------------------------------------------------------------------------- the catalogue
@@ -236,6 +241,47 @@ CASES = [
     case("import-unknown-default-map", IMPORT_F + " --default-map banana:1 --out x", r"--default-map: 'banana:1' cannot "
          r"be built on this data set: spec: unknown map kind 'banana'"),
     case("import-default-map-out-of-range", IMPORT_F + " --default-map distances:0-5 --out x", r"out of range"),
+    # --- train: outputs and settings, all checked before any work
+    case("train-out-is-its-input", "train data.h5 --epochs 2 --out data.h5 --overwrite", r"data.h5 is also an input"),
+    case("train-existing-user-file", "train data.h5 --epochs 2 --out user.pt", r"user.pt already exists.*--overwrite"),
+    case("train-existing-model", "train data.h5 --epochs 2 --out model", r"model.pt already exists"),
+    case("train-out-missing-dir", "train data.h5 --epochs 2 --out nodir/m.pt", r"nodir does not exist"),
+    case("train-out-is-directory", "train data.h5 --epochs 2 --out folder", r"'folder' is a directory"),
+    case("train-zero-epochs", "train data.h5 --epochs 0 --out m", r"epochs: got 0"),
+    case("train-bad-hidden", "train data.h5 --hidden 32,x --out m", r"--hidden: got '32,x'"),
+    case("train-holdout-too-large", "train data.h5 --holdout 1.5 --out m", r"holdout: got 1.5"),
+    case("train-empty-map", ["train", "data.h5", "--map", "", "--out", "m"], r"--map: is empty"),
+    case("train-no-forces-force-matching", "train nf.h5 --out m", r"has no forces.*relative-entropy"),
+    case("train-temperature-matching-alone", "train data.h5 --objective temperature-matching --out m",
+         r"--more-data: temperature matching needs data at two or more temperatures"),
+    case("train-cuda-absent", "train data.h5 --device cuda --out m", r"CUDA was asked for", needs=["no-cuda"]),
+    # --- simulate
+    case("simulate-missing-model", "simulate nope.pt --walkers 4 --steps 10 --out s", r"nope.pt does not exist"),
+    case("simulate-data-as-model", "simulate data.h5 --walkers 4 --steps 10 --out s",
+         r"data.h5 is a latentlab data set .*, not a latentlab model file"),
+    case("simulate-sim-as-model", "simulate sim.npz --walkers 4 --steps 10 --out s", r"sim.npz is a latentlab simulation"),
+    case("simulate-onto-the-model", "simulate model.pt --walkers 4 --steps 10 --out model.pt --overwrite",
+         r"model.pt is also an input"),
+    case("simulate-existing-out", "simulate model.pt --walkers 4 --steps 10 --out sim.npz", r"sim.npz already exists"),
+    case("simulate-out-missing-dir", "simulate model.pt --walkers 4 --steps 10 --out nodir/s", r"nodir does not exist"),
+    case("simulate-zero-walkers", "simulate model.pt --walkers 0 --steps 10 --out s", r"--walkers: got 0"),
+    case("simulate-negative-dt", "simulate model.pt --walkers 4 --steps 10 --dt -0.001 --out s", r"--dt: got -0.001"),
+    case("simulate-bad-gamma", "simulate model.pt --walkers 4 --steps 10 --gamma fast --out s", r"--gamma: got 'fast'"),
+    case("simulate-bad-temperature", "simulate model.pt --walkers 4 --steps 10 --temperature -3 --out s",
+         r"temperature: got -3"),
+    # --- compare
+    case("compare-missing-sim", "compare nope.npz --reference data.h5", r"nope.npz does not exist"),
+    case("compare-model-as-sim", "compare model.pt --reference data.h5", r"model.pt is a latentlab model file"),
+    case("compare-existing-plot", "compare sim.npz --reference data.h5 --plot existing.png", r"existing.png already exists"),
+    case("compare-plot-onto-sim", "compare sim.npz --reference data.h5 --plot sim.npz --overwrite", r"sim.npz is also an input"),
+    case("compare-bad-burn-in", "compare sim.npz --reference data.h5 --burn-in 1.5", r"--burn-in: got 1.5"),
+    case("compare-holdout-without-one", "compare sim.npz --reference data.h5 --against holdout", r"no hold-out recorded"),
+    case("compare-other-map", "compare sim.npz --reference alanine-dipeptide --map dihedrals:phi-psi",
+         r"has 2 coordinates but SIM has 3"),
+    # --- serve and demo
+    case("serve-bad-port", "serve --port 70000", r"--port: got 70000"),
+    case("serve-text-as-data", "serve --data text.h5", r"text.h5 is a text file"),
+    case("demo-one-walker", "demo three-atom --walkers 1", r"--walkers: got 1"),
 ]
 
 

@@ -326,3 +326,21 @@ def test_simulate_cli_saves_what_was_done_on_ctrl_c(three_atom_model, tmp_path):
     sim = load_simulation(out)
     assert sim["metadata"]["interrupted"] and sim["Q"].shape[0] > 0
     assert sim["metadata"]["steps_done"] >= 5 * sim["Q"].shape[0]
+
+
+def test_an_unhealthy_run_fails_keeps_its_file_and_compare_refuses_it_unless_told(tmp_path, capsys):
+    from latentlab.cli import main
+
+    model = os.path.join(ROOT, "tests", "data", "model-0.1.0-three-atom.pt")
+    out = str(tmp_path / "blown.npz")
+    assert main(["simulate", model, "--walkers", "64", "--steps", "40", "--dt", "0.1", "--out", out, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "blew up and were re-seeded" in err and "Fix: use --dt 0.025" in err
+    assert os.path.exists(out)  # what was done is kept
+    ref = str(tmp_path / "ref.h5")
+    load("three-atom", n=2000, seed=1).save(ref)
+    assert main(["compare", out, "--reference", ref]) == 2
+    assert "unhealthy run" in capsys.readouterr().err
+    assert main(["compare", out, "--reference", ref, "--ignore-diagnostics", "--json"]) == 0
+    result = __import__("json").loads(capsys.readouterr().out)
+    assert result["reseeded_fraction"] > 0.01 and result["problems"]

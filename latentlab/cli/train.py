@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from latentlab.cli._data_args import add_data_arguments, load_data
+from latentlab.cli._data_args import add_data_arguments, load_data, map_spec
 from latentlab.training.defaults import DEFAULTS
 
 
@@ -98,7 +98,7 @@ def run(args) -> int:
         if args.frames < 10:
             fail("--frames", f"got {args.frames}", "use at least 10 frames")
         ds = ds.select_frames(slice(0, args.frames))
-    cg_map = ds.map(args.spec)
+    cg_map = ds.map(map_spec(args.spec, ds))
     progress = not args.no_progress and not args.json and sys.stderr.isatty()
     common = dict(hidden=hidden, seed=args.seed, device=args.device, val_fraction=args.val_fraction,
                   holdout=args.holdout, resume=args.resume, progress=progress,
