@@ -262,3 +262,38 @@ def test_resume_after_a_killed_client_continues_every_replica(tmp_path):
     for r, s in enumerate(ds.trajectory_slices()):
         np.testing.assert_array_equal(ds.positions[s][:saved[r]], positions[r])
     assert sorted(os.listdir(tmp_path)) == ["ens.h5"]
+
+
+def test_merge_gives_the_all_atom_block_its_own_replica_ids(tmp_path):
+    """Two finished replica files with a CA block and a coarser all-atom block merge into one file, ids in both."""
+    from latentlab.data.ensemble import Ensemble
+    from latentlab.data.generate import GenerateConfig
+    from latentlab.data.store import write_h5
+
+    cfg = GenerateConfig(system="alanine-dipeptide", ns=0.0004, out=str(tmp_path / "m.h5"), save_every_ps=0.1,
+                         progress=False)
+    ens = Ensemble(cfg, 2, log=lambda *a: None)
+    os.makedirs(ens.work)
+    rng = np.random.default_rng(0)
+    masses = np.full(22, 12.0)
+    specs = []
+    for r in range(2):
+        out = os.path.join(ens.work, f"replica-{r:03d}.h5")
+        primary = dict(positions=rng.normal(size=(4, 3, 3)), forces=rng.normal(size=(4, 3, 3)), energies=rng.normal(size=4),
+                       time=0.1 * np.arange(1, 5), masses=masses[:3])
+        allatom = dict(positions=rng.normal(size=(2, 22, 3)), forces=rng.normal(size=(2, 22, 3)), energies=rng.normal(size=2),
+                       time=0.2 * np.arange(1, 3), masses=masses, attrs={"atom_indices": np.array([4, 8, 14])})
+        write_h5(out, primary, {"name": "m", "temperature": 300.0, "platform": "Reference"}, allatom=allatom,
+                 resume_state_xml=f"<State {r}/>")
+        specs.append({"out": out})
+    ens._merge({"specs": specs, "seeds": [11, 12], "start_frames": None})
+    ds = load(str(tmp_path / "m.h5"))
+    full = ds.allatom()
+    np.testing.assert_array_equal(ds.replica, [0, 0, 0, 0, 1, 1, 1, 1])
+    np.testing.assert_array_equal(full.replica, [0, 0, 1, 1])
+    assert (ds.n_replicas, full.n_replicas) == (2, 2)
+    with h5py.File(str(tmp_path / "m.h5"), "r") as fh:
+        assert [s.decode() for s in fh["replica_state_xml"][()]] == ["<State 0/>", "<State 1/>"]
+        assert json.loads(fh.attrs["replica_seeds"]) == [11, 12] and fh.attrs["replicas"] == 2
+        np.testing.assert_array_equal(fh["allatom"].attrs["atom_indices"], [4, 8, 14])
+    assert sorted(os.listdir(tmp_path)) == ["m.h5"]
