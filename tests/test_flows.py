@@ -383,3 +383,30 @@ def test_structured_flow_refuses_bad_sizes():
         StructuredFlow(LinearDecoder(torch.eye(2)), 3)
     with pytest.raises(ValueError, match="system"):
         get_system("argon")
+
+
+def test_alanine_report_has_reference_populations_and_bond_score(alanine_system):
+    from latentlab.flows import flow_report
+    from latentlab.flows.store import TrainedFlow
+
+    torch.manual_seed(0)
+    trained = TrainedFlow(make_flow(alanine_system, 2), alanine_system)
+    rep = flow_report(trained, n=300, seed=0)
+    assert set(rep["populations"]) == {"C5", "C7eq", "alpha_R", "phi>0"}
+    c5 = rep["populations"]["C5"]
+    assert c5["reference"] == pytest.approx(0.228, abs=5e-4)  # the built-in 300 K trajectory
+    assert c5["reference_stderr"] == pytest.approx(0.005, abs=1e-3)  # 25 time blocks
+    assert 0.0 <= rep["bond_score"] <= 1.0 and rep["n_samples"] == 300
+
+
+def test_block_standard_error_matches_independent_blocks():
+    from latentlab.flows.systems import block_mean_and_error
+
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=2500)
+    mean, se = block_mean_and_error(v, np.ones(2500), [slice(0, 2500)], n_blocks=25)
+    assert mean == pytest.approx(v.mean())
+    assert se == pytest.approx(np.std(v.reshape(25, 100).mean(1), ddof=1) / 5, rel=1e-12)
+    # two trajectories: blocks never straddle the boundary
+    _, se2 = block_mean_and_error(np.r_[np.zeros(1000), np.ones(1000)], np.ones(2000), [slice(0, 1000), slice(1000, 2000)], 4)
+    assert se2 == pytest.approx(np.std([0, 0, 1, 1], ddof=1) / 2)

@@ -42,9 +42,7 @@ import torch
 from torch.distributions import Independent, Normal
 
 import zuko
-from zuko.flows import Flow, GeneralCouplingTransform
-from zuko.flows.gaussianization import ElementWiseTransform
-from zuko.lazy import UnconditionalDistribution
+from zuko.flows import ElementWiseTransform, Flow, GeneralCouplingTransform, UnconditionalDistribution
 from zuko.transforms import MonotonicRQSTransform
 
 from latentlab.flows.geometry import ZMatrix, ZMatrixTransform
