@@ -11,7 +11,9 @@ and restarts of a data set).  Entry points:
   (``to_dict()`` for JSON);
 * :func:`compare` -- model vs reference at one frame spacing, on the reference's states,
   lag and basins (:class:`KineticsComparison`);
-* :func:`plot_kinetics` -- ACFs, implied timescales and the MFPT table in one figure.
+* :func:`plot_kinetics` -- ACFs, implied timescales and the MFPT table in one figure;
+* :func:`calibrate` -- the friction gamma at which a CG model's chosen observable matches the
+  reference's (:mod:`latentlab.kinetics.calibration`, ``latentlab calibrate``).
 
 See docs/kinetics.md.
 """
@@ -19,6 +21,8 @@ See docs/kinetics.md.
 from latentlab.kinetics.acf import acf_analysis, autocorrelation, integrated_time
 from latentlab.kinetics.analysis import KineticsComparison, KineticsResult, analyze, compare
 from latentlab.kinetics.basins import BUILTIN, BasinSet, parse_basins, resolve_basins
+from latentlab.kinetics.calibration import (CalibrationCancelled, CalibrationResult, CalibrationTarget, calibrate,
+                                            reference_target)
 from latentlab.kinetics.mfpt import mfpt_direct
 from latentlab.kinetics.trajectories import Trajectories
 
@@ -32,4 +36,5 @@ def plot_kinetics(*args, **kwargs):
 
 __all__ = ["Trajectories", "analyze", "compare", "KineticsResult", "KineticsComparison", "plot_kinetics",
            "autocorrelation", "integrated_time", "acf_analysis", "mfpt_direct", "parse_basins", "resolve_basins",
-           "BasinSet", "BUILTIN"]
+           "BasinSet", "BUILTIN", "calibrate", "reference_target", "CalibrationResult", "CalibrationTarget",
+           "CalibrationCancelled"]
