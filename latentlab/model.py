@@ -284,6 +284,10 @@ def _potential_from_dict(d: dict) -> torch.nn.Module:
     from latentlab.potentials.network import CGPotential
 
     pot = CGPotential(**d["config"])
+    weight = d["state_dict"].get("net.0.weight")
+    if weight is not None:  # the network in the precision it was trained (and saved) in
+        pot.net.to(weight.dtype)
+        pot.members.to(weight.dtype)
     pot.load_state_dict(d["state_dict"])
     return pot
 

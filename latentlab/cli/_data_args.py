@@ -28,7 +28,7 @@ def load_data(args):
     if args.temperature is not None:
         check_positive(args.temperature, "--temperature", "K")
     ds = load(args.data, topology=args.topology, temperature=args.temperature,
-              block=getattr(args, "block", "primary"))
+              block=getattr(args, "block", "primary"), lazy=getattr(args, "lazy", False))
     if _is_dataset_file(ds):  # it carries its own temperature and topology: never ignore an option silently
         if args.temperature is not None and abs(args.temperature - ds.temperature) > 1e-9:
             fail("--temperature", f"{args.data} is a data set sampled at {ds.temperature:g} K; --temperature only "

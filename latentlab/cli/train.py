@@ -45,6 +45,9 @@ def register(sub) -> None:
     p.add_argument("--no-support-prior", action="store_true",
                    help="no data-support prior (keeps the walls); sampling is ~3x faster, sparse tails less accurate")
     p.add_argument("--frames", type=int, default=None, help="use only the first N frames")
+    p.add_argument("--lazy", action="store_true",
+                   help="read positions and forces from DATA (a latentlab .h5) in blocks instead of loading them: "
+                        "data sets larger than memory; the same model")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: small batched ops run fastest on one thread, and more "
                         "threads slow down badly when another job shares the cores)")
@@ -64,6 +67,10 @@ def register(sub) -> None:
     p.add_argument("--re-lr", type=float, default=None,
                    help="relative-entropy learning rate (default 5e-3 grid from scratch, 5e-4 grid refining, "
                         "1e-4 sampler)")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the processes of a torchrun launch (torchrun --nproc-per-node N -m latentlab "
+                        "train ... --distributed; gloo on CPU, NCCL on CUDA): the same steps as one process with the "
+                        "same global batch; rank 0 writes the model and checkpoints")
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -102,7 +109,7 @@ def run(args) -> int:
     progress = not args.no_progress and not args.json and sys.stderr.isatty()
     common = dict(hidden=hidden, seed=args.seed, device=args.device, val_fraction=args.val_fraction,
                   holdout=args.holdout, resume=args.resume, progress=progress,
-                  callback=None if args.json else _printer(progress))
+                  callback=None if args.json else _printer(progress), distributed=args.distributed)
     if args.objective == "temperature-matching":
         if not args.more_data:
             fail("--more-data", "temperature matching needs data at two or more temperatures",
@@ -130,6 +137,8 @@ def run(args) -> int:
 
 
 def _report(args, result) -> int:
+    if result.path is None and getattr(args, "distributed", False):
+        return 0  # not rank 0: rank 0 reports
     model = result.model
     t = model.training
     summary = {"out": result.path, "epochs_run": result.epochs_run, "stopped": result.stopped,

@@ -117,7 +117,7 @@ def _load_analytic(name: str, n: int | None, seed: int, temperature: float | Non
 def load(source, *, topology=None, forces=None, energies=None, masses=None, temperature=None,
          length_unit: str = "nm", energy_unit: str = "kJ/mol", drop_nonfinite: bool = False, block: str = "primary",
          n: int | None = None, seed: int = 0, time=None, force_unit: str | None = None,
-         dt: float | None = None) -> Dataset:
+         dt: float | None = None, lazy: bool = False) -> Dataset:
     """Load a data set from a built-in name, a latentlab HDF5 file, a trajectory or arrays.
 
     Files are recognised by their content (:func:`latentlab.data.sniff.file_kind`), not their
@@ -141,6 +141,9 @@ def load(source, *, topology=None, forces=None, energies=None, masses=None, temp
         Drop NaN/inf frames instead of refusing them.
     block : {"primary", "allatom"}
         For latentlab files with an all-atom block (chignolin).
+    lazy : bool
+        For latentlab HDF5 files: read positions and forces on demand (data sets larger than memory;
+        :mod:`latentlab.data.lazy`).
     n, seed : int
         Number of exact samples and seed for the analytic systems.
     time : path or array, shape=(n_frames,), ps, optional
@@ -156,7 +159,7 @@ def load(source, *, topology=None, forces=None, energies=None, masses=None, temp
     if name in ANALYTIC:
         return _load_analytic(name, n, seed, temperature)
     if name in BUILTIN_FILES:
-        return Dataset.from_h5(builtin_path(name), block=block, drop_nonfinite=drop_nonfinite)
+        return Dataset.from_h5(builtin_path(name), block=block, drop_nonfinite=drop_nonfinite, lazy=lazy)
     from latentlab.data.dataset import _load_array
     from latentlab.data.sniff import check_kind, file_kind
 
@@ -166,7 +169,7 @@ def load(source, *, topology=None, forces=None, energies=None, masses=None, temp
     if isinstance(time, (str, os.PathLike)):
         time = _load_array(time, "time")
     if kind == "latentlab-data":
-        return Dataset.from_h5(path, block=block, drop_nonfinite=drop_nonfinite)
+        return Dataset.from_h5(path, block=block, drop_nonfinite=drop_nonfinite, lazy=lazy)
     if kind in ("npy", "npz"):
         pos = _load_array(path, "positions")
         if isinstance(forces, (str, os.PathLike)):

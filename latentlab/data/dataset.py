@@ -379,10 +379,17 @@ class Dataset:
                    weights=None if w is None else w / w.mean(), replica=None if rep is None else rep.astype(np.int64))
 
     @classmethod
-    def from_h5(cls, path: str, block: str = "primary", drop_nonfinite: bool = False) -> "Dataset":
-        """Load a latentlab HDF5 file (layout in :mod:`latentlab.data.store`)."""
+    def from_h5(cls, path: str, block: str = "primary", drop_nonfinite: bool = False, lazy: bool = False) -> "Dataset":
+        """Load a latentlab HDF5 file (layout in :mod:`latentlab.data.store`).
+
+        ``lazy``: positions and forces stay in the file (:class:`latentlab.data.lazy.FrameArray`) and are read in
+        blocks when used; memory is bounded by the block size, not the file.  A lazy data set is not scanned
+        for NaN frames at load (mapping them fails, naming the frames); the small arrays are read as usual.
+        """
         from latentlab.data.store import read_h5
 
+        if lazy:
+            return cls._lazy_h5(path, block)
         raw = read_h5(path, block)
         attrs = raw["attrs"]
         if "positions" not in raw:
@@ -468,11 +475,59 @@ class Dataset:
             fail("allatom", f"data set {self.name!r} has no all-atom block", "use the data set itself (it is all-atom)")
         return Dataset.from_h5(self.allatom_path, block="allatom")
 
+    @classmethod
+    def _lazy_h5(cls, path: str, block: str) -> "Dataset":
+        import h5py
+
+        from latentlab.data.lazy import FrameArray
+        from latentlab.data.store import read_h5
+
+        fh = h5py.File(path, "r")
+        group = fh if block == "primary" else fh[block]
+        small = {k: group[k][()] for k in ("energies", "time", "masses", "constraint_group", "weights", "replica")
+                 if k in group}
+        raw = read_h5(path, block, skip=("positions", "forces"))
+        attrs = raw["attrs"]
+        meta = {k: v for k, v in attrs.items() if k not in ("format", "format_version", "units", "temperature", "name", "default_map")}
+        pdb = raw.get("topology_pdb")
+        w = small.get("weights")
+        ds = cls(positions=FrameArray(group["positions"], owner=fh),
+                 forces=FrameArray(group["forces"], owner=fh) if "forces" in group else None,
+                 energies=small.get("energies"), masses=np.asarray(small["masses"], dtype=np.float64),
+                 temperature=check_positive(attrs.get("temperature"), "temperature", "K"),
+                 topology=topology_from_pdb_text(pdb) if pdb else None, time=small.get("time"),
+                 default_map=str(attrs.get("default_map", "")),
+                 name=str(attrs.get("name", os.path.splitext(os.path.basename(path))[0])),
+                 constraint_group=small.get("constraint_group"), forces_aggregated=bool(attrs.get("forces_aggregated", False)),
+                 metadata={**meta, "lazy": True}, source=os.path.abspath(path),
+                 weights=None if w is None else w / w.mean(), replica=small.get("replica"))
+        if block == "primary" and raw.get("has_allatom"):
+            ds.allatom_path = os.path.abspath(path)
+        return ds
+
+    @property
+    def lazy(self) -> bool:
+        """True when positions and forces are read from the file on demand (``load(path, lazy=True)``)."""
+        from latentlab.data.lazy import is_lazy
+
+        return is_lazy(self.positions)
+
+    def frame_block(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Positions ``(n, n_atoms, 3)`` nm and constraint-free forces (or None) of frames ``start:stop``, read now."""
+        part = self.select_frames(slice(start, stop))
+        pos = np.asarray(part.positions)
+        if part.forces is None:
+            return pos, None
+        part.positions, part.forces = pos, np.asarray(part.forces)
+        return pos, part.constraint_free_forces()
+
     def select_frames(self, frames) -> "Dataset":
-        """A new data set with the given frames (index array, slice or boolean mask)."""
+        """A new data set with the given frames (index array, slice or boolean mask); lazy stays lazy."""
+        from latentlab.data.lazy import is_lazy
+
         idx = np.arange(self.n_frames)[frames]
-        sub = lambda a: None if a is None else a[idx]  # noqa: E731
-        return Dataset(positions=self.positions[idx], forces=sub(self.forces), energies=sub(self.energies),
+        sub = lambda a: None if a is None else (a.take(idx) if is_lazy(a) else a[idx])  # noqa: E731
+        return Dataset(positions=sub(self.positions), forces=sub(self.forces), energies=sub(self.energies),
                        masses=self.masses, temperature=self.temperature, topology=self.topology, time=sub(self.time),
                        default_map=self.default_map, name=self.name, constraint_group=self.constraint_group,
                        forces_aggregated=self.forces_aggregated, metadata=dict(self.metadata), source=self.source,
@@ -520,7 +575,9 @@ class Dataset:
         spec = spec or self.default_map
         if not spec:
             fail("map", f"data set {self.name!r} has no default map", "pass a map spec, e.g. --map 'distances:0-1'")
-        return parse_map(spec, topology=self.topology, n_atoms=self.n_atoms, masses=self.masses, positions=self.positions)
+        # a PCA map is fitted to the frames; a lazy data set offers an evenly strided 100,000 of them
+        positions = self.positions[:: max(1, self.n_frames // 100000)] if self.lazy else self.positions
+        return parse_map(spec, topology=self.topology, n_atoms=self.n_atoms, masses=self.masses, positions=positions)
 
     def tensors(self, dtype=None):
         """``(positions, forces)`` as torch tensors (forces constraint-free; None if absent)."""

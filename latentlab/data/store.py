@@ -139,10 +139,10 @@ def write_h5(path: str, primary: dict, attrs: dict, allatom: dict | None = None,
         raise
 
 
-def _read_block(group) -> dict:
+def _read_block(group, skip=()) -> dict:
     out = {}
     for key in _ARRAY_KEYS:
-        if key in group:
+        if key in group and key not in skip:
             out[key] = group[key][()]
     if "topology_pdb" in group:
         text = group["topology_pdb"][()]
@@ -170,12 +170,13 @@ def is_latentlab_file(path: str) -> bool:
         return False
 
 
-def read_h5(path: str, block: str = "primary") -> dict:
+def read_h5(path: str, block: str = "primary", skip=()) -> dict:
     """Read a data set file into a dict of numpy arrays and attributes.
 
     ``block="primary"`` reads the root block, ``block="allatom"`` the all-atom
     block (if present).  The returned dict has the block keys plus ``attrs``
-    (root attributes, merged with the block's) and ``has_allatom``.
+    (root attributes, merged with the block's) and ``has_allatom``.  ``skip``: arrays not to read
+    (a lazy data set reads positions and forces on demand).
     """
     import h5py
 
@@ -187,23 +188,23 @@ def read_h5(path: str, block: str = "primary") -> dict:
         raise ValueError(f"data: {path} could not be opened as HDF5 ({err}). Fix: pass a file written by latentlab generate/import") from None
     try:
         with fh:
-            return _read_file(fh, path, block)
+            return _read_file(fh, path, block, skip)
     except (OSError, KeyError, RuntimeError) as err:  # data chunks missing or corrupt inside a file that opens
         raise ValueError(f"data: {path} is a damaged latentlab data set ({type(err).__name__}: {err}). "
                          "Fix: regenerate it (latentlab generate / latentlab import) or restore a good copy") from None
 
 
-def _read_file(fh, path: str, block: str) -> dict:
+def _read_file(fh, path: str, block: str, skip=()) -> dict:
     if fh.attrs.get("format") not in (FORMAT, FORMAT.encode()):
         raise ValueError(f"data: {path} is HDF5 but not a latentlab data set (no format='{FORMAT}' attribute). "
                          "Fix: convert it with `latentlab import`")
     root_attrs = {k: _attr(v) for k, v in fh.attrs.items()}
     if block == "primary":
-        out = _read_block(fh)
+        out = _read_block(fh, skip)
     elif block == "allatom":
         if "allatom" not in fh:
             raise ValueError(f"data: {path} has no all-atom block. Fix: use the primary block (block='primary')")
-        out = _read_block(fh["allatom"])
+        out = _read_block(fh["allatom"], skip)
     else:
         raise ValueError(f"block: got {block!r}. Fix: use 'primary' or 'allatom'")
     out["attrs"] = {**root_attrs, **out["attrs"]}

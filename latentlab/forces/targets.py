@@ -96,22 +96,28 @@ def prepare_targets(dataset, cg_map, mass, convention: str = "consistent", metho
         fail("dataset", f"{dataset.name!r} has no forces", "force matching needs forces: load or generate data with "
              "forces, or learn from configurations alone with relative entropy (latentlab train --objective "
              "relative-entropy)")
+    from latentlab.data.lazy import BLOCK_FRAMES
+
     c = logdet_coefficient(convention)
     method, _ = resolve_method(method, cg_map, dataset)
-    pos, frc = dataset.tensors(torch.float64)
     masses = torch.as_tensor(dataset.masses, dtype=torch.float64)
-    q = cg_map.map_frames(pos, batch_size)
-    if method == "rigid-rotation":
-        from latentlab.forces.torsion import torsion_pmf_gradient
+    kernel = mass.kind in ("kernel", "grid")
+    qs, gs = [], []
+    for start in range(0, dataset.n_frames, BLOCK_FRAMES):  # blocks of frames: memory bounded, lazy data streamed
+        pos_np, frc_np = dataset.frame_block(start, min(start + BLOCK_FRAMES, dataset.n_frames))
+        pos, frc = torch.as_tensor(pos_np, dtype=torch.float64), torch.as_tensor(frc_np, dtype=torch.float64)
+        qs.append(cg_map.map_frames(pos, batch_size))
+        if method == "rigid-rotation":
+            from latentlab.forces.torsion import torsion_pmf_gradient
 
-        g = torsion_pmf_gradient(cg_map, pos, frc, dataset.topology)
-    elif mass.kind == "kernel" and c != 0.0:
-        g = local_pmf_gradient(cg_map, pos, frc, masses, dataset.kT, method=method, batch_size=batch_size)
-    else:
-        g = force_matching_target(cg_map, pos, frc, masses, dataset.kT, convention=convention, method=method,
-                                  batch_size=batch_size)
-        c = 0.0  # the log-det term is already in g
-    if c != 0.0:
+            gs.append(torsion_pmf_gradient(cg_map, pos, frc, dataset.topology))
+        elif kernel or c == 0.0:
+            gs.append(local_pmf_gradient(cg_map, pos, frc, masses, dataset.kT, method=method, batch_size=batch_size))
+        else:  # closed-form A: the log-det term frame by frame (B grad_q ln det A(q))
+            gs.append(force_matching_target(cg_map, pos, frc, masses, dataset.kT, convention=convention, method=method,
+                                            batch_size=batch_size))
+    q, g = torch.cat(qs), torch.cat(gs)
+    if c != 0.0 and (method == "rigid-rotation" or kernel):
         g = g + c * dataset.kT * mass.grad_logdet(q)
     device = resolve_device(device)
     return q.to(device=device, dtype=dtype), g.detach().to(device=device, dtype=dtype)

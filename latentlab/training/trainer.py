@@ -170,6 +170,10 @@ class Trainer:
         within one batch; the best model so far is written to ``out`` and the checkpoint kept for ``resume``.
     progress : bool
         tqdm progress bar with the losses.
+    distributed : bool
+        Data-parallel over the processes of a ``torch.distributed`` group (:mod:`latentlab.training.distributed`;
+        ``torchrun ... --distributed``): each process takes its share of every batch and the gradients are
+        summed before each step; rank 0 alone writes, reports and calls back.
     """
 
     def __init__(self, objective: Objective | None = None, *, epochs: int | None = None, lr: float | None = None,
@@ -179,7 +183,7 @@ class Trainer:
                  val_fraction: float = 0.1, n_blocks: int = 20, holdout: float = 0.0, weight_decay: float = 0.0,
                  grad_clip: float | None = None, seed: int = 0, device="auto", dtype=None,
                  out: str | None = None, resume: bool = False, callback: Callable[[dict], bool | None] | None = None,
-                 progress: bool = False, callback_interval: float = 0.2):
+                 progress: bool = False, callback_interval: float = 0.2, distributed: bool = False):
         if objective is None:
             from latentlab.training.force_matching import ForceMatching
 
@@ -198,6 +202,15 @@ class Trainer:
         self.seed, self.device = int(seed), device
         self.out, self.resume = out, bool(resume)
         self.callback, self.progress, self.callback_interval = callback, bool(progress), float(callback_interval)
+        self.parallel = None
+        if distributed:
+            from latentlab.training.distributed import init_from_environment
+
+            self.parallel = init_from_environment(str(device))
+            if not self.parallel.is_main:  # one voice: rank 0 reports, writes and calls back
+                self.callback, self.progress = None, False
+            if str(device).startswith("cuda"):
+                self.device = f"cuda:{int(os.environ.get('LOCAL_RANK', self.parallel.rank))}"
         self._stop = threading.Event()
         self.result_: TrainResult | None = None
 
@@ -263,6 +276,9 @@ class Trainer:
         if cg_map is None or isinstance(cg_map, str):
             cg_map = ds.map(cg_map)
         self.objective.configure(datasets, cg_map)
+        if self.parallel is not None and self.objective.kind == "relative-entropy":
+            fail("distributed", "relative entropy does not train data-parallel (its walkers are one chain)",
+                 "train it in one process, or use force matching / temperature matching")
         self._resolve_loop_settings(self.objective.defaults)
         self.device_ = resolve_device(self.device)
         settings = {**self.settings(), "map": cg_map.spec, "datasets": [_identity(d) for d in datasets]}
@@ -390,7 +406,7 @@ class _Loop:
 
     def save_checkpoint(self, epoch: int) -> None:
         ckpt = self.t.checkpoint_path
-        if ckpt is not None:
+        if ckpt is not None and (self.t.parallel is None or self.t.parallel.is_main):
             with atomic_output(ckpt) as tmp:
                 torch.save(self.snapshot(epoch), tmp)
 
@@ -432,10 +448,19 @@ class _Loop:
             self.module.train()
             batches = obj.batches(t, epoch, self.phase)
             running = 0.0
+            par = t.parallel
             for b, batch in enumerate(batches):
-                loss = obj.loss(self.module, batch)
                 self.opt.zero_grad(set_to_none=True)
-                loss.backward()
+                if par is None:
+                    loss = obj.loss(self.module, batch)
+                    loss.backward()
+                else:  # this process's share, weighted so that the summed gradient is the whole batch's
+                    shard = par.shard(batch)
+                    loss = (obj.loss(self.module, shard) * (shard.numel() / batch.numel()) if shard.numel()
+                            else sum(p.sum() * 0.0 for p in self.module.parameters()))
+                    loss.backward()
+                    par.sum_gradients(self.module.parameters())
+                    loss = torch.tensor(par.total(float(loss.detach()), t.device_))
                 if t.grad_clip is not None:
                     nn.utils.clip_grad_norm_(self.module.parameters(), t.grad_clip)
                 self.opt.step()
@@ -445,11 +470,15 @@ class _Loop:
                             pe.lerp_(pm, 1.0 - t.ema_decay)
                 obj.after_step(self.module, epoch)
                 running += float(loss.detach())
+                wants_stop = False
                 if time.perf_counter() - last_call >= t.callback_interval or t._stop.is_set():
                     last_call = time.perf_counter()
-                    if t.emit({"event": "batch", "epoch": len(self.history) + 1, "batch": b + 1,
-                               "n_batches": len(batches), "train_loss": running / (b + 1), "phase": self.phase}):
-                        return "callback"  # the partial epoch is dropped; the checkpoint holds the last complete one
+                    wants_stop = t.emit({"event": "batch", "epoch": len(self.history) + 1, "batch": b + 1,
+                                         "n_batches": len(batches), "train_loss": running / (b + 1), "phase": self.phase})
+                if par is not None:  # every process stops at the same batch
+                    wants_stop = par.any(wants_stop, t.device_)
+                if wants_stop:
+                    return "callback"  # the partial epoch is dropped; the checkpoint holds the last complete one
             self.module.eval()
             val, fresh, extra = obj.validate(self.ema, epoch)
             improved = False
@@ -471,8 +500,12 @@ class _Loop:
                 bar.update(1)
                 bar.set_postfix(phase=self.phase, train=f"{entry['train_loss']:.4g}", val=f"{val:.4g}",
                                 best=f"{self.best_val:.4g}")
-            if t.emit({"event": "epoch", "epochs": t.epochs + self.refit_epochs, "elapsed": time.perf_counter() - self.t_start,
-                       "best_val_loss": self.best_val, "improved": improved, **entry}):
+            wants_stop = t.emit({"event": "epoch", "epochs": t.epochs + self.refit_epochs,
+                                 "elapsed": time.perf_counter() - self.t_start, "best_val_loss": self.best_val,
+                                 "improved": improved, **entry})
+            if t.parallel is not None:
+                wants_stop = t.parallel.any(wants_stop, t.device_)
+            if wants_stop:
                 return "callback"
             if self.phase == "validate" and obj.early_stopping and t.patience and self.bad >= t.patience:
                 return "early-stopping"
@@ -487,8 +520,14 @@ class _Loop:
                   "refit_epochs": self.refit_epochs if self.phase == "refit" else 0, "stopped": stopped,
                   "dataset": self.settings["datasets"][0], "frames": t.split.record(), "device": str(t.device_),
                   "seconds": time.perf_counter() - self.t_start}
+        if t.parallel is not None:
+            record["processes"] = t.parallel.world
         model = self.obj.finish(t, final, record)
         ckpt = t.checkpoint_path
+        if t.parallel is not None:
+            if not t.parallel.is_main:
+                return TrainResult(model, self.history, self.best_val, None, stopped, None,
+                                   time.perf_counter() - self.t_start, self.settings)
         if t.out is not None:
             model.save(t.out)
             if stopped != "callback" and ckpt and os.path.exists(ckpt):
