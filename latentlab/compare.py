@@ -44,6 +44,31 @@ def default_bins(n_cg: int) -> int:
     return {1: 50, 2: 30, 3: 10}.get(n_cg, 16)
 
 
+def marginal_edges(reference, periodic, bounds=None, bins: int | None = None) -> list[np.ndarray]:
+    """Bin edges of each coordinate's own (1-D) histogram, laid out as :func:`compare_latent` lays out its grid.
+
+    Periodic coordinates span (-pi, pi]; the others the reference's range widened by 5 % on each
+    side (:func:`latentlab.binning.latent_box`), cut to the coordinate's bounds.  Used by live
+    histograms (the dashboard's, :class:`latentlab.simulation.HistogramReporter`).
+
+    Parameters
+    ----------
+    reference : array, shape=(n_frames, n_cg)
+    periodic : sequence of bool
+    bounds : sequence of (lo, hi) or None, optional
+    bins : int, optional
+        Bins per coordinate (default ``default_bins(1)`` = 50).
+
+    Returns
+    -------
+    list of np.ndarray, one of shape=(bins + 1,) per coordinate
+    """
+    from latentlab.binning import latent_box, regular_edges
+
+    lo, hi = latent_box(reference, periodic, bounds, pad=0.05)
+    return regular_edges(lo, hi, default_bins(1) if bins is None else bins)
+
+
 def _as_2d(x, argument):
     try:
         a = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float64)
@@ -72,12 +97,12 @@ def _wrap(x, periodic):
     return x
 
 
-def _histogram(x, edges):
-    """Normalised histogram on ``edges`` plus one overflow bin (flattened)."""
-    h, _ = np.histogramdd(x, bins=edges)
+def _histogram(x, edges, weights=None):
+    """Normalised histogram on ``edges`` plus one overflow bin (flattened); ``weights (n,)`` optional."""
+    h, _ = np.histogramdd(x, bins=edges, weights=weights)
     h = h.ravel()
-    overflow = x.shape[0] - h.sum()
-    return np.append(h, overflow) / x.shape[0]
+    total = x.shape[0] if weights is None else float(np.sum(weights))
+    return np.append(h, total - h.sum()) / total
 
 
 def js_divergence(p: np.ndarray, q: np.ndarray) -> float:
@@ -97,18 +122,19 @@ def kl_divergence(p_counts: np.ndarray, q_counts: np.ndarray, pseudo: float = 0.
         return float(np.where(p > 0, p * np.log(p / q), 0.0).sum())
 
 
-def _wasserstein_1d(a, b, periodic):
+def _wasserstein_1d(a, b, periodic, wa=None, wb=None):
     from scipy.stats import wasserstein_distance
 
     if periodic:
-        hist, e = np.histogram(b, bins=72, range=(-math.pi, math.pi))
+        hist, e = np.histogram(b, bins=72, range=(-math.pi, math.pi), weights=wb)
         cut = e[np.argmin(hist)]
         a = np.remainder(a - cut, 2 * math.pi)
         b = np.remainder(b - cut, 2 * math.pi)
-    return float(wasserstein_distance(a, b))
+    return float(wasserstein_distance(a, b, wa, wb))
 
 
-def compare_latent(samples, reference, names=None, periodic=None, bins: int | None = None) -> dict:
+def compare_latent(samples, reference, names=None, periodic=None, bins: int | None = None,
+                   reference_weights=None) -> dict:
     """Distance between latent samples and a reference set, with the reference's noise floor.
 
     Parameters
@@ -122,6 +148,9 @@ def compare_latent(samples, reference, names=None, periodic=None, bins: int | No
         Periodic coordinates (rad) are wrapped to (-pi, pi] and binned over the full circle.
     bins : int, optional
         Bins per coordinate (default: see the module docstring).
+    reference_weights : array, shape=(m,), optional
+        Statistical weights of the reference frames (e.g. importance weights of flow samples); the
+        histograms, the noise floor and KL use them (the 1-D Wasserstein distances do too).
 
     Returns
     -------
@@ -142,6 +171,10 @@ def compare_latent(samples, reference, names=None, periodic=None, bins: int | No
     if r.shape[0] < 4:
         fail("reference", f"has {r.shape[0]} frames", "give at least 4 reference frames (it is split in halves)")
     x, r = _wrap(x, periodic), _wrap(r, periodic)
+    w = None if reference_weights is None else np.asarray(reference_weights, dtype=np.float64).reshape(-1)
+    if w is not None and (w.shape[0] != r.shape[0] or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0):
+        fail("reference_weights", f"has shape {w.shape} or bad values for {r.shape[0]} reference frames",
+             "give one finite weight >= 0 per reference frame, not all 0")
     joint = n <= 3
     nb = int(bins) if bins is not None else default_bins(n if joint else 4)
     if nb < 2:
@@ -151,14 +184,16 @@ def compare_latent(samples, reference, names=None, periodic=None, bins: int | No
     js, floor, kl = [], [], []
     for grp in groups:
         e = _edges(r[:, grp], [periodic[i] for i in grp], nb)
-        hx, hr = _histogram(x[:, grp], e), _histogram(r[:, grp], e)
-        h1, h2 = _histogram(r[:half][:, grp], e), _histogram(r[half:][:, grp], e)
+        hx, hr = _histogram(x[:, grp], e), _histogram(r[:, grp], e, w)
+        h1 = _histogram(r[:half][:, grp], e, None if w is None else w[:half])
+        h2 = _histogram(r[half:][:, grp], e, None if w is None else w[half:])
         js.append(js_divergence(hx, hr))
         floor.append(js_divergence(h1, h2))
         kl.append(kl_divergence(hr * r.shape[0], hx * x.shape[0]))
     js_v, floor_v = float(np.mean(js)), float(np.mean(floor))
-    wass = {nm: _wasserstein_1d(x[:, d], r[:, d], periodic[d]) for d, nm in enumerate(names)}
-    wass_floor = {nm: _wasserstein_1d(r[:half, d], r[half:, d], periodic[d]) for d, nm in enumerate(names)}
+    wh = (None, None) if w is None else (w[:half], w[half:])
+    wass = {nm: _wasserstein_1d(x[:, d], r[:, d], periodic[d], None, w) for d, nm in enumerate(names)}
+    wass_floor = {nm: _wasserstein_1d(r[:half, d], r[half:, d], periodic[d], *wh) for d, nm in enumerate(names)}
     binning = {"kind": "joint" if joint else "mean over 2-D marginals", "bins_per_coordinate": nb,
                "ranges": [[-math.pi, math.pi] if periodic[d] else [float(v) for v in _edges(r[:, [d]], [False], nb)[0][[0, -1]]]
                           for d in range(n)],
@@ -167,7 +202,8 @@ def compare_latent(samples, reference, names=None, periodic=None, bins: int | No
     return {"js_divergence": js_v, "js_noise_floor": floor_v,
             "ratio": js_v / floor_v if floor_v > 0 else math.inf, "kl": float(np.mean(kl)),
             "wasserstein": wass, "wasserstein_noise_floor": wass_floor, "binning": binning,
-            "n_samples": int(x.shape[0]), "n_reference": int(r.shape[0]), "names": names, "periodic": periodic}
+            "n_samples": int(x.shape[0]), "n_reference": int(r.shape[0]), "names": names, "periodic": periodic,
+            "reference_weighted": w is not None}
 
 
 # ---------------------------------------------------------------------------- what to score against

@@ -142,3 +142,17 @@ def test_scoring_against_held_out_frames_catches_a_model_that_memorised_its_trai
         scoring_frames(split_frames(ds.n_frames, 0.1, 20, seed=0).record(), ds, "holdout")
     with pytest.raises(ValueError, match="data set of 12500 frames"):
         scoring_frames(record, ds.select_frames(slice(0, 100)), "holdout")
+
+
+def test_reference_weights_reweight_the_histograms():
+    """Samples of N(0, 1) reweighted to N(1, 1) (w = exp(x - 1/2)) compare like samples of N(1, 1)."""
+    rng = np.random.default_rng(3)
+    ref = rng.normal(size=(20000, 1))
+    w = np.exp(ref[:, 0] - 0.5)
+    target = rng.normal(loc=1.0, size=(100000, 1))
+    weighted = compare_latent(target, ref, reference_weights=w)
+    plain = compare_latent(target, ref)
+    assert weighted["reference_weighted"] and weighted["js_divergence"] < 0.05 * plain["js_divergence"]
+    assert weighted["wasserstein"]["q0"] < 0.05 < plain["wasserstein"]["q0"]
+    with pytest.raises(ValueError, match="reference_weights"):
+        compare_latent(target, ref, reference_weights=w[:10])

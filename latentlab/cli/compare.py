@@ -72,7 +72,9 @@ def run(args) -> int:
              "compare with the data set the model was trained on")
     frames, scoring = scoring_frames(meta.get("training_frames"), ds, args.against)
     ref = cg_map.map_frames(ds.positions[frames]).numpy()
-    result = compare_latent(q, ref, names=cg_map.names, periodic=cg_map.periodic, bins=args.bins)
+    weights = None if ds.weights is None else ds.weights[frames]
+    result = compare_latent(q, ref, names=cg_map.names, periodic=cg_map.periodic, bins=args.bins,
+                            reference_weights=weights)
     result.update(scoring)
     result.update({"sim": args.sim, "reference": args.reference, "map": spec, "burn_in_fraction": args.burn_in,
                    "convention": meta.get("convention"), "temperature": meta.get("temperature"), **health})
