@@ -29,7 +29,7 @@ import torch
 
 from latentlab.conventions import canonical
 from latentlab.io import atomic_output
-from latentlab.maps.base import Coordinate
+from latentlab.maps.base import Coordinate, LatentCoordinates
 from latentlab.maps.mass_model import MassModel, mass_model_from_dict
 from latentlab.units import KB
 from latentlab.validation import as_tensor, check_positive, fail
@@ -50,7 +50,7 @@ def versions() -> dict:
 
 
 @dataclass
-class CGModel:
+class CGModel(LatentCoordinates):
     """A CG model ready for latent dynamics (see the module docstring).
 
     Attributes
@@ -117,26 +117,6 @@ class CGModel:
                    training={"kind": "exact", "system": system.name})
 
     # ------------------------------------------------------------------ latent space
-    @property
-    def n_cg(self) -> int:
-        return len(self.coordinates)
-
-    @property
-    def names(self) -> list[str]:
-        return [c.name for c in self.coordinates]
-
-    @property
-    def units(self) -> list[str]:
-        return [c.unit for c in self.coordinates]
-
-    @property
-    def periodic(self) -> list[bool]:
-        return [c.periodic for c in self.coordinates]
-
-    @property
-    def bounds(self) -> list:
-        return [c.bounds for c in self.coordinates]
-
     @property
     def kT(self) -> float:
         """Thermal energy at the model's temperature, kJ/mol."""

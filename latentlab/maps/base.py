@@ -44,7 +44,34 @@ class Coordinate:
     bounds: tuple[float, float] | None = None
 
 
-class CGMap:
+class LatentCoordinates:
+    """What a latent space is made of, read from a ``coordinates`` tuple of :class:`Coordinate` (maps and models)."""
+
+    coordinates: tuple
+
+    @property
+    def n_cg(self) -> int:
+        """Number of CG coordinates ``N``."""
+        return len(self.coordinates)
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.coordinates]
+
+    @property
+    def units(self) -> list[str]:
+        return [c.unit for c in self.coordinates]
+
+    @property
+    def periodic(self) -> list[bool]:
+        return [c.periodic for c in self.coordinates]
+
+    @property
+    def bounds(self) -> list[tuple[float, float] | None]:
+        return [c.bounds for c in self.coordinates]
+
+
+class CGMap(LatentCoordinates):
     """Base class of CG maps ``Q = f(q)``.
 
     Parameters
@@ -74,28 +101,6 @@ class CGMap:
             fail("coordinates", "the map has no output coordinates", "give at least one output")
         self.n_atoms = n_atoms
         self.spec = spec
-
-    # ------------------------------------------------------------------ metadata
-    @property
-    def n_cg(self) -> int:
-        """Number of CG coordinates ``N``."""
-        return len(self.coordinates)
-
-    @property
-    def names(self) -> list[str]:
-        return [c.name for c in self.coordinates]
-
-    @property
-    def units(self) -> list[str]:
-        return [c.unit for c in self.coordinates]
-
-    @property
-    def periodic(self) -> list[bool]:
-        return [c.periodic for c in self.coordinates]
-
-    @property
-    def bounds(self) -> list[tuple[float, float] | None]:
-        return [c.bounds for c in self.coordinates]
 
     def describe(self) -> str:
         """One line per coordinate: name, unit, periodic/bounded."""

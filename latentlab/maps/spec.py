@@ -14,6 +14,7 @@ or comma-separated 0-based atom indices such as ``4,6,8``, taken in order)::
     com:SEL;SEL;...            one centre-of-mass bead per SEL (needs masses)
     pca:SEL:K                  first K principal components of SEL's positions
                                (centroid removed; needs positions to fit)
+    flow:PATH                  the slow latent z of a trained flow (a file of latentlab flow train)
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from latentlab.maps.learned import PCAMap
 from latentlab.maps.linear import LinearMap
 from latentlab.validation import check_atom_indices, fail
 
-KINDS = ("triangle", "distances", "angles", "dihedrals", "linear", "com", "pca")
+KINDS = ("triangle", "distances", "angles", "dihedrals", "linear", "com", "pca", "flow")
 
 _INDICES = re.compile(r"^\s*\d+(\s*,\s*\d+)*\s*$")
 
@@ -160,14 +161,36 @@ def parse_map(spec: str, topology=None, n_atoms: int | None = None, masses=None,
         if positions is None:
             fail("positions", "are needed to fit a PCA map", "pass the data set's positions (or use a data set)")
         return PCAMap.fit(positions, sel(text), int(k), n_atoms=n_atoms, spec=spec)
+    if kind == "flow":
+        return _flow_map(args.strip(), n_atoms, spec)
     fail("spec", f"unknown map kind '{kind}'", f"use one of {', '.join(KINDS)}")
+
+
+def _flow_map(path: str, n_atoms: int | None, spec: str) -> CGMap:
+    """``flow:PATH``: the slow latent of the flow in the file PATH, checked against the data set's atoms."""
+    import os
+
+    from latentlab.flows.reconstruct import flow_slow_map
+
+    if not path:
+        fail("spec", "flow: names no file", "write flow:PATH with the file of latentlab flow train")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"spec: the flow file {path} does not exist. Fix: check the path of flow:PATH")
+    path = os.path.abspath(path)
+    cg_map = flow_slow_map(path, spec=spec)
+    cg_map.kind = "flow"
+    cg_map.to_dict = lambda: {"kind": "flow", "path": path, "n_atoms": cg_map.n_atoms, "spec": spec}
+    if n_atoms is not None and cg_map.n_atoms != n_atoms:
+        fail("spec", f"the flow {path} is for {cg_map.n_atoms} atoms but the data set has {n_atoms}",
+             "use data of the system the flow was trained for (e.g. latentlab flow sample)")
+    return cg_map
 
 
 def spec_for_atoms(kind: str, atoms) -> str:
     """A map spec of ``kind`` on atoms picked in order (e.g. by clicking): consecutive triples for angles,
     consecutive quadruples for dihedrals, one bead for ``com``, two components for ``pca``."""
-    if kind not in KINDS:
-        fail("kind", f"unknown map kind {kind!r}", f"use one of {', '.join(KINDS)}")
+    if kind not in KINDS or kind == "flow":
+        fail("kind", f"no map of kind {kind!r} is made from picked atoms", f"use one of {', '.join(KINDS[:-1])}")
     ids = [str(int(a)) for a in atoms]
     if not ids:
         fail("atoms", "no atoms were picked", "pick atoms first (click them or type a selection)")
@@ -197,6 +220,8 @@ def map_from_dict(d: dict) -> CGMap:
         return DihedralMap(d["quads"], n_atoms=n_atoms, names=d.get("names"), spec=spec)
     if kind == "linear-matrix":
         return LinearMap(d["matrix"], d["atoms"], n_atoms=n_atoms, bead_names=d.get("bead_names"), spec=spec)
+    if kind == "flow":
+        return _flow_map(d["path"], n_atoms, spec)
     if kind == "pca":
         ev = d.get("explained_variance")
         return PCAMap(d["atoms"], torch.as_tensor(d["mean"]), torch.as_tensor(d["components"]), center=d.get("center", True),
