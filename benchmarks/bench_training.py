@@ -11,7 +11,7 @@ Usage::
    * ``bare``: the network alone, forward + backward of ``sum(V)`` w.r.t. the weights;
    * ``fm_step``: one force-matching step: forward, ``grad_Q V`` with ``create_graph``,
      the loss, backward through the gradient (double backprop), Adam, EMA update;
-   * ``epoch``: frames/s of whole epochs of :func:`train_force_matching` (validation,
+   * ``epoch``: frames/s of whole epochs of the :class:`latentlab.training.Trainer` (validation,
      checkpoint written every epoch, callback bookkeeping included).
 
 2. **Wall time to ``ratio <= 1.5``** (JS divergence over the reference's own noise floor,
@@ -39,9 +39,17 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from latentlab.compare import compare_latent  # noqa: E402
 from latentlab.data import load  # noqa: E402
+from latentlab.forces import prepare_targets  # noqa: E402
+from latentlab.maps import build_mass_model  # noqa: E402
 from latentlab.potentials import CGPotential  # noqa: E402
-from latentlab.simulation import make_sampler  # noqa: E402
-from latentlab.training import force_matching_loss, prepare_targets, train_force_matching  # noqa: E402
+from latentlab.simulation import Simulation  # noqa: E402
+from latentlab.training import ForceMatching, Trainer, force_matching_loss  # noqa: E402
+
+
+def train_force_matching(ds, **kwargs):
+    trainer = Trainer(ForceMatching(), **kwargs)
+    trainer.fit(ds)
+    return trainer.result_
 
 
 def timeit(fn, min_time: float = 1.0, min_reps: int = 5, sync=None) -> float:
@@ -62,7 +70,8 @@ def bench_throughput(ds, device: str, batch: int) -> dict:
     dev = torch.device(device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else None
     cg_map = ds.map()
-    Q, g = prepare_targets(ds, cg_map, device=dev, dtype=torch.float32)
+    Q, g = prepare_targets(ds, cg_map, build_mass_model(cg_map, ds.positions, ds.masses, consistency=False),
+                           device=dev, dtype=torch.float32)
     torch.manual_seed(0)
     model = CGPotential.from_data(Q.double().cpu(), periodic=cg_map.periodic, temperature=ds.temperature).to(dev)
     ema = CGPotential.from_data(Q.double().cpu(), periodic=cg_map.periodic, temperature=ds.temperature).to(dev)
@@ -88,7 +97,7 @@ def bench_throughput(ds, device: str, batch: int) -> dict:
     t_bare, t_fm = timeit(bare, sync=sync), timeit(fm_step, sync=sync)
     with tempfile.TemporaryDirectory() as tmp:
         res = train_force_matching(ds, epochs=6, device=device, out=os.path.join(tmp, "m.pt"), patience=0, refit=False)
-    n_train = res.model.metadata["training"]["n_train"]
+    n_train = sum(b - a for a, b in res.model.training["frames"]["train"])
     epoch_s = float(np.median([h["seconds"] for h in res.history[1:]]))
     return {"batch": batch, "bare_ms": 1e3 * t_bare, "fm_step_ms": 1e3 * t_fm, "fm_over_bare": t_fm / t_bare,
             "bare_frames_per_s": batch / t_bare, "fm_frames_per_s": batch / t_fm,
@@ -103,16 +112,16 @@ def bench_time_to_ratio(ds, device: str, target: float, walkers: int, max_steps:
     t_train = time.perf_counter() - t0
     cg_map = ds.map()
     ref = cg_map(torch.as_tensor(ds.positions, dtype=torch.float64)).numpy()
-    sampler, state = make_sampler(result.model, n_walkers=walkers, device=device, seed=0)
+    sim = Simulation(result.model, n_walkers=walkers, device=device, seed=0)
     # Walkers start on data frames, so early samples look like the data whatever V is: only
     # samples after ``burn_in`` steps (3 ps, many relaxation times of the latent dynamics) count.
-    sampler.step(state, burn_in)
+    sim.step(burn_in)
     records, steps, ratio, reached = [], burn_in, float("inf"), None
     history = []
     while steps < max_steps:
         for _ in range(chunk // 10):
-            sampler.step(state, 10)
-            records.append(state.Q.detach().cpu().numpy())
+            sim.step(10)
+            records.append(sim.state.Q.detach().cpu().numpy())
         steps += chunk
         q = np.stack(records).reshape(-1, records[0].shape[-1])
         ratio = compare_latent(q, ref, names=cg_map.names, periodic=cg_map.periodic)["ratio"]
@@ -123,7 +132,7 @@ def bench_time_to_ratio(ds, device: str, target: float, walkers: int, max_steps:
     return {"target_ratio": target, "seconds_to_target": reached, "train_seconds": t_train,
             "epochs_run": result.epochs_run, "walkers": walkers, "burn_in_steps": burn_in, "steps": steps,
             "final_ratio": ratio,
-            "gamma": sampler.gamma, "history": history}
+            "gamma": sim.gamma, "history": history}
 
 
 def main() -> int:
