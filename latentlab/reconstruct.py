@@ -26,7 +26,7 @@ import torch
 from latentlab.validation import fail
 
 __all__ = ["NearestFrameReconstructor", "atom_correspondence", "latent_coordinates", "placeholder_topology",
-           "pdb_string"]
+           "pdb_string", "dataset_topology", "atom_labels"]
 
 
 def latent_coordinates(cg_map, positions, chunk: int = 4096) -> np.ndarray:
@@ -74,6 +74,20 @@ def placeholder_topology(n_atoms: int, element: str = "C"):
         res = top.add_residue("UNK", chain, resSeq=i + 1)
         top.add_atom(f"{element}{i + 1}", md.element.get_by_symbol(element), res)
     return top
+
+
+def dataset_topology(dataset):
+    """The data set's mdtraj topology, or a placeholder of unbonded carbon atoms when it has none."""
+    return dataset.topology if dataset.topology is not None else placeholder_topology(dataset.n_atoms)
+
+
+def atom_labels(topology, atoms) -> list[str]:
+    """``"index: RESNAMEresSeq NAME"`` for each atom index (e.g. ``"8: ALA2 CA"``)."""
+    out = []
+    for i in atoms:
+        a = topology.atom(int(i))
+        out.append(f"{int(i)}: {a.residue.name}{a.residue.resSeq} {a.name}")
+    return out
 
 
 def pdb_string(topology, positions) -> str:

@@ -1,0 +1,79 @@
+"""What the state classes share: readable error messages, devices, file places, jobs in worker processes."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import param
+
+
+def message(err: BaseException) -> str:
+    """One readable line (or a short paragraph) for an exception shown in the page."""
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0] if len(text) > 400 else text
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def device_choices() -> list[str]:
+    return ["cpu", "cuda"] if cuda_available() else ["cpu"]
+
+
+def models_directory() -> str:
+    """Where model files are saved by default: ``$LATENTLAB_MODELS`` or ``~/latentlab-models``."""
+    return os.environ.get("LATENTLAB_MODELS") or os.path.join(os.path.expanduser("~"), "latentlab-models")
+
+
+class JobState(param.Parameterized):
+    """Base of the states whose work runs as a job of the session's :class:`latentlab_app.jobs.JobQueue`.
+
+    ``self.job`` is the current job (or None); :meth:`waiting_text` says where it waits in the queue.
+    Callbacks of a job run on the queue's thread: they only update parameters and never wait.
+    """
+
+    error = param.String(default="")
+    status = param.String(default="")
+    version = param.Integer(default=0, doc="bumped on every change the views draw")
+
+    def __init__(self, session, **params):
+        super().__init__(**params)
+        self.session = session
+        self.job = None
+        self._lock = threading.RLock()
+        self.param.watch(lambda *events: self.bump(), ["error", "status"])  # a new message is redrawn too
+
+    @property
+    def queue(self):
+        return self.session.queue
+
+    def submit(self, kind: str, payload, **kwargs):
+        """Queue a job of this session; its events go to ``on_<kind>_event`` and its end to ``on_<kind>_done``."""
+        self.job = self.queue.submit(kind, payload, owner=self.session.id, **kwargs)
+        return self.job
+
+    def waiting_text(self) -> str:
+        """``"waiting for a worker: place 3 in the queue (2 jobs running)"`` while queued, else ``""``."""
+        job = self.job
+        if job is None or job.state != "queued":
+            return ""
+        place = job.position()
+        if place == 0:
+            return ""
+        st = self.queue.status()
+        return (f"waiting for a worker: place {place} in the queue ({st['running']} of {st['workers']} "
+                "workers busy)")
+
+    def wait(self, timeout: float = 120.0) -> bool:
+        """Block until the current job has ended (True) or ``timeout`` s passed; never on the queue's thread."""
+        job = self.job
+        if job is None or threading.current_thread().name == "latentlab-jobs":
+            return True
+        return job.wait(timeout)
+
+    def bump(self) -> None:
+        self.version += 1
