@@ -118,6 +118,24 @@ def test_reference_tau_int_is_gamma_over_k(harmonic_reference):
     assert abs(tau - gamma_true / K_SPRING) < 4 * se
 
 
+def test_integrator_friction_saturates_when_gamma_w_dt_is_large():
+    # Past gamma A dt ~ 1 the momenta are refreshed every step: x becomes an AR(1) process with
+    # a = 1 - dt^2 A k / 2, tau_int -> dt (1 + a) / (2 (1 - a)) ~ 2 / (A dt k) = 6 ps here, not gamma / k = 300 ps.
+    model = harmonic_model()
+    dt, A = 0.02, 1.0 / MASS
+    gamma = 100.0 / (A * dt)
+    tr, _ = simulate_trajectories(model, gamma, model.start_points[:64], dt=dt, record_every=25, n_records=200,
+                                  burn_records=10, seed=4)
+    res = analyze(tr, basins=None, msm=False)
+    a = 1.0 - dt ** 2 * A * K_SPRING / 2
+    lam = -math.log(a) / dt
+    spacing = tr.dt_ps
+    saturated = spacing / 2 / math.tanh(lam * spacing / 2)  # trapezoidal sum of exp(-lam t) at this spacing
+    tau, se = res.tau_int_ps["x"], res.acf["tau_int_stderr_ps"]["x"]
+    assert abs(tau - saturated) < 4 * se
+    assert tau < 0.1 * gamma / K_SPRING
+
+
 def test_calibration_recovers_the_friction_that_made_the_reference(harmonic_reference):
     model, gamma_true, ref = harmonic_reference
     res = calibrate(model, ref, "acf", n_walkers=128, dt=0.02, seed=0, check=True, check_length_ps=20,
@@ -163,6 +181,21 @@ def test_calibrate_refuses_bad_inputs(harmonic_reference):
         calibrate(model, other, "acf")
     with pytest.raises(ValueError, match="--pairs"):
         reference_target(ref, "mfpt", basins="L:x<-0.05;R:x>0.05", pairs=["L->Q"], n_samples=0)
+
+
+def test_callback_stops_and_ctrl_c_interrupts(harmonic_reference):
+    from latentlab.kinetics import CalibrationCancelled
+
+    model, _, ref = harmonic_reference
+    with pytest.raises(CalibrationCancelled):
+        calibrate(model, ref, "acf", n_walkers=8, length_ps=2, dt=0.02, check=False, n_samples=0,
+                  callback=lambda event: event["event"] == "progress")
+
+    def ctrl_c(event):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # Simulation.run catches it to close its reporters; calibrate re-raises
+        calibrate(model, ref, "acf", n_walkers=8, length_ps=2, dt=0.02, check=False, n_samples=0, callback=ctrl_c)
 
 
 def test_unresolved_reference_timescale_is_refused():

@@ -32,6 +32,15 @@ where ``f`` increases with gamma, at the largest such crossing; ``"underdamped"`
 decreases, at the smallest.  When the target is faster than the model can ever be (below the
 turnover minimum), no gamma fits: the result says so, with the closest value reached.
 
+**Time step.**  The integrator (:class:`latentlab.dynamics.LatentLangevin`) solves the friction part
+exactly, ``P <- exp(-gamma w dt) P + noise`` along each eigenvector of A (eigenvalue w); once
+``gamma w dt`` exceeds ~1 the momenta are refreshed every step and the positions random-walk with a
+diffusion ~ ``kT A dt / 2`` that no longer depends on gamma, so the discrete dynamics saturate: no
+friction makes them slower (for a harmonic oscillator, tau_int tends to ``2 / (A dt k)`` instead of
+``gamma / k``; checked in the tests' harmonic system).  The default search range therefore ends at
+``DT_LIMIT_FACTOR / (w_max dt)``, a calibrated gamma above ``0.5 / (w_max dt)`` comes with a warning,
+and the friction belongs to the time step it was calibrated with (recorded with it).
+
 **Uncertainty.**  Two independent parts, carried to ``ln gamma`` through the local slope
 ``b = df/d ln gamma`` of the final bracket: the reference's own error of ``f``,
 ``s_ref = (sum_i 1/s_i^2)^(-1/2)``, and the simulation noise of ``f`` at the root, ``s_mod``, a
@@ -84,6 +93,10 @@ MIN_WIDTH = 0.05
 
 #: Walker groups of the jackknife.
 JACKKNIFE_GROUPS = 8
+
+#: Default top of the search range, in units of 1 / (w_max dt) (w_max the largest eigenvalue of A): beyond it
+#: the integrator's diffusion no longer depends on gamma (module docstring).
+DT_LIMIT_FACTOR = 4.0
 
 #: Relative difference counted as agreement in the comparison table (issue 12: within 30 %).
 AGREEMENT = 0.30
@@ -554,7 +567,8 @@ def calibrate(model, reference, target: str = "slowest-timescale", *, basins="au
         Recorded time per walker and evaluation, ps (default: 20 x the reference's observable, at
         least 40 frames, at most 2,000 frames).
     burn_in : float
-        Extra time simulated and dropped before recording, as a fraction of ``length_ps``.
+        Extra time simulated and dropped before recording, as a fraction of ``length_ps`` (at least twice
+        the reference's observable: the walkers start on data frames and settle first).
     dt : float, ps
         Time step; must divide the reference's frame spacing.  The calibrated gamma belongs to this dt
         (it is recorded; simulate with the same dt).
@@ -631,7 +645,9 @@ def calibrate(model, reference, target: str = "slowest-timescale", *, basins="au
     if tgt.kind == "slowest-timescale" and n_records <= 2 * lag_frames(tgt.lag_ps, reference.dt_ps):
         fail("length_ps", f"{n_records * reference.dt_ps:g} ps per walker is not more than twice the lag "
              f"({tgt.lag_ps:g} ps)", "simulate longer walkers")
-    burn_records = int(math.ceil(float(burn_in) * n_records))
+    # Walkers start on data frames: drop at least two of the observable's own times while they settle.
+    scale = float(np.max(tgt.reference_ps)) if tgt.kind != "mfpt" else float(np.min(tgt.reference_ps))
+    burn_records = int(max(math.ceil(float(burn_in) * n_records), math.ceil(2.0 * scale / reference.dt_ps)))
 
     model = tabulated(model)
     if model.start_points is not None and model.start_points.shape[0] > 0:
@@ -645,8 +661,16 @@ def calibrate(model, reference, target: str = "slowest-timescale", *, basins="au
     gamma_start = float(gamma_start)
     if not (gamma_start > 0 and math.isfinite(gamma_start)):
         fail("gamma_start", f"got {gamma_start}", "give a positive friction in amu/ps")
+    # Largest friction rate per step the integrator resolves: past gamma w_max dt ~ 1 the O-step refreshes the
+    # momenta of the stiffest latent direction every step, the splitting's diffusion tends to kT A dt / 2 whatever
+    # gamma is, and more friction no longer slows the dynamics down (its timescales saturate).
+    w_max = float(torch.linalg.eigvalsh(model.mass(q0.to(torch.float64)))[:, -1].median())
+    gamma_dt_limit = 1.0 / (w_max * float(dt))
+    dt_limited = False
     if gamma_range is None:
         lo, hi = gamma_start / 1024.0, gamma_start * 1024.0
+        if hi > DT_LIMIT_FACTOR * gamma_dt_limit:
+            hi, dt_limited = max(DT_LIMIT_FACTOR * gamma_dt_limit, gamma_start), True
     else:
         lo, hi = (float(v) for v in gamma_range)
         if not (0 < lo < hi and math.isfinite(hi)):
@@ -655,7 +679,8 @@ def calibrate(model, reference, target: str = "slowest-timescale", *, basins="au
     settings = {"n_walkers": int(n_walkers), "length_ps": n_records * reference.dt_ps,
                 "burn_in_ps": burn_records * reference.dt_ps, "dt": float(dt), "record_every": record_every,
                 "seed": int(seed), "gamma_start": gamma_start, "gamma_range": [lo, hi], "branch": branch,
-                "max_evaluations": int(max_evaluations), "device": str(device), "jackknife_groups": JACKKNIFE_GROUPS}
+                "max_evaluations": int(max_evaluations), "device": str(device), "jackknife_groups": JACKKNIFE_GROUPS,
+                "gamma_dt_limit": gamma_dt_limit, "largest_mass_eigenvalue": w_max}
 
     d = 1.0 if branch == "overdamped" else -1.0  # search in y = d ln(gamma): f increases with y on the branch
     points: list[dict] = []
@@ -677,7 +702,8 @@ def calibrate(model, reference, target: str = "slowest-timescale", *, basins="au
                 bar.close()
         t0 = time.perf_counter()
         m = tgt.measure(tr)
-        p = {"y": y, "gamma": gamma, "f": m["f"], "sigma_f": m["sigma_f"], "values_ps": m["values_ps"],
+        p = {"y": y, "gamma": gamma, "gamma_w_dt": gamma / gamma_dt_limit, "f": m["f"], "sigma_f": m["sigma_f"],
+             "values_ps": m["values_ps"],
              "log_sigma": m["log_sigma"], "censored": m["censored"], "problems": info["problems"],
              "seconds": info["seconds"], "analysis_seconds": time.perf_counter() - t0}
         points.append(p)
@@ -697,6 +723,15 @@ def calibrate(model, reference, target: str = "slowest-timescale", *, basins="au
     y_lo, y_hi = sorted((d * math.log(lo), d * math.log(hi)))
     message = search(evaluate, d * math.log(gamma_start), (y_lo, y_hi), int(max_evaluations), tgt.sigma_reference,
                      points=points, label=_label(tgt), to_gamma=lambda y: math.exp(d * y))
+    if message.startswith("no root in the friction range") and dt_limited and d > 0 \
+            and max(points, key=lambda q: q["y"])["f"] < 0:
+        top = max(points, key=lambda q: q["gamma"])
+        message = (f"the model's {_label(tgt)} stays shorter than the reference's ({math.exp(top['f']):.3g} x at gamma "
+                   f"{top['gamma']:.4g} amu/ps) up to the largest friction a {dt:g}-ps time step resolves "
+                   f"(gamma w_max dt = {DT_LIMIT_FACTOR:g}, w_max = {w_max:.3g} the largest eigenvalue of A): beyond "
+                   "it the integrator's timescales saturate.  A smaller --dt reaches larger frictions at proportional "
+                   "cost; compare the shapes of the ACFs first ('latentlab kinetics SIM --reference DATA'): a model "
+                   "that needs friction rates of thousands per ps lacks the reference's slow process")
     bracket = _bracket(points)
     monotonic, turnover = _monotonic(points, d)
     if not monotonic:
@@ -720,6 +755,10 @@ def calibrate(model, reference, target: str = "slowest-timescale", *, basins="au
     result.log_gamma_sigma = sy
     result.sensitivity = d * root["slope"]
     result.model_values_ps = np.exp(logs)
+    if result.gamma > 0.5 * gamma_dt_limit:
+        warnings.append(f"gamma w_max dt = {result.gamma / gamma_dt_limit:.2f} at the calibrated friction: the "
+                        f"{dt:g}-ps time step is coarse for it and the dynamics depend on dt; the friction belongs to "
+                        f"this dt (simulate with --dt {dt:g}, or calibrate again with a smaller one)")
     if abs(result.sensitivity) < 0.2:
         warnings.append(f"the observable barely depends on gamma here (d ln / d ln gamma = {result.sensitivity:.2f}): "
                         "near the turnover the calibration is weakly determined")
@@ -822,6 +861,11 @@ def search(evaluate, y_start: float, y_range, max_evaluations: int, sigma_refere
                         f"{math.exp(best['f']):.3g} x the reference's, at gamma {to_gamma(best['y']):.4g} amu/ps (the "
                         "Kramers turnover); the model's barriers or its free-energy surface are too high for this "
                         "reference")
+        if y_new is not None and not y_lo - 1e-9 <= y_new <= y_hi + 1e-9:
+            # a step past an end of the range: to the end itself, unless it was evaluated already
+            edge = y_hi if y_new > y_hi else y_lo
+            if all(abs(q["y"] - edge) > 1e-9 for q in points):
+                y_new = edge
         if not y_lo - 1e-9 <= y_new <= y_hi + 1e-9:
             closest = min(points, key=lambda q: abs(q["f"]))
             lo, hi = sorted((to_gamma(y_lo), to_gamma(y_hi)))
