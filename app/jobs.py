@@ -83,6 +83,7 @@ class Job:
         self.ended: float | None = None
         self.stop_requested: float | None = None
         self.pid: int | None = None  # of its worker process, once running
+        self.grace: float | None = None  # seconds from a stop request to termination (None: the queue's)
         self._done = threading.Event()
 
     def __repr__(self) -> str:
@@ -97,9 +98,9 @@ class Job:
         """Place in the queue (1 = next to start), 0 when not waiting."""
         return self.queue.position(self)
 
-    def stop(self) -> None:
-        """Cancel a queued job now; ask a running one to stop (terminated after the queue's ``stop_grace``)."""
-        self.queue.stop(self)
+    def stop(self, grace: float | None = None) -> None:
+        """Cancel a queued job now; ask a running one to stop (terminated after ``grace`` s, default the queue's)."""
+        self.queue.stop(self, grace)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the job has ended (True) or ``timeout`` seconds passed (False)."""
@@ -148,14 +149,17 @@ class JobQueue:
     stop_grace : float, s
         A worker asked to stop is terminated if it has not ended this long after.
     time_slice : float, s
-        A preemptible job that has run this long gives its worker to a waiting job.
+        A preemptible job that has run this long gives its worker to a waiting job (default
+        ``$LATENTLAB_TIME_SLICE`` or 60).
     start_method : str, optional
         multiprocessing start method (default :func:`default_start_method`).
     """
 
-    def __init__(self, workers: int | None = None, *, stop_grace: float = 3.0, time_slice: float = 60.0,
+    def __init__(self, workers: int | None = None, *, stop_grace: float = 3.0, time_slice: float | None = None,
                  start_method: str | None = None):
         self.workers = int(workers) if workers else default_workers()
+        if time_slice is None:
+            time_slice = float(os.environ.get("LATENTLAB_TIME_SLICE") or 60.0)
         self.stop_grace, self.time_slice = float(stop_grace), float(time_slice)
         self.start_method = start_method or default_start_method()
         self._ctx = mp.get_context(self.start_method)
@@ -192,25 +196,29 @@ class JobQueue:
             except ValueError:
                 return 0
 
-    def stop(self, job: Job) -> None:
+    def stop(self, job: Job, grace: float | None = None) -> None:
         with self._lock:
             if job in self._queued:
                 self._queued.remove(job)
                 self._finish(job, CANCELLED)
                 return
             worker = self._running.get(job)
-            if worker is None or job.stop_requested is not None:
+            if worker is None:
+                return
+            if grace is not None:
+                job.grace = min(grace, job.grace if job.grace is not None else grace)
+            if job.stop_requested is not None:
                 return
             job.stop_requested = time.monotonic()
             worker.stop_event.set()
         self._wake()
 
-    def cancel_owner(self, owner) -> list[Job]:
-        """Stop every job of ``owner`` (a closed session); returns them."""
+    def cancel_owner(self, owner, grace: float = 1.0) -> list[Job]:
+        """Stop every job of ``owner`` (a closed session), terminating workers after ``grace`` s; returns them."""
         with self._lock:
             jobs = [j for j in self._queued if j.owner == owner] + [j for j in self._running if j.owner == owner]
         for job in jobs:
-            self.stop(job)
+            self.stop(job, grace)
         return jobs
 
     def jobs(self, owner=None) -> list[Job]:
@@ -349,8 +357,8 @@ class JobQueue:
     def _enforce_stops(self) -> None:
         now = time.monotonic()
         with self._lock:
-            late = [(j, w) for j, w in self._running.items()
-                    if j.stop_requested is not None and now - j.stop_requested > self.stop_grace]
+            late = [(j, w) for j, w in self._running.items() if j.stop_requested is not None
+                    and now - j.stop_requested > (self.stop_grace if j.grace is None else j.grace)]
         for job, worker in late:
             worker.process.terminate()
             self._end(job, STOPPED)

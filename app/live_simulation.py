@@ -31,7 +31,7 @@ from latentlab_app.live_kinetics import LiveKinetics, reference_kinetics, refere
 from latentlab_app.worker import load_dataset, model_from_bytes
 
 #: Seconds between two snapshots sent to the server.
-SNAPSHOT_EVERY = 0.2
+SNAPSHOT_EVERY = 0.1
 #: Seconds between two checks of the run's health (re-seeds, kinetic temperature).
 PROBLEMS_EVERY = 2.0
 

@@ -10,6 +10,8 @@ cost 8-11 ms of server CPU per plot update against ~0.1 ms (``benchmarks/bench_d
 
 from __future__ import annotations
 
+import threading
+
 import panel as pn
 import param
 
@@ -30,7 +32,12 @@ __all__ = ["Dashboard", "create_app", "StructurePane", "MapPane", "TrainPane", "
 class Dashboard(pn.viewable.Viewer):
     """The whole dashboard for one session: data set chooser and the five panes in tabs."""
 
-    period_ms = param.Integer(default=100, doc="refresh period of the live views (ms); only the visible tab is redrawn")
+    TABS = (("Structure & atoms", StructurePane), ("Map & consistency", MapPane), ("Train", TrainPane),
+            ("Simulate", SimulatePane), ("Reconstruct", ReconstructPane))
+
+    period_ms = param.Integer(default=100, doc="refresh period of the live views while work runs (ms)")
+    idle_period_ms = param.Integer(default=1000, doc="refresh period when nothing runs (ms): a periodic callback "
+                                                     "costs the server ~1-2 ms, whatever it does")
 
     def __init__(self, source: str | None = None, session: Session | None = None, queue=None, **params):
         super().__init__(**params)
@@ -42,21 +49,43 @@ class Dashboard(pn.viewable.Viewer):
         self.upload = pn.widgets.FileInput(accept=".h5,.npz,.pdb,.xtc,.dcd", width=220)
         self.message = pn.pane.Markdown(self.s.data.message)
         self.error = alert(self.s.data.error)
-        self.structure = StructurePane(self.s)
-        self.map = MapPane(self.s)
-        self.train = TrainPane(self.s)
-        self.simulate = SimulatePane(self.s)
-        self.reconstruct = ReconstructPane(self.s)
         self.source.param.watch(lambda e: self._load(e.new), "value")
         self.open.on_click(lambda e: self._load(self.path.value))
         self.upload.param.watch(self._upload, "value")
-        self.tabs = pn.Tabs(("Structure & atoms", self.structure), ("Map & consistency", self.map),
-                            ("Train", self.train), ("Simulate", self.simulate), ("Reconstruct", self.reconstruct),
-                            dynamic=False)
+        # A tab's pane is built when it is first shown, and only the shown tab is in the browser (dynamic):
+        # a new session costs the server a tenth of the time and the page a tenth of the models.
+        self._panes: dict[int, pn.viewable.Viewer] = {}
+        self._shown: set[int] = set()
+        self.tabs = pn.Tabs(*[(title, pn.Column()) for title, _ in self.TABS], dynamic=True)
+        self._show(0)
         self._callback = None
         self._document = None
         self._was_connected = False
-        self.tabs.param.watch(lambda e: self.tick(), "active")
+        self.tabs.param.watch(self._tab_changed, "active")
+
+    # ------------------------------------------------------------------ panes, built when first shown
+    def pane(self, index: int):
+        """The pane of tab ``index`` (built now if it was not yet)."""
+        if index not in self._panes:
+            self._panes[index] = self.TABS[index][1](self.s)
+        return self._panes[index]
+
+    def _show(self, index: int) -> None:
+        if index not in self._shown:
+            self._shown.add(index)
+            objects = list(self.tabs.objects)
+            objects[index] = self.pane(index)
+            self.tabs.objects = objects
+
+    def _tab_changed(self, event) -> None:
+        self._show(event.new)
+        self.tick()
+
+    structure = property(lambda self: self.pane(0))
+    map = property(lambda self: self.pane(1))
+    train = property(lambda self: self.pane(2))
+    simulate = property(lambda self: self.pane(3))
+    reconstruct = property(lambda self: self.pane(4))
 
     def _choices(self):
         names = self.s.data.choices()
@@ -67,7 +96,7 @@ class Dashboard(pn.viewable.Viewer):
     def _load(self, source):
         if not source:
             return
-        if self.s.load(source):
+        if self.s.load(source) and 0 in self._panes:
             self.structure.refresh_structure()
         self.tick()
 
@@ -75,24 +104,34 @@ class Dashboard(pn.viewable.Viewer):
         if event.new:
             if self.s.data.save_upload(self.upload.filename or "upload.h5", event.new):
                 self.s.after_load()
-                self.structure.refresh_structure()
+                if 0 in self._panes:
+                    self.structure.refresh_structure()
             self.tick()
 
     def tick(self):
         """Refresh the visible tab from the state (periodic callback on the server thread); never raises."""
         if self._closed_browser():
             return
+        self._adapt_period()
         self.message.object = self.s.data.message
         show_error(self.error, self.s.data.error)
         # Only the visible tab is redrawn: hidden plots cost websocket traffic and server time for nothing
         # (each pane remembers the state version it last drew and catches up when shown).
-        pane = {1: self.map, 2: self.train, 3: self.simulate, 4: self.reconstruct}.get(self.tabs.active)
-        if pane is None:
+        if self.tabs.active == 0 or self.tabs.active not in self._panes:
             return
+        pane = self._panes[self.tabs.active]
         try:
             pane.refresh()
         except Exception as err:  # a drawing problem is a message, never a dead session
             show_error(self.error, f"display error in {type(pane).__name__}: {err}")
+
+    def _adapt_period(self) -> None:
+        if self._callback is None:
+            return
+        busy = self.s.train.running or self.s.simulation.running or self.s.map.checking or self.s.kinetics.calibrating
+        period = self.period_ms if busy else self.idle_period_ms
+        if self._callback.period != period:
+            self._callback.period = period
 
     def _closed_browser(self) -> bool:
         """True once the browser has gone: the session's work is stopped at once and Bokeh asked to discard it.
@@ -120,8 +159,17 @@ class Dashboard(pn.viewable.Viewer):
     def start_updates(self):
         if self._callback is None:
             self._document = pn.state.curdoc
+            self._thread = threading.get_ident()
             self._callback = pn.state.add_periodic_callback(self.tick, period=self.period_ms)
+            for state in (self.s.map, self.s.train, self.s.simulation, self.s.kinetics):
+                state.param.watch(self._woken, "version")
         return self._callback
+
+    def _woken(self, event) -> None:
+        """A change made by the user (on the server's thread): redraw at the fast rate from now on."""
+        if self._callback is not None and threading.get_ident() == self._thread and \
+                self._callback.period != self.period_ms:
+            self._callback.period = self.period_ms
 
     def __panel__(self):
         header = pn.Row(pn.pane.Markdown("## latentlab — machine-learned coarse-graining", margin=(0, 10)),

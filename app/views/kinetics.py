@@ -65,12 +65,12 @@ class KineticsPane(pn.viewable.Viewer):
         self.calibration_text = pn.pane.Markdown("", width=460)
         self._available = available
 
-    def _ensure_acf_lines(self, names) -> None:
+    def _ensure_acf_lines(self, names) -> bool:
+        """A new figure for new coordinates (shown by the caller once its sources hold data); True if new."""
         names = tuple(names)
         if names == self._names:
-            return
+            return False
         self.acf = self._acf_figure()
-        self.acf_holder.objects = [self.acf]
         self.acf_srcs = {}
         for i, name in enumerate(names):
             color = COLORS[i % len(COLORS)]
@@ -79,8 +79,11 @@ class KineticsPane(pn.viewable.Viewer):
             self.acf.line("lag", "acf", source=ref, color=color, line_dash="dashed", legend_label=f"{name} reference")
             self.acf.line("lag", "acf", source=mod, color=color, line_width=2, legend_label=f"{name} model")
             self.acf_srcs[name] = (ref, mod)
-        self.acf.legend.label_text_font_size = "8pt"
+        self.acf.legend.label_text_font_size = "7pt"
+        self.acf.legend.background_fill_alpha = 0.4
+        self.acf.legend.location = "bottom_left"
         self._names = names
+        return True
 
     def refresh(self):
         k = self.s.kinetics
@@ -98,8 +101,10 @@ class KineticsPane(pn.viewable.Viewer):
         self.tables.object = self._tables_text(k)
         names = list((ref.get("tau_int_ps") or mod.get("tau_int_ps") or {}).keys())
         if names:
-            self._ensure_acf_lines(names)
+            new = self._ensure_acf_lines(names)
             self._draw_acfs(ref.get("acf"), mod.get("acf"))
+            if new:
+                self.acf_holder.objects = [self.acf]
         self._draw_its(ref.get("its"), mod.get("its"))
 
     def _draw_acfs(self, ref_acf, mod_acf) -> None:
@@ -152,7 +157,8 @@ class KineticsPane(pn.viewable.Viewer):
                          f"{fmt(mod.get('spacing_ps'))} ps; tau_int and MFPTs at {fmt(mod.get('analysis_dt_ps'))} ps")
         elif not mod:
             parts.append("model: _waiting for enough frames_")
-        return "  \n".join(parts)
+        notes = [w for w in (mod.get("warnings") or [])[:2] if not w.startswith("strided")]
+        return "  \n".join(parts + [f"_{w}_" for w in notes])
 
     @staticmethod
     def _tables_text(k) -> str:

@@ -59,7 +59,7 @@ class SimulatePane(pn.viewable.Viewer):
         figs = []
         for i, name in enumerate(snap["names"]):
             e = np.asarray(snap["edges"][i])
-            src = ColumnDataSource({"left": e[:-1], "right": e[1:], "model": np.zeros(len(e) - 1),
+            src = ColumnDataSource({"left": e[:-1], "right": e[1:], "model": np.asarray(snap["model"][i], dtype=float),
                                     "reference": np.asarray(snap["reference"][i]), "mid": 0.5 * (e[:-1] + e[1:])})
             fig = make_figure(f"p({name})", width=300, height=240, x_axis_label=name)
             fig.quad(left="left", right="right", bottom=0, top="model", source=src, fill_color=COLORS[0],
@@ -90,11 +90,12 @@ class SimulatePane(pn.viewable.Viewer):
             self.stats.object = "_choose a map, then train a model, load one, or use the exact PMF_"
             return
         key = (tuple(snap["names"]), tuple(len(e) for e in snap["edges"]), snap["edges"][0][0], snap["edges"][0][-1])
-        if key != self._layout_key:
+        if key != self._layout_key:  # new figures carry their data: no update of a model the browser has not seen
             self._build_histograms(snap)
             self._layout_key = key
-        for src, dens in zip(self.hist_srcs, snap["model"]):
-            src.patch({"model": [(slice(0, len(dens)), np.asarray(dens))]})
+        else:
+            for src, dens in zip(self.hist_srcs, snap["model"]):
+                src.patch({"model": [(slice(0, len(dens)), np.asarray(dens))]})
         self._draw_monitors(snap)
         self.stats.object = self._stats_text(sim, snap, waiting)
         show_error(self.warning, "; ".join(snap.get("problems") or []))
