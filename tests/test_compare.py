@@ -80,6 +80,7 @@ def test_cli_train_simulate_compare_and_the_eq9_bias_is_visible(tmp_path, capsys
     for convention in ("consistent", "eq9"):
         model, sim = str(tmp_path / f"{convention}.pt"), str(tmp_path / f"{convention}.npz")
         assert main(["train", "three-atom", "--out", model, "--epochs", "15", "--convention", convention,
+                     "--objective", "force-matching",
                      "--no-progress", "--json", "--no-support-prior"]) == 0
         capsys.readouterr()
         assert main(["simulate", model, "--walkers", "400", "--steps", "1200", "--out", sim, "--json"]) == 0

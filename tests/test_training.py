@@ -186,7 +186,7 @@ def _checkpoint_epoch(path):
 def test_training_killed_and_resumed_loses_at_most_one_epoch_and_matches_an_uninterrupted_run(tmp_path):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
     out = str(tmp_path / "killed.pt")
-    args = [sys.executable, "-m", "latentlab.cli", "train", "three-atom", "--frames", "3000", "--epochs", "40",
+    args = [sys.executable, "-m", "latentlab.cli", "train", "three-atom", "--objective", "force-matching", "--frames", "3000", "--epochs", "40",
             "--hidden", "16,16", "--patience", "0", "--seed", "5", "--device", "cpu", "--no-progress", "--out"]
     proc = subprocess.Popen(args + [out], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120

@@ -251,6 +251,26 @@ def test_cli_relative_entropy_with_and_without_forces(tmp_path, capsys):
                  "--out", out2, "--no-progress", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["out"] == out2 and not os.path.exists(out2 + ".fm.pt")
-    assert main(["train", path, "--out", str(tmp_path / "fm.pt"), "--no-progress"]) != 0
+    assert main(["train", path, "--objective", "force-matching", "--out", str(tmp_path / "fm.pt"), "--no-progress"]) != 0
     err = capsys.readouterr().err
     assert "has no forces" in err and "relative-entropy" in err
+
+
+@pytest.mark.slow
+def test_cli_default_objective_refines_force_matching_on_the_grid_for_up_to_three_coordinates(tmp_path, capsys):
+    import json
+
+    from latentlab.cli import main
+
+    out = str(tmp_path / "auto.pt")
+    assert main(["train", "three-atom", "--frames", "1500", "--epochs", "3", "--hidden", "16,16", "--iterations", "5",
+                 "--out", out, "--no-progress", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    model = CGModel.load(out)
+    assert model.kind == "relative-entropy" and model.training["settings"]["estimator"] == "grid"
+    assert model.training["started_from"]["kind"] == "force-matching" and summary["epochs_run"] <= 5
+    eq9 = str(tmp_path / "eq9.pt")  # the eq. 9 V is not what relative entropy fits: force matching alone
+    assert main(["train", "three-atom", "--frames", "1500", "--epochs", "2", "--hidden", "16,16", "--convention", "eq9",
+                 "--out", eq9, "--no-progress", "--json"]) == 0
+    capsys.readouterr()
+    assert CGModel.load(eq9).kind == "force-matching"
