@@ -131,6 +131,19 @@ def test_a_single_run_never_touches_an_interrupted_ensemble(tmp_path, capsys):
     assert sorted(os.listdir(work)) == before
 
 
+def test_an_ensemble_resume_never_touches_a_single_run(tmp_path, capsys):
+    single = str(tmp_path / "one.h5")
+    assert main(ALA + ["--ns", "0.002", "--out", single]) == 0
+    with open(single, "rb") as fh:
+        data = fh.read()
+    capsys.readouterr()
+    assert main(ALA + ["--ns", "0.004", "--out", single, "--resume", "--replicas", "2"]) == 2
+    assert "is a single run, not an ensemble" in capsys.readouterr().err
+    with open(single, "rb") as fh:
+        assert fh.read() == data
+    assert sorted(os.listdir(tmp_path)) == ["one.h5"]
+
+
 # ----------------------------------------------------------------------------- with a local cluster
 
 
