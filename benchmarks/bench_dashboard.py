@@ -93,6 +93,16 @@ def tree_rss_mb(pid: int) -> float:
     return round(rss_mb(pid) + sum(rss_mb(p) for p in descendants(pid)), 1)
 
 
+def memory_breakdown(server_pid: int) -> dict:
+    """Resident memory (MB) of the server process, its fork server (torch and the library imported once) and workers."""
+    fork = [p for p in descendants(server_pid) if b"forkserver" in _cmdline(p)]
+    workers = worker_pids(server_pid)
+    out = {"server": rss_mb(server_pid), "fork_server": sum(rss_mb(p) for p in fork),
+           "workers": sum(rss_mb(p) for p in workers), "n_workers": len(workers)}
+    out["total"] = tree_rss_mb(server_pid)
+    return {k: round(v, 1) for k, v in out.items()}
+
+
 def worker_pids(server_pid: int) -> set[int]:
     """Job processes: the children of the fork server(s) below the server."""
     out = set()
@@ -398,6 +408,7 @@ def section_single(args, browser) -> dict:
             page.wait_for_timeout(int(1000 * min(args.sample, max(0.1, end - time.perf_counter()))))
         page.screenshot(path=os.path.join(ROOT, "benchmarks", "results", "bench_dashboard.png"), full_page=True)
         result["ui_updates_per_s_end"] = updates_per_second(page, "model", min(5.0, args.rate_seconds))
+        result["memory_breakdown_end_mb"] = memory_breakdown(server)
         page.get_by_role("button", name="Pause").click()
         result["page_errors"] = errors
         page.close()
@@ -441,6 +452,8 @@ def loss_signature(page) -> float:
 def section_concurrent(args, browser) -> dict:
     proc, url, _ = start_server("three-atom", {"LATENTLAB_TIME_SLICE": str(args.time_slice)})
     server = app_server_pid(proc)
+    time.sleep(10.0)  # the fork server has imported torch and the library
+    idle = memory_breakdown(server)
     tabs, errors, peak = [], [], 0.0
     sets = [ANALYTIC[i % len(ANALYTIC)] for i in range(args.sessions)]
     try:
@@ -473,19 +486,19 @@ def section_concurrent(args, browser) -> dict:
         rates = [updates_per_second(page, "model", 5.0) for page in tabs]
         failures += concurrent_failures(tabs, sets)
         crosstalk = concurrent_crosstalk(tabs, sets)
-        before_close = tree_rss_mb(server)
+        before_close = memory_breakdown(server)
         for page in tabs:
             page.close()
         time.sleep(10.0)
-        after_close = tree_rss_mb(server)
+        after_close = memory_breakdown(server)
         workers_left = len(worker_pids(server))
     finally:
         stop_server(proc)
     return {"sessions": args.sessions, "data_sets": sets, "epochs": args.epochs, "time_slice_s": args.time_slice,
             "trainings_s": round(training_s, 1), "simulated_s": args.concurrent_seconds, "failures": failures,
             "n_failures": len(failures), "crosstalk": crosstalk, "n_crosstalk": len(crosstalk),
-            "ui_updates_per_s": rates, "memory_peak_mb": peak, "memory_before_close_mb": before_close,
-            "memory_10s_after_close_mb": after_close, "workers_left_after_close": workers_left, "page_errors": errors}
+            "ui_updates_per_s": rates, "memory_idle_mb": idle, "memory_peak_mb": peak,
+            "memory_before_close_mb": before_close, "memory_10s_after_close_mb": after_close, "workers_left_after_close": workers_left, "page_errors": errors}
 
 
 def concurrent_failures(tabs, sets) -> list[str]:
@@ -510,11 +523,15 @@ def concurrent_crosstalk(tabs, sets) -> list[str]:
         if titles != want:
             out.append(f"tab {i} ({data}) shows histograms {titles}, expected {want}")
         tab(page, "Train")
-        page.wait_for_timeout(500)
+        deadline = time.perf_counter() + 10
+        while loss_signature(page) == 0 and time.perf_counter() < deadline:
+            page.wait_for_timeout(250)
         signatures.append(loss_signature(page))
     for i in range(len(signatures)):
+        if signatures[i] == 0:
+            out.append(f"tab {i} shows no loss history")
         for j in range(i):
-            if signatures[i] == signatures[j]:
+            if signatures[i] == signatures[j] != 0:
                 out.append(f"tabs {j} and {i} show the same loss history (seeds differ)")
     return out
 
@@ -561,7 +578,8 @@ def section_open(args, browser) -> dict:
     server = app_server_pid(proc)
     errors, pages = [], []
     try:
-        idle = tree_rss_mb(server)
+        time.sleep(10.0)  # the fork server has imported torch and the library
+        idle = memory_breakdown(server)
         t0 = time.perf_counter()
         for _ in range(args.open):
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
@@ -583,7 +601,7 @@ def section_open(args, browser) -> dict:
             tab(page, "Train")
             page.get_by_role("button", name="Train", exact=True).click()
         placed = queue_places(pages, 30.0)
-        with_work = tree_rss_mb(server)
+        with_work = memory_breakdown(server)
         t_close = time.perf_counter()
         for page in pages:
             page.close()
@@ -591,7 +609,7 @@ def section_open(args, browser) -> dict:
             time.sleep(0.1)
         gone_s = round(time.perf_counter() - t_close, 2)
         time.sleep(5.0)
-        after = tree_rss_mb(server)
+        after = memory_breakdown(server)
     finally:
         stop_server(proc)
     return {"tabs": args.open, "data": args.open_data, "all_interactive_s": max(ready), "interactive_s": ready,
@@ -625,8 +643,12 @@ def rows_of(result: dict) -> list[tuple[str, object]]:
     if c:
         rows += [(f"{c['sessions']} sessions training + simulating: failures / cross-talk", f"{c['n_failures']} / {c['n_crosstalk']}"),
                  ("  UI updates/s per tab", ", ".join(str(r) for r in c["ui_updates_per_s"])),
-                 ("  memory MB peak / before close / 10 s after close",
-                  f"{c['memory_peak_mb']:.0f} / {c['memory_before_close_mb']:.0f} / {c['memory_10s_after_close_mb']:.0f}")]
+                 ("  memory MB idle / peak / before close / 10 s after close (total)",
+                  f"{c['memory_idle_mb']['total']:.0f} / {c['memory_peak_mb']:.0f} / "
+                  f"{c['memory_before_close_mb']['total']:.0f} / {c['memory_10s_after_close_mb']['total']:.0f}"),
+                 ("  server process alone: idle / before close / after close",
+                  f"{c['memory_idle_mb']['server']:.0f} / {c['memory_before_close_mb']['server']:.0f} / "
+                  f"{c['memory_10s_after_close_mb']['server']:.0f}")]
     o = result.get("open")
     if o:
         rows += [(f"{o['tabs']} tabs opened at once: all interactive (s)", o["all_interactive_s"]),
@@ -635,8 +657,12 @@ def rows_of(result: dict) -> list[tuple[str, object]]:
                  ("  CPU s while opening: server / browser", f"{o['cpu_seconds_while_opening']['server']} / "
                                                             f"{o['cpu_seconds_while_opening']['browser']}"),
                  ("  all workers gone after closing all tabs (s)", o["all_workers_gone_after_close_s"]),
-                 ("  memory MB idle / with sessions / 5 s after close",
-                  f"{o['memory_idle_mb']:.0f} / {o['memory_with_20_sessions_mb']:.0f} / {o['memory_5s_after_close_mb']:.0f}")]
+                 ("  memory MB idle / with sessions / 5 s after close (total)",
+                  f"{o['memory_idle_mb']['total']:.0f} / {o['memory_with_20_sessions_mb']['total']:.0f} / "
+                  f"{o['memory_5s_after_close_mb']['total']:.0f}"),
+                 ("  server process alone: idle / with sessions / after close",
+                  f"{o['memory_idle_mb']['server']:.0f} / {o['memory_with_20_sessions_mb']['server']:.0f} / "
+                  f"{o['memory_5s_after_close_mb']['server']:.0f}")]
     return rows
 
 

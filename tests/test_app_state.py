@@ -106,6 +106,15 @@ def test_forward_mode_ad_works_in_jobs_running_at_once(queue):
     assert jobs[0].result["pid"] != jobs[1].result["pid"]
 
 
+def test_serve_refuses_a_bad_data_file_before_the_server_starts(tmp_path):
+    bad = tmp_path / "text.h5"
+    bad.write_text("hello")
+    out = subprocess.run([sys.executable, "-m", "latentlab.cli", "serve", "--data", str(bad), "--port", "0"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 2 and "latentlab serve: error:" in out.stderr and "Fix:" in out.stderr
+    assert "dashboard:" not in out.stdout and "Traceback" not in out.stderr
+
+
 # ---------------------------------------------------------------------------- data, atoms, map
 def test_default_session_opens_chignolin_or_says_why_not(queue):
     s = Session(queue=queue)

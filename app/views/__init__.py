@@ -79,7 +79,13 @@ class Dashboard(pn.viewable.Viewer):
 
     def _tab_changed(self, event) -> None:
         self._show(event.new)
-        self.tick()
+        if self._document is None:  # a notebook or a test
+            self.tick()
+            return
+        # After Panel has put the tab's models into the page: an update of a model the browser does not
+        # have yet fails there ("reference ... isn't known").
+        self._document.add_next_tick_callback(self.tick)
+        self._woken(None)
 
     structure = property(lambda self: self.pane(0))
     map = property(lambda self: self.pane(1))
