@@ -575,8 +575,8 @@ class Dataset:
         spec = spec or self.default_map
         if not spec:
             fail("map", f"data set {self.name!r} has no default map", "pass a map spec, e.g. --map 'distances:0-1'")
-        # a PCA map is fitted to the frames; a lazy data set offers an evenly strided 100,000 of them
-        positions = self.positions[:: max(1, self.n_frames // 100000)] if self.lazy else self.positions
+        # a PCA map is fitted to the frames; a lazy data set offers an evenly strided 100,000 of them (read only if used)
+        positions = self.positions.take(slice(None, None, max(1, self.n_frames // 100000))) if self.lazy else self.positions
         return parse_map(spec, topology=self.topology, n_atoms=self.n_atoms, masses=self.masses, positions=positions)
 
     def tensors(self, dtype=None):

@@ -58,8 +58,15 @@ class FrameArray:
         lo, hi = int(frames.min()), int(frames.max()) + 1
         if hi - lo <= 2 * len(frames):  # dense enough: one contiguous read
             return self._data[lo:hi][frames - lo]
+        # scattered (e.g. every 50th frame): contiguous blocks in file order, each read once and picked from;
+        # sequential reads of a compressed file beat point selections
         unique, inverse = np.unique(frames, return_inverse=True)
-        return self._data[unique][inverse]
+        parts = []
+        for start in range(lo, hi, BLOCK_FRAMES):
+            wanted = unique[(unique >= start) & (unique < start + BLOCK_FRAMES)]
+            if len(wanted):
+                parts.append(self._data[int(wanted[0]):int(wanted[-1]) + 1][wanted - wanted[0]])
+        return np.concatenate(parts)[inverse]
 
     def __getitem__(self, key):
         if isinstance(key, tuple):
