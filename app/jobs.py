@@ -39,7 +39,8 @@ from multiprocessing.connection import wait as wait_connections
 log = logging.getLogger("latentlab.app.jobs")
 
 #: Job states.
-QUEUED, RUNNING, FINISHED, STOPPED, FAILED, CANCELLED = "queued", "running", "finished", "stopped", "failed", "cancelled"
+QUEUED, RUNNING, FINISHED = "queued", "running", "finished"
+STOPPED, FAILED, CANCELLED = "stopped", "failed", "cancelled"
 ENDED = (FINISHED, STOPPED, FAILED, CANCELLED)
 
 _ids = itertools.count(1)

@@ -206,7 +206,8 @@ def run_consistency(payload: dict, ctx: JobContext) -> dict:
     spread = {"edges": [np.asarray(e).tolist() for e in rep.bin_edges],
               "values": None if rep.bin_spread is None else np.asarray(rep.bin_spread, dtype=float).tolist(),
               "names": list(cg_map.names[:2])}
-    return {"report": rep.to_dict(), "spread": spread, "closed_form": closed_form_check(cg_map, ds.positions, ds.masses)}
+    closed = closed_form_check(cg_map, ds.positions, ds.masses)
+    return {"report": rep.to_dict(), "spread": spread, "closed_form": closed}
 
 
 def run_calibration(payload: dict, ctx: JobContext) -> dict:

@@ -11,7 +11,8 @@ through Playwright's Python client), as people would.  Sections (``--sections``,
 ``single``
     One session: seconds from launching the server to the URL and to an interactive page; UI updates/s
     with ``--walkers`` walkers simulating (the browser counts changes of the model histogram every
-    20 ms); server memory (server + fork server + workers, ``/proc/PID/status`` VmRSS) every
+    20 ms); memory (server + fork server + workers, proportional set size from
+    ``/proc/PID/smaps_rollup``, so pages a worker shares with the fork server count once) every
     ``--sample`` s over ``--minutes`` of simulation.
 ``concurrent``
     ``--sessions`` (5) tabs, each on its own analytic data set and seed, train (``--epochs``) and then
@@ -19,9 +20,10 @@ through Playwright's Python client), as people would.  Sections (``--sections``,
     cross-talk (a tab showing another's coordinates or loss history), UI updates/s in every tab,
     peak memory, and the memory after all tabs are closed.
 ``open``
-    ``--open`` (20) tabs opened at once on the default data set, each pressing Train as soon as it is
-    interactive: seconds until every tab is interactive (NGL drawn, a tab click answered), how many
-    show their place in the queue, and how long until every worker is gone once they are closed.
+    ``--open`` (20) tabs opened at once on the default data set: seconds until every tab is interactive
+    (an atom selection typed in the page is answered) and until every molecule is drawn, the CPU time
+    the server and the browser spent meanwhile, then every tab presses Train: how many show their place
+    in the queue, and how long until every worker is gone once the tabs are closed.
 
 Prints a table and writes JSON (default ``benchmarks/results/bench_dashboard.json``)::
 
@@ -89,30 +91,47 @@ def descendants(pid: int) -> list[int]:
 
 
 def tree_rss_mb(pid: int) -> float:
-    """Resident memory of the server and everything it started (fork server, workers), MB."""
-    return round(rss_mb(pid) + sum(rss_mb(p) for p in descendants(pid)), 1)
+    """Memory (PSS, MB) of the server and everything it started (fork server, workers)."""
+    return round(pss_mb(pid) + sum(pss_mb(p) for p in descendants(pid)), 1)
+
+
+def pss_mb(pid: int) -> float:
+    """Proportional set size (MB): shared pages (the fork server's torch, copied on write into every worker)
+    counted once overall instead of once per process as RSS does."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
+            for line in handle:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) / 1024.0
+    except (FileNotFoundError, PermissionError):
+        return rss_mb(pid)
+    return 0.0
 
 
 def memory_breakdown(server_pid: int) -> dict:
-    """Resident memory (MB) of the server process, its fork server (torch and the library imported once) and workers."""
-    fork = [p for p in descendants(server_pid) if b"forkserver" in _cmdline(p)]
+    """Memory (MB, PSS) of the server process, its fork server and the workers, and their total."""
+    fork = [p for p in descendants(server_pid) if b"forkserver" in _cmdline(p) and _ppid(p) == server_pid]
     workers = worker_pids(server_pid)
-    out = {"server": rss_mb(server_pid), "fork_server": sum(rss_mb(p) for p in fork),
-           "workers": sum(rss_mb(p) for p in workers), "n_workers": len(workers)}
-    out["total"] = tree_rss_mb(server_pid)
+    out = {"server": pss_mb(server_pid), "fork_server": sum(pss_mb(p) for p in fork),
+           "workers": sum(pss_mb(p) for p in workers), "n_workers": len(workers),
+           "total": pss_mb(server_pid) + sum(pss_mb(p) for p in descendants(server_pid))}
     return {k: round(v, 1) for k, v in out.items()}
 
 
+def _ppid(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return int(handle.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
 def worker_pids(server_pid: int) -> set[int]:
-    """Job processes: the children of the fork server(s) below the server."""
+    """Job processes: the children of the fork server below the server."""
     out = set()
     for pid in descendants(server_pid):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                if b"forkserver" in handle.read():
-                    out |= set(descendants(pid))
-        except OSError:
-            pass
+        if _ppid(pid) == server_pid and b"forkserver" in _cmdline(pid):
+            out |= set(descendants(pid))
     return out
 
 

@@ -68,6 +68,12 @@ class JobState(param.Parameterized):
         return (f"waiting for a worker: place {place} in the queue ({st['running']} of {st['workers']} "
                 "workers busy)")
 
+    def detach(self) -> None:
+        """Stop the current job and ignore whatever it still sends (its data set or map is gone)."""
+        job, self.job = self.job, None
+        if job is not None and job.active:
+            job.stop()
+
     def wait(self, timeout: float = 120.0) -> bool:
         """Block until the current job has ended (True) or ``timeout`` s passed; never on the queue's thread."""
         job = self.job

@@ -89,6 +89,10 @@ class KineticsState(JobState):
         self.version += 1
 
     def clear(self) -> None:
+        """A new model: its analyses start afresh, and a calibration of the previous model is stopped."""
+        if self.calibrating:
+            self.detach()
+            self.param.update(calibrating=False, status="calibration stopped: the model changed")
         self.reference = self.model = None
         self.version += 1
 
@@ -124,6 +128,8 @@ class KineticsState(JobState):
             self.job.stop()
 
     def _calibration_event(self, job, kind, event) -> None:
+        if job is not self.job:
+            return
         if event.get("event") == "evaluation":
             self.evaluations = self.evaluations + [event]
             self.status = (f"calibrating: {len(self.evaluations)} simulations; last gamma {event['gamma']:.4g} amu/ps, "
@@ -135,6 +141,8 @@ class KineticsState(JobState):
     def _calibration_done(self, job) -> None:
         from latentlab_app.worker import model_from_bytes
 
+        if job is not self.job:
+            return
         try:
             if job.state == "failed":
                 self.param.update(error=f"calibration failed: {job.error}", status="")
@@ -164,11 +172,11 @@ class KineticsState(JobState):
         pairs = list((ref.get("mfpt_ps") or {}).keys()) or list((mod.get("mfpt_ps") or {}).keys())
         rows = []
         for pair in pairs:
-            r, m = (ref.get("mfpt_ps") or {}).get(pair), (mod.get("mfpt_ps") or {}).get(pair)
-            rows.append({"pair": pair, "reference_ps": r, "reference_stderr_ps": (ref.get("mfpt_stderr_ps") or {}).get(pair),
-                         "reference_transitions": (ref.get("mfpt_transitions") or {}).get(pair),
-                         "model_ps": m, "model_stderr_ps": (mod.get("mfpt_stderr_ps") or {}).get(pair),
-                         "model_transitions": (mod.get("mfpt_transitions") or {}).get(pair),
+            get = lambda d, key: (d.get(key) or {}).get(pair)  # noqa: E731
+            r, m = get(ref, "mfpt_ps"), get(mod, "mfpt_ps")
+            rows.append({"pair": pair, "reference_ps": r, "reference_stderr_ps": get(ref, "mfpt_stderr_ps"),
+                         "reference_transitions": get(ref, "mfpt_transitions"), "model_ps": m,
+                         "model_stderr_ps": get(mod, "mfpt_stderr_ps"), "model_transitions": get(mod, "mfpt_transitions"),
                          "ratio": None if not r or m is None else m / r})
         return rows
 

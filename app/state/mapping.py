@@ -69,8 +69,10 @@ class MapState(JobState):
             self.error = f"map {spec!r}: {message(err)}"
             return False
         kind = cg_map.kind if cg_map.kind in self.param.kind.objects else self.kind
-        self.param.update(spec=spec, cg_map=cg_map, description="\n".join([cg_map.formula, "outputs:", cg_map.describe()]),
-                          error="", report=None, spread=None, closed_form=None, kind=kind, status="")
+        self.detach()  # a check of the previous map is of no use now
+        description = "\n".join([cg_map.formula, "outputs:", cg_map.describe()])
+        self.param.update(spec=spec, cg_map=cg_map, description=description, error="", report=None, spread=None,
+                          closed_form=None, kind=kind, status="", checking=False)
         self.bump()
         return True
 
@@ -89,6 +91,8 @@ class MapState(JobState):
         return True
 
     def _done(self, job) -> None:
+        if job is not self.job:
+            return
         if job.state == "finished":
             r = job.result
             self.param.update(report=r["report"], spread=r["spread"], closed_form=r["closed_form"], error="")

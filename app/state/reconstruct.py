@@ -9,7 +9,7 @@ from .common import message
 
 
 class ReconstructState(param.Parameterized):
-    """Nearest reference frame in latent space, superposed (:class:`latentlab.reconstruct.NearestFrameReconstructor`)."""
+    """The nearest reference frame in latent space, superposed (``latentlab.reconstruct.NearestFrameReconstructor``)."""
 
     walker = param.Integer(default=0, bounds=(0, None))
     error = param.String(default="")

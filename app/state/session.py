@@ -55,15 +55,14 @@ class Session(param.Parameterized):
             self.simulation.start()
 
     def after_load(self) -> None:
-        """New data set: default map, no model, fresh simulation."""
+        """New data set: default map, no model, fresh simulation; work on the previous one is stopped."""
         self.simulation.reset(wait=False)
-        self.train.param.update(model=None, model_label="", history=[], parity=None, status="")
+        self.train.detach()
+        self.train.param.update(model=None, model_label="", history=[], parity=None, status="", running=False)
         self.atoms.clear()
         self.map.use_default()
 
     def load(self, source: str) -> bool:
-        if self.train.running:
-            self.train.stop()
         ok = self.data.load(source)
         if ok:
             self.after_load()

@@ -54,8 +54,8 @@ class TrainState(JobState):
 
     def settings(self) -> dict:
         """The Trainer arguments of this run."""
-        return {"epochs": self.epochs, "lr": self.lr, "batch_size": self.batch_size, "hidden": (self.width,) * self.depth,
-                "device": self.device, "seed": self.seed, "val_fraction": self.val_fraction,
+        return {"epochs": self.epochs, "lr": self.lr, "batch_size": self.batch_size,
+                "hidden": (self.width,) * self.depth, "device": self.device, "seed": self.seed, "val_fraction": self.val_fraction,
                 "convention": self.convention}
 
     def start(self, blocking: bool = False) -> bool:
@@ -85,6 +85,8 @@ class TrainState(JobState):
             self.job.stop()
 
     def _event(self, job, kind, event) -> None:
+        if job is not self.job:
+            return
         what = event.get("event")
         if what == "message":
             self.status = str(event["message"])
@@ -102,6 +104,8 @@ class TrainState(JobState):
     def _done(self, job) -> None:
         from latentlab_app.worker import model_from_bytes
 
+        if job is not self.job:  # detached: a new data set was loaded meanwhile
+            return
         try:
             if job.state == "failed":
                 self.param.update(error=f"training failed: {job.error}", status="failed")
@@ -138,9 +142,8 @@ class TrainState(JobState):
             self.error = "no trained model to save"
             return False
         try:
-            directory = os.path.dirname(os.path.abspath(path or self.path))
-            if path is None or directory == os.path.abspath(models_directory()):
-                os.makedirs(directory, exist_ok=True)
+            if os.path.dirname(os.path.abspath(path or self.path)) == os.path.abspath(models_directory()):
+                os.makedirs(models_directory(), exist_ok=True)  # the default place is made on first use
             target = output_path(path or self.path, "model", overwrite=overwrite,
                                  inputs=[self.session.data.load_source], argument="model file")
             self.model.save(target)

@@ -33,7 +33,8 @@ class KineticsPane(pn.viewable.Viewer):
         self.acf = self._acf_figure()
         self.acf_holder = pn.Row(self.acf)
         self.its = make_figure("implied timescales (reference with 95 % interval)", x_axis_label="lag (ps)",
-                               y_axis_label="timescale (ps)", x_axis_type="log", y_axis_type="log", width=420, height=260)
+                               y_axis_label="timescale (ps)", x_axis_type="log", y_axis_type="log", width=420,
+                               height=260)
         self.diag_src = ColumnDataSource({"x": [], "y": []})
         self.its.line("x", "y", source=self.diag_src, color="gray", line_dash="dotted", legend_label="= lag")
         self.its.legend.label_text_font_size = "8pt"
@@ -166,13 +167,14 @@ class KineticsPane(pn.viewable.Viewer):
         tau = k.tau_rows()
         if tau:
             lines += ["| coordinate | tau_int reference (ps) | model (ps) | model/ref |", "|---|---:|---:|---:|"]
-            lines += [f"| {r['coordinate']} | {fmt(r['reference_ps'])} | {fmt(r['model_ps'])} | {fmt(r['ratio'], '.2f')} |"
-                      for r in tau]
+            lines += [f"| {r['coordinate']} | {fmt(r['reference_ps'])} | {fmt(r['model_ps'])} | "
+                      f"{fmt(r['ratio'], '.2f')} |" for r in tau]
         mfpt = [r for r in k.mfpt_rows() if r["reference_ps"] is not None or r["model_ps"] is not None]
         if mfpt:
             lines += ["", "| MFPT | reference (ps) | model (ps) | model/ref |", "|---|---:|---:|---:|"]
             for r in mfpt:
-                ref = f"{fmt(r['reference_ps'])} ± {fmt(r['reference_stderr_ps'], '.2g')} ({r['reference_transitions'] or 0})"
+                ref = (f"{fmt(r['reference_ps'])} ± {fmt(r['reference_stderr_ps'], '.2g')} "
+                       f"({r['reference_transitions'] or 0})")
                 mod = f"{fmt(r['model_ps'])} ± {fmt(r['model_stderr_ps'], '.2g')} ({r['model_transitions'] or 0})"
                 lines.append(f"| {r['pair']} | {ref} | {mod} | {fmt(r['ratio'], '.2f')} |")
             lines.append("\n_± standard error (transitions counted)_")

@@ -16,7 +16,8 @@ class StructurePane(pn.viewable.Viewer):
         super().__init__(**params)
         self.s = session
         self.ngl = NGLViewer(height=380, sizing_mode="stretch_width")
-        self.selection = pn.widgets.TextInput(label="mdtraj selection (or indices)", placeholder="name CA and resid 0 5 9")
+        self.selection = pn.widgets.TextInput(label="mdtraj selection (or indices)",
+                                              placeholder="name CA and resid 0 5 9")
         self.select_btn = pn.widgets.Button(label="Select", color="primary")
         self.clear_btn = pn.widgets.Button(label="Clear")
         self.listing = pn.pane.Markdown("", sizing_mode="stretch_width")
