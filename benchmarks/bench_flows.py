@@ -76,8 +76,35 @@ def energy_throughput(n_frames: int = 1000) -> dict:
     return out
 
 
+def mbar_weights(u_kn: np.ndarray, n_k: np.ndarray) -> np.ndarray:
+    """Unbiased weights (sum 1) of pooled frames from K biased runs (MBAR = WHAM without bins).
+
+    ``u_kn``: reduced bias energy of frame n in state k, shape (K, N); ``n_k``: frames per state.
+    Solves for the free energies ``f`` by minimising the convex function
+    ``sum_n log sum_k N_k exp(f_k - u_kn) - sum_k N_k f_k`` (Shirts & Chodera, J. Chem. Phys. 129, 124105, 2008).
+    """
+    from scipy.optimize import minimize
+    from scipy.special import logsumexp
+
+    log_n = np.log(np.maximum(n_k, 1e-300))
+
+    def objective(g):
+        f = np.r_[0.0, g]
+        a = log_n[:, None] + f[:, None] - u_kn
+        log_den = logsumexp(a, axis=0)
+        grad = (np.exp(a - log_den[None]).sum(1) - n_k)[1:]
+        return log_den.sum() - (n_k * f).sum(), grad
+
+    res = minimize(objective, np.zeros(len(n_k) - 1), jac=True, method="L-BFGS-B",
+                   options={"maxiter": 20000, "gtol": 1e-10})
+    f = np.r_[0.0, res.x]
+    log_w = -logsumexp(log_n[:, None] + f[:, None] - u_kn, axis=0)
+    w = np.exp(log_w - log_w.max())
+    return w / w.sum()
+
+
 def umbrella_reference(ps_per_window: float = 200.0, n_windows: int = 36, k_deg: float = 0.02, seed: int = 0,
-                       n_blocks: int = 5) -> dict:
+                       n_blocks: int = 5, frames_file: str | None = None) -> dict:
     """Populations of C5, C7eq, alpha_R, phi>0 at 300 K from umbrella sampling along phi (see the module docstring)."""
     import math
 
@@ -91,7 +118,11 @@ def umbrella_reference(ps_per_window: float = 200.0, n_windows: int = 36, k_deg:
     centers = np.radians(np.arange(n_windows) * 360.0 / n_windows - 180.0)
     frames_phi, frames_psi, window_of = [], [], []
     t0 = time.perf_counter()
-    for w, c in enumerate(centers):
+    if frames_file and os.path.exists(frames_file):  # reuse the frames of an earlier run
+        saved = np.load(frames_file)
+        frames_phi, frames_psi, window_of = list(saved["phi"]), list(saved["psi"]), list(saved["window"])
+        centers = saved["centers"]
+    for w, c in enumerate(centers if not window_of else []):
         omm = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(system.openmm_system))
         bias = openmm.CustomTorsionForce("0.5*k*d^2; d = min(dt, 2*pi - dt); dt = abs(theta - c); pi = 3.141592653589793")
         bias.addGlobalParameter("k", k_rad)
@@ -119,24 +150,14 @@ def umbrella_reference(ps_per_window: float = 200.0, n_windows: int = 36, k_deg:
             frames_psi.append(ang[1])
             window_of.append(w)
     phi, psi, window_of = np.asarray(frames_phi), np.asarray(frames_psi), np.asarray(window_of)
+    if frames_file:
+        np.savez(frames_file, phi=phi, psi=psi, window=window_of, centers=centers)
     d = np.abs(phi[None, :] - centers[:, None])
     d = np.minimum(d, 2 * math.pi - d)
     u_kn = 0.5 * k_rad * d**2 / kt  # reduced bias of every frame in every window, (K, N)
 
     def populations(mask):
-        n_k = np.bincount(window_of[mask], minlength=n_windows).astype(float)
-        u = u_kn[:, mask]
-        f = np.zeros(n_windows)
-        for _ in range(5000):
-            log_den = np.logaddexp.reduce(np.log(n_k)[:, None] + f[:, None] - u, axis=0)
-            f_new = -np.logaddexp.reduce(-u - log_den[None, :], axis=1)
-            f_new -= f_new[0]
-            if np.max(np.abs(f_new - f)) < 1e-10:
-                break
-            f = f_new
-        log_w = -np.logaddexp.reduce(np.log(n_k)[:, None] + f[:, None] - u, axis=0)
-        w = np.exp(log_w - log_w.max())
-        w /= w.sum()
+        w = mbar_weights(u_kn[:, mask], np.bincount(window_of[mask], minlength=n_windows).astype(float))
         deg_phi, deg_psi = np.degrees(phi[mask]), np.degrees(psi[mask])
         return {"C5": float(w[deg_phi < -120].sum()), "C7eq": float(w[(deg_phi > -120) & (deg_phi < 0)].sum()),
                 "alpha_R": float(w[(deg_phi < 0) & (deg_psi > -90) & (deg_psi < -10)].sum()),
@@ -194,6 +215,25 @@ def run_system(name: str, n_samples: int, device: str, keep: str, quick: bool) -
     return rep
 
 
+def markdown(results: dict) -> str:
+    """The results table of docs/flows.md from a bench JSON."""
+    lines = ["| system | steps | batch | train s | load | ESS | populations (value +- se; target; z) | other |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, r in results.get("systems", {}).items():
+        pops = "<br>".join(f"{k} {e['value']:.4f} +- {e['stderr']:.4f}; {e.get('exact', e.get('reference')):.4f}; "
+                           f"{e['z']:+.1f}" for k, e in r["populations"].items())
+        other = []
+        if "bond_score" in r:
+            other.append(f"bond score {r['bond_score']:.4f}")
+        if "corr_z_x1" in r:
+            other.append(f"corr(z, x1) {r['corr_z_x1']:+.3f}")
+        other.append(f"{r['step_seconds'] * 1000:.0f} ms/step")
+        load = 0.5 * (r["load_before"][0] + r["load_after"][0])
+        lines.append(f"| {name} | {r['steps']} | {r['batch']} | {r['train_seconds']:.0f} | {load:.1f} | "
+                     f"{r['ess_fraction']:.3f} | {pops} | {'; '.join(other)} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--systems", default=",".join(SYSTEMS))
@@ -205,7 +245,12 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--umbrella", action="store_true", help="also run the umbrella-sampling reference of alanine")
     p.add_argument("--umbrella-only", action="store_true", help="only the umbrella-sampling reference")
+    p.add_argument("--markdown", default=None, metavar="JSON", help="print the docs table of an earlier run and exit")
     args = p.parse_args(argv)
+    if args.markdown:
+        with open(args.markdown) as fh:
+            print(markdown(json.load(fh)))
+        return 0
     torch.set_num_threads(args.threads)
     names = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = [s for s in names if s not in SYSTEMS]
@@ -216,7 +261,8 @@ def main(argv=None) -> int:
     if args.umbrella_only and args.out == p.get_default("out"):
         args.out = os.path.join(HERE, "results", "bench_flows_umbrella.json")
     if args.umbrella or args.umbrella_only:
-        results["alanine_umbrella_300K"] = umbrella_reference(20.0 if args.quick else 200.0)
+        results["alanine_umbrella_300K"] = umbrella_reference(
+            20.0 if args.quick else 200.0, frames_file=os.path.join(HERE, "results", "alanine_umbrella_frames.npz"))
         print("umbrella sampling along phi, 300 K:", ", ".join(
             f"{k} {v['value']:.4f} +- {v['stderr']:.4f}" for k, v in results["alanine_umbrella_300K"].items()
             if not k.startswith("_")))

@@ -139,13 +139,13 @@ class InternalDecoder(torch.nn.Module):
         IC index that latent dimension ``j`` starts on (the slow dimensions first).
     alpha : float
         Initial logits ``alpha`` on ``(ic, latent)`` pairs of ``latent_order``, 0 elsewhere.
-    window : array, shape=(D,), optional
-        Torsion windows (rad; default ``2 pi``; ``2 pi / 3`` for symmetric rotors such as methyl groups).
+    fold : array, shape=(D,), int, optional
+        Torsion symmetry numbers (default 1; 3 for methyl groups: the torsion stays in one 120-degree well).
     """
 
     kind = "internal"
 
-    def __init__(self, zmatrix: ZMatrix, center, slope, latent_order, alpha: float = 10.0, window=None):
+    def __init__(self, zmatrix: ZMatrix, center, slope, latent_order, alpha: float = 10.0, fold=None):
         super().__init__()
         self.zmatrix = zmatrix
         d = zmatrix.dim
@@ -159,8 +159,8 @@ class InternalDecoder(torch.nn.Module):
         self.register_buffer("ic_center", torch.as_tensor(np.asarray(center, dtype=np.float64)).to(torch.get_default_dtype()))
         self.register_buffer("ic_slope", torch.as_tensor(np.asarray(slope, dtype=np.float64)).to(torch.get_default_dtype()))
         self.register_buffer("latent_order", torch.as_tensor(order))
-        win = np.full(d, 2 * math.pi) if window is None else np.asarray(window, dtype=np.float64)
-        self.register_buffer("ic_window", torch.as_tensor(win).to(torch.get_default_dtype()))
+        fold = np.ones(d, dtype=np.int64) if fold is None else np.asarray(fold, dtype=np.int64)
+        self.register_buffer("ic_fold", torch.as_tensor(fold))
         self._zt = ZMatrixTransform(zmatrix)
 
     @property
@@ -172,7 +172,7 @@ class InternalDecoder(torch.nn.Module):
         return self.linear.matrix
 
     def internal(self):
-        return InternalCoordinateTransform(self.ic_kind, self.ic_center, self.ic_slope, self.ic_window)
+        return InternalCoordinateTransform(self.ic_kind, self.ic_center, self.ic_slope, self.ic_fold)
 
     def forward(self):
         return compose(self.linear(), self.internal(), self._zt)
@@ -191,7 +191,7 @@ class InternalDecoder(torch.nn.Module):
         """Slopes that make one latent unit ~ a thermal fluctuation at 300 K.
 
         Bonds 2 % of their length, angles ~0.1 rad, offset torsions 0.2 rad, proper torsions 2 rad per
-        latent unit (times ``w / 2 pi`` for a torsion window ``w``).
+        latent unit (a methyl torsion: 0.8 rad per unit, a standard normal latent fills its 120-degree window).
         """
         kinds = zmatrix.kinds()
         center = np.asarray(center, dtype=np.float64)

@@ -206,9 +206,10 @@ class GaussianMixture20DSystem(MixtureSystem):
 
         cm = ConditionalGaussianMixture() if temperature is None else ConditionalGaussianMixture(temperature=temperature)
         energy = GaussianMixtureEnergy(cm.weights, cm.means, cm.covariances, cm.kT, cm.cond_matrix, cm.cond_std)
-        super().__init__(cm, energy, dict(slow_dims=10, batch=2000, initial_steps=5000, steps=200, beta0=0.001,
-                                          delta_beta=0.02, n_weights=5000, layers=8, hidden=(40, 40),
-                                          cond_hidden=(40, 40), bound=4.0))
+        super().__init__(cm, energy, dict(slow_dims=10, batch=500, initial_steps=3000, steps=200, beta0=0.001,
+                                          delta_beta=0.05, delta_kl=1.0, n_weights=5000, layers=8, hidden=(40, 40),
+                                          cond_hidden=(40, 40), bound=4.0),
+                         logits=5.0 * np.eye(cm.dim))
 
 
 # ---------------------------------------------------------------------------- molecules
@@ -287,7 +288,7 @@ class MoleculeSystem(FlowSystem):
             slope[pos] = 1.5
         rest = [i for i in range(zm.dim) if i not in first]
         return InternalDecoder(zm, center, slope, first + rest, alpha=10.0 if alpha is None else alpha,
-                               window=self.torsion_windows())
+                               fold=self.torsion_folds())
 
     def symmetric_rotors(self) -> list[int]:
         """Z-matrix rows whose torsion turns a group of three hydrogens on one atom (a methyl group)."""
@@ -303,12 +304,12 @@ class MoleculeSystem(FlowSystem):
                 rows.append(k)
         return rows
 
-    def torsion_windows(self) -> np.ndarray:
-        """Window width of every IC-vector entry: ``2 pi / 3`` for methyl rotors, ``2 pi`` otherwise."""
-        window = np.full(self.zmatrix.dim, 2 * math.pi)
+    def torsion_folds(self) -> np.ndarray:
+        """Symmetry number of every IC-vector entry: 3 for methyl rotors, 1 otherwise."""
+        fold = np.ones(self.zmatrix.dim, dtype=np.int64)
         for k in self.symmetric_rotors():
-            window[3 + 3 * k + 2] = 2 * math.pi / 3
-        return window
+            fold[3 + 3 * k + 2] = 3
+        return fold
 
 
 def _phi_psi(positions: torch.Tensor, phi_idx, psi_idx) -> tuple[torch.Tensor, torch.Tensor]:

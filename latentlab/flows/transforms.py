@@ -207,13 +207,17 @@ class InternalCoordinateTransform(_VectorTransform):
 
     * bond ``r = r0 exp(s u)`` (nm, > 0);
     * angle ``theta = pi sigmoid(logit(theta0 / pi) + s u)`` (rad, in (0, pi));
-    * torsion ``phi = phi0 + (w / pi) atan(s u)`` (rad): the window ``(phi0 - w/2, phi0 + w/2)``;
-      ``w = 2 pi`` is the whole circle cut at ``phi0 + pi``; ``w = 2 pi / 3`` one well of a
-      symmetric three-fold rotor such as a methyl group (see Notes).
+    * torsion on the whole circle (``fold = 1``): ``phi = phi0 + 2 atan(s u)``, the circle cut at
+      ``phi0 + pi``;
+    * torsion of an ``n``-fold symmetric rotor (``fold = n``, e.g. 3 for a methyl group; see
+      Notes), in the window ``w = 2 pi / n`` around ``phi0``: ``phi = phi0 + w (Phi(s u) - 1/2)`` with
+      ``Phi`` the standard normal CDF, so that ``u ~ N(0, 1/s^2)`` fills the window uniformly
+      and a Gaussian ``u`` keeps a finite density at the window's edges (the barrier tops,
+      where the Boltzmann density is small but not zero).
 
     ``u = 0`` gives the centre ``(r0, theta0, phi0)``; ``s`` is the slope in
     latent units (``dr/du = s r0``, ``dtheta/du ~ s theta0 (1 - theta0/pi)``,
-    ``dphi/du = s w / pi`` at the centre).
+    ``dphi/du = 2 s`` or ``s w / sqrt(2 pi)`` at the centre).
 
     Notes
     -----
@@ -222,7 +226,9 @@ class InternalCoordinateTransform(_VectorTransform):
     three windows samples the Boltzmann density restricted to it, which is one third of the
     whole and gives the same average for every observable that does not tell the three
     hydrogens apart (all of latentlab's).  Without the window a Gaussian over one well leaks
-    rare samples into the two equivalent wells, where their importance weights explode.
+    rare samples into the two equivalent wells, where their importance weights explode; with
+    a window but an ``atan`` map the density of the flow vanishes faster than exponentially
+    at the window's edges, and samples near the barrier tops get huge weights instead.
 
     Parameters
     ----------
@@ -231,14 +237,15 @@ class InternalCoordinateTransform(_VectorTransform):
     center : tensor, shape=(D,)
         ``r0`` nm, ``theta0`` rad, ``phi0`` rad.
     slope : tensor, shape=(D,)
-    window : tensor, shape=(D,), optional
-        Width ``w`` of each torsion's window (rad; default ``2 pi``; ignored for bonds and angles).
+    fold : tensor, shape=(D,), int, optional
+        Symmetry number of each torsion (default 1; ignored for bonds and angles).  The window
+        ``2 pi / fold`` is computed in the working precision, so that ``fold`` windows tile the circle.
     """
 
-    def __init__(self, kind, center, slope, window=None):
+    def __init__(self, kind, center, slope, fold=None):
         super().__init__()
         self.kind, self.center, self.slope = kind, center, slope
-        self.window = torch.full_like(center, 2 * math.pi) if window is None else window
+        self.fold = torch.ones_like(kind) if fold is None else fold
         self._bond = kind == BOND
         self._angle = kind == ANGLE
         self._tors = kind == TORSION
@@ -250,13 +257,15 @@ class InternalCoordinateTransform(_VectorTransform):
         r = c * torch.exp(torch.where(self._bond, su, torch.zeros_like(su)))
         a_logit = torch.logit(torch.where(self._angle, c / math.pi, torch.full_like(c, 0.5))) + su
         theta = math.pi * torch.sigmoid(a_logit)
-        half = self.window.to(u) / math.pi  # w / pi
-        phi = c + half * torch.atan(su)
+        full = self.fold == 1
+        w = (2 * math.pi) / self.fold.to(u)
+        phi = torch.where(full, c + (w / math.pi) * torch.atan(su), c + w * (torch.special.ndtr(su) - 0.5))
         y = torch.where(self._bond, r, torch.where(self._angle, theta, phi))
         ladj_b = torch.log(s * c.abs().clamp_min(1e-30)) + su
         ladj_a = math.log(math.pi) + torch.log(s) + torch.nn.functional.logsigmoid(a_logit) + \
             torch.nn.functional.logsigmoid(-a_logit)
-        ladj_t = torch.log(half * s) - torch.log1p(su * su)
+        ladj_t = torch.where(full, torch.log(w * s / math.pi) - torch.log1p(su * su),
+                             torch.log(w * s) - 0.5 * su * su - 0.5 * math.log(2 * math.pi))
         ladj = torch.where(self._bond, ladj_b, torch.where(self._angle, ladj_a, ladj_t))
         return y, ladj
 
@@ -273,8 +282,16 @@ class InternalCoordinateTransform(_VectorTransform):
         ub = torch.log(torch.where(self._bond, y / c.abs().clamp_min(1e-30), one)) / s
         ua = (torch.logit(torch.where(self._angle, y / math.pi, 0.5 * one)) -
               torch.logit(torch.where(self._angle, c / math.pi, 0.5 * one))) / s
-        d = torch.remainder(y - c + math.pi, 2.0 * math.pi) - math.pi  # (-pi, pi)
-        ut = torch.tan(torch.where(self._tors, d * math.pi / self.window.to(y), torch.zeros_like(d))) / s
+        full = self.fold == 1
+        w = (2 * math.pi) / self.fold.to(y)
+        # (-w/2, w/2): a methyl torsion in another of its three wells is read as the equivalent one in the
+        # window (the same structure with the hydrogens relabelled)
+        d = torch.remainder(y - c + 0.5 * w, w) - 0.5 * w
+        d = torch.where(self._tors, d, torch.zeros_like(d))
+        frac = d / w
+        # the tail nearer to the edge, for precision: Phi^-1(1/2 + f) = -Phi^-1(1/2 - f), and 1/2 - f is exact there
+        probit = torch.where(frac < 0, torch.special.ndtri(0.5 + frac), -torch.special.ndtri(0.5 - frac))
+        ut = torch.where(full, torch.tan(d * math.pi / w), probit) / s
         return torch.where(self._bond, ub, torch.where(self._angle, ua, ut))
 
     @property
