@@ -218,7 +218,7 @@ def three_atom_files(tmp_path_factory):
     d = tmp_path_factory.mktemp("calibrate")
     model_path = str(d / "three.pt")
     model.save(model_path)
-    gamma_true = 200.0
+    gamma_true = 60.0  # gamma w_max dt = 1.06: below the saturation of a 0.01-ps step (4 / (w_max dt) = 226)
     tr, _ = simulate_trajectories(model, gamma_true, model.start_points[:8], dt=0.01, record_every=5,
                                   n_records=300, seed=7)
     q = torch.as_tensor(np.concatenate(tr.segments))

@@ -99,9 +99,10 @@ def test_corrupt_truncated_and_foreign_model_files_give_clear_errors(tmp_path):
     garbage.write_bytes(b"not a model at all")
     foreign = str(tmp_path / "foreign.pt")
     torch.save({"weights": torch.zeros(3)}, foreign)
-    for path in (truncated, garbage):
-        with pytest.raises(ValueError, match="corrupt, truncated"):
-            load_model(str(path))
+    with pytest.raises(ValueError, match="corrupt, truncated"):
+        load_model(str(truncated))
+    with pytest.raises(ValueError, match="is a text file, not a latentlab model file"):
+        load_model(str(garbage))
     with pytest.raises(ValueError, match="not a latentlab model file"):
         load_model(foreign)
     with pytest.raises(FileNotFoundError, match="does not exist"):

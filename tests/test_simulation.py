@@ -289,7 +289,7 @@ def test_model_file_round_trip_and_clear_errors(three_atom_model, tmp_path):
     with pytest.raises(FileNotFoundError):
         CGModel.load(str(tmp_path / "missing.pt"))
     (tmp_path / "junk.pt").write_bytes(b"junk")
-    with pytest.raises(ValueError, match="could not be read"):
+    with pytest.raises(ValueError, match="not a latentlab model file"):
         CGModel.load(str(tmp_path / "junk.pt"))
     payload = three_atom_model.to_payload()
     torch.save({**payload, "format_version": 99}, str(tmp_path / "future.pt"))

@@ -225,7 +225,8 @@ class CalibrationTarget:
         -------
         dict
             ``values_ps`` (n_obs,), ``log_sigma`` (n_obs,) (jackknife), ``censored`` (n_obs,),
-            ``f`` (weighted mean log ratio), ``sigma_f`` (jackknife).
+            ``f`` (weighted mean log ratio), ``sigma_f`` (jackknife), ``window_not_reached`` (coordinates
+            whose tau_int is a lower bound: the trajectories end before Sokal's window).
         """
         prepared = self.prepare(trajectories)
         n_traj = trajectories.n_trajectories
@@ -250,7 +251,14 @@ class CalibrationTarget:
                 sigma_f = float(math.sqrt((g - 1) / g * np.sum((fs - fs.mean()) ** 2)))
             ok = np.all(np.isfinite(logs), axis=0)
             log_sigma[ok] = np.sqrt((g - 1) / g * np.sum((logs[:, ok] - logs[:, ok].mean(0)) ** 2, axis=0))
-        return {"values_ps": values, "log_sigma": log_sigma, "censored": censored, "f": f, "sigma_f": sigma_f}
+        short = []
+        if self.kind == "acf":
+            from latentlab.kinetics.acf import acf_analysis
+
+            reached = acf_analysis(trajectories)["tau_int_window_reached"]
+            short = [c for c in self.coordinates if not reached[c]]
+        return {"values_ps": values, "log_sigma": log_sigma, "censored": censored, "f": f, "sigma_f": sigma_f,
+                "window_not_reached": short}
 
 
 def reference_target(reference, target: str = "slowest-timescale", *, basins="auto", pairs=None, coordinates=None,
@@ -715,6 +723,10 @@ def calibrate(model, reference, target: str = "slowest-timescale", *, basins="au
                        f"+- {p['sigma_f']:.3f}  ({p['seconds']:.0f} s)")
         for text in info["problems"]:
             warnings.append(f"at gamma {gamma:.4g}: {text}")
+        if m["window_not_reached"]:
+            warnings.append(f"at gamma {gamma:.4g}: the walkers ({n_records * reference.dt_ps:g} ps) end before "
+                            f"Sokal's window for tau_int of {', '.join(m['window_not_reached'])}: a lower bound "
+                            "(simulate longer walkers)")
         if callback is not None and callback({"event": "evaluation", **_jsonable(
                 {k: v for k, v in p.items() if k not in ("y",)})}):
             raise CalibrationCancelled("stopped by the caller")
