@@ -553,6 +553,223 @@ def simulate_trajectories(model, gamma: float, start, *, dt: float, record_every
 
 
 # ---------------------------------------------------------------------- the search
+def _check_arguments(model, reference, branch: str, n_walkers: int, max_evaluations: int, dt, burn_in) -> int:
+    """Validate :func:`calibrate`'s arguments; return the integrator steps per reference frame."""
+    if not isinstance(reference, Trajectories):
+        fail("reference", f"got {type(reference).__name__}",
+             "pass latentlab.kinetics.Trajectories (see docs/kinetics.md)")
+    _check_model(model, reference)
+    if branch not in BRANCHES:
+        fail("branch", f"got {branch!r}", f"use one of {', '.join(BRANCHES)}")
+    if int(n_walkers) < JACKKNIFE_GROUPS:
+        fail("n_walkers", f"got {n_walkers}", f"use at least {JACKKNIFE_GROUPS} walkers (their spread gives the noise)")
+    if int(max_evaluations) < 2:
+        fail("max_evaluations", f"got {max_evaluations}", "allow at least 2 simulations (a bracket needs two)")
+    if not (isinstance(dt, (int, float)) and dt > 0 and math.isfinite(dt)):
+        fail("dt", f"got {dt!r}", "give a positive time step in ps")
+    if not 0.0 <= float(burn_in) < 10.0:
+        fail("burn_in", f"got {burn_in}", "give a fraction of the length, e.g. 0.1")
+    record_every = reference.dt_ps / dt
+    if abs(record_every - round(record_every)) > 1e-6 * record_every or round(record_every) < 1:
+        fail("dt", f"{dt:g} ps does not divide the reference's frame spacing ({reference.dt_ps:g} ps)",
+             f"use a time step that divides {reference.dt_ps:g} ps, e.g. 0.002")
+    return int(round(record_every))
+
+
+def _record_counts(tgt: CalibrationTarget, frame_ps: float, length_ps, burn_in: float) -> tuple[int, int]:
+    """Records kept per walker and records burnt before them (frames of ``frame_ps`` ps each).
+
+    The default length is 20 x the reference's observable (40 to 2,000 frames); the burn-in is at least
+    ``burn_in`` x the length and two of the observable's own times (walkers start on data frames and settle).
+    """
+    if length_ps is None:
+        scale = float(np.max(tgt.reference_ps))
+        if tgt.kind == "slowest-timescale":
+            scale = max(scale, tgt.lag_ps)
+        n_records = int(min(2000, max(40, math.ceil(20 * scale / frame_ps))))
+    else:
+        n_records = int(round(float(length_ps) / frame_ps))
+        if n_records < 4:
+            fail("length_ps", f"{length_ps} ps is fewer than 4 reference frames ({frame_ps:g} ps)",
+                 "simulate longer walkers")
+    if tgt.kind == "slowest-timescale" and n_records <= 2 * lag_frames(tgt.lag_ps, frame_ps):
+        fail("length_ps", f"{n_records * frame_ps:g} ps per walker is not more than twice the lag "
+             f"({tgt.lag_ps:g} ps)", "simulate longer walkers")
+    # Walkers start on data frames: drop at least two of the observable's own times while they settle.
+    scale = float(np.max(tgt.reference_ps)) if tgt.kind != "mfpt" else float(np.min(tgt.reference_ps))
+    burn_records = int(max(math.ceil(float(burn_in) * n_records), math.ceil(2.0 * scale / frame_ps)))
+    return n_records, burn_records
+
+
+def _calibration_start(model, reference: Trajectories, n_walkers: int, seed: int):
+    """Start points, shape=(n_walkers, n_cg): the model's data start points, else frames of the reference."""
+    import torch
+
+    from latentlab.simulation import start_points
+
+    if model.start_points is not None and model.start_points.shape[0] > 0:
+        return start_points(model, n_walkers, "data", seed)
+    frames = reference.concatenated()  # equilibrium samples
+    idx = np.random.default_rng(seed).integers(0, frames.shape[0], n_walkers)
+    return torch.as_tensor(frames[idx], dtype=torch.float64)
+
+
+def _friction_range(model, q0, dt: float, gamma_start, gamma_range) -> dict:
+    """The frictions searched (amu/ps) and the time step's limit on them.
+
+    Returns ``gamma_start``, ``low``, ``high``, ``gamma_dt_limit`` (``1 / (w_max dt)``), ``w_max`` (the
+    median over ``q0`` of A's largest eigenvalue, 1/amu) and ``dt_limited`` (the default range was cut there).
+    """
+    import torch
+
+    from latentlab.simulation import auto_gamma
+
+    if gamma_start is None:
+        gamma_start = model.friction if model.friction is not None else auto_gamma(model.mass, q0)
+    gamma_start = float(gamma_start)
+    if not (gamma_start > 0 and math.isfinite(gamma_start)):
+        fail("gamma_start", f"got {gamma_start}", "give a positive friction in amu/ps")
+    # Largest friction rate per step the integrator resolves: past gamma w_max dt ~ 1 the O-step refreshes the
+    # momenta of the stiffest latent direction every step, the splitting's diffusion tends to kT A dt / 2 whatever
+    # gamma is, and more friction no longer slows the dynamics down (its timescales saturate).
+    w_max = float(torch.linalg.eigvalsh(model.mass(q0.to(torch.float64)))[:, -1].median())
+    gamma_dt_limit = 1.0 / (w_max * float(dt))
+    dt_limited = False
+    if gamma_range is None:
+        lo, hi = gamma_start / 1024.0, gamma_start * 1024.0
+        if hi > DT_LIMIT_FACTOR * gamma_dt_limit:
+            hi, dt_limited = max(DT_LIMIT_FACTOR * gamma_dt_limit, gamma_start), True
+    else:
+        lo, hi = (float(v) for v in gamma_range)
+        if not (0 < lo < hi and math.isfinite(hi)):
+            fail("gamma_range", f"got {gamma_range}", "give two frictions 0 < low < high in amu/ps")
+        gamma_start = min(max(gamma_start, lo), hi)
+    return {"gamma_start": gamma_start, "low": lo, "high": hi, "gamma_dt_limit": gamma_dt_limit, "w_max": w_max,
+            "dt_limited": dt_limited}
+
+
+@dataclass
+class _Evaluations:
+    """The simulations of one calibration: their fixed settings, the points evaluated so far, the warnings.
+
+    ``q0`` has shape (n_walkers, n_cg); ``dt`` and ``frame_ps`` (the reference's frame spacing) are in ps;
+    ``d`` is +1 on the overdamped branch and -1 on the underdamped one (the search runs in ``y = d ln gamma``);
+    ``gamma_dt_limit`` is ``1 / (w_max dt)`` in amu/ps.
+    """
+
+    model: object
+    target: CalibrationTarget
+    q0: object
+    dt: float
+    record_every: int
+    n_records: int
+    burn_records: int
+    frame_ps: float
+    d: float
+    gamma_dt_limit: float
+    max_evaluations: int
+    seed: int = 0
+    device: object = "cpu"
+    progress: bool = False
+    callback: object = None
+    points: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
+
+    def simulate(self, gamma: float, n_records: int, seed: int, desc: str):
+        """:func:`simulate_trajectories` from ``q0`` at ``gamma`` (amu/ps), with a tqdm bar when asked."""
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=(n_records + self.burn_records) * self.record_every, unit="step", leave=False, desc=desc)
+        try:
+            return simulate_trajectories(self.model, gamma, self.q0, dt=self.dt, record_every=self.record_every,
+                                         n_records=n_records, burn_records=self.burn_records, seed=seed,
+                                         device=self.device, bar=bar, callback=self.callback)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def __call__(self, y: float) -> dict:
+        """Simulate at ``gamma = exp(d y)``, measure the target and record the point (``f``, ``sigma_f``, ...)."""
+        gamma = math.exp(self.d * y)
+        tr, info = self.simulate(gamma, self.n_records, self.seed,
+                                 f"gamma {gamma:.4g} ({len(self.points) + 1}/{self.max_evaluations})")
+        t0 = time.perf_counter()
+        m = self.target.measure(tr)
+        p = {"y": y, "gamma": gamma, "gamma_w_dt": gamma / self.gamma_dt_limit, "f": m["f"],
+             "sigma_f": m["sigma_f"], "values_ps": m["values_ps"], "log_sigma": m["log_sigma"],
+             "censored": m["censored"], "problems": info["problems"], "seconds": info["seconds"],
+             "analysis_seconds": time.perf_counter() - t0}
+        self.points.append(p)
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            vals = ", ".join(f"{n} {v:.4g} ps" for n, v in zip(self.target.names, p["values_ps"]))
+            tqdm.write(f"gamma {gamma:10.4g} amu/ps: {vals}; ln(model/reference) {p['f']:+.3f} "
+                       f"+- {p['sigma_f']:.3f}  ({p['seconds']:.0f} s)")
+        for text in info["problems"]:
+            self.warnings.append(f"at gamma {gamma:.4g}: {text}")
+        if m["window_not_reached"]:
+            self.warnings.append(f"at gamma {gamma:.4g}: the walkers ({self.n_records * self.frame_ps:g} ps) end "
+                                 f"before Sokal's window for tau_int of {', '.join(m['window_not_reached'])}: a "
+                                 "lower bound (simulate longer walkers)")
+        if self.callback is not None and self.callback({"event": "evaluation", **_jsonable(
+                {k: v for k, v in p.items() if k not in ("y",)})}):
+            raise CalibrationCancelled("stopped by the caller")
+        return p
+
+
+def _saturation_message(tgt: CalibrationTarget, points: list, dt: float, w_max: float) -> str:
+    """Why no root: the observable stays too short up to the friction where the time step saturates."""
+    top = max(points, key=lambda q: q["gamma"])
+    return (f"the model's {_label(tgt)} stays shorter than the reference's ({math.exp(top['f']):.3g} x at gamma "
+            f"{top['gamma']:.4g} amu/ps) up to the largest friction a {dt:g}-ps time step resolves "
+            f"(gamma w_max dt = {DT_LIMIT_FACTOR:g}, w_max = {w_max:.3g} the largest eigenvalue of A): beyond "
+            "it the integrator's timescales saturate.  A smaller --dt reaches larger frictions at proportional "
+            "cost; compare the shapes of the ACFs first ('latentlab kinetics SIM --reference DATA'): a model "
+            "that needs friction rates of thousands per ps lacks the reference's slow process")
+
+
+def _set_root(result: CalibrationResult, ev: _Evaluations) -> None:
+    """Interpolate the calibrated friction between the final bracket's points into ``result`` (with warnings)."""
+    root = root_from_points(ev.points, ev.target.sigma_reference)
+    a, b, u, y_root, sy = root["low"], root["high"], root["u"], root["y"], root["sigma_y"]
+    if root["width"] > max(sy, MIN_WIDTH) * 1.0001:
+        ev.warnings.append(f"the final bracket (a factor {math.exp(root['width']):.3g} in gamma) is wider than the "
+                           "root's uncertainty: the interpolated gamma carries an extra error (raise max_evaluations)")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = (1 - u) * np.log(a["values_ps"]) + u * np.log(b["values_ps"])
+    result.converged = True
+    result.gamma = math.exp(ev.d * y_root)
+    result.log_gamma_sigma = sy
+    result.sensitivity = ev.d * root["slope"]
+    result.model_values_ps = np.exp(logs)
+    if result.gamma > 0.5 * ev.gamma_dt_limit:
+        ev.warnings.append(f"gamma w_max dt = {result.gamma / ev.gamma_dt_limit:.2f} at the calibrated friction: the "
+                           f"{ev.dt:g}-ps time step is coarse for it and the dynamics depend on dt; the friction "
+                           f"belongs to this dt (simulate with --dt {ev.dt:g}, or calibrate again with a smaller one)")
+    if abs(result.sensitivity) < 0.2:
+        ev.warnings.append("the observable barely depends on gamma here (d ln / d ln gamma = "
+                           f"{result.sensitivity:.2f}): near the turnover the calibration is weakly determined")
+
+
+def _check_run(result: CalibrationResult, ev: _Evaluations, check_length_ps, n_samples: int, n_walkers: int) -> dict:
+    """Simulate once more at the calibrated friction (seed + 1) and compare every observable with the reference."""
+    n_check = ev.n_records * 2 if check_length_ps is None else max(4, int(round(check_length_ps / ev.frame_ps)))
+    tr, info = ev.simulate(result.gamma, n_check, ev.seed + 1, f"check at gamma {result.gamma:.4g}")
+    ref = ev.target.reference
+    lags = None if ref.its_lags_ps.size == 0 else ref.its_lags_ps
+    res = analyze(tr, basins=ref.basins, lag_ps=ref.lag_ps, lags_ps=lags, discretizer=ref.discretizer,
+                  n_samples=n_samples, ck_sets=0, seed=ev.seed)
+    table = comparison_table(res, ref, ev.target)
+    table.update(gamma=result.gamma, seed=ev.seed + 1, length_ps=n_check * ev.frame_ps,
+                 n_walkers=int(n_walkers), seconds=info["seconds"], problems=info["problems"])
+    for text in info["problems"]:
+        ev.warnings.append(f"check run: {text}")
+    return table
+
+
 def calibrate(model, reference, target: str = "slowest-timescale", *, basins="auto", pairs=None, coordinates=None,
               lag_ps: float | None = None, process: int = 0, n_walkers: int = 256, length_ps: float | None = None,
               burn_in: float = 0.1, dt: float = 0.002, seed: int = 0, gamma_start=None, gamma_range=None,
@@ -610,140 +827,33 @@ def calibrate(model, reference, target: str = "slowest-timescale", *, basins="au
     CalibrationResult
         ``converged`` False (with ``message``) when no friction in the range matches.
     """
-    import torch
-
-    from latentlab.simulation import auto_gamma, start_points
     from latentlab.simulation.simulation import tabulated
 
     t_start = time.perf_counter()
-    if not isinstance(reference, Trajectories):
-        fail("reference", f"got {type(reference).__name__}",
-             "pass latentlab.kinetics.Trajectories (see docs/kinetics.md)")
-    _check_model(model, reference)
-    if branch not in BRANCHES:
-        fail("branch", f"got {branch!r}", f"use one of {', '.join(BRANCHES)}")
-    if int(n_walkers) < JACKKNIFE_GROUPS:
-        fail("n_walkers", f"got {n_walkers}", f"use at least {JACKKNIFE_GROUPS} walkers (their spread gives the noise)")
-    if int(max_evaluations) < 2:
-        fail("max_evaluations", f"got {max_evaluations}", "allow at least 2 simulations (a bracket needs two)")
-    if not (isinstance(dt, (int, float)) and dt > 0 and math.isfinite(dt)):
-        fail("dt", f"got {dt!r}", "give a positive time step in ps")
-    if not 0.0 <= float(burn_in) < 10.0:
-        fail("burn_in", f"got {burn_in}", "give a fraction of the length, e.g. 0.1")
-    record_every = reference.dt_ps / dt
-    if abs(record_every - round(record_every)) > 1e-6 * record_every or round(record_every) < 1:
-        fail("dt", f"{dt:g} ps does not divide the reference's frame spacing ({reference.dt_ps:g} ps)",
-             f"use a time step that divides {reference.dt_ps:g} ps, e.g. 0.002")
-    record_every = int(round(record_every))
-
+    record_every = _check_arguments(model, reference, branch, n_walkers, max_evaluations, dt, burn_in)
     tgt = reference_target(reference, target, basins=basins, pairs=pairs, coordinates=coordinates, lag_ps=lag_ps,
                            process=process, n_clusters=n_clusters, n_samples=n_samples, seed=seed,
                            analysis=reference_analysis)
-    warnings = []
-    if length_ps is None:
-        scale = float(np.max(tgt.reference_ps))
-        if tgt.kind == "slowest-timescale":
-            scale = max(scale, tgt.lag_ps)
-        n_records = int(min(2000, max(40, math.ceil(20 * scale / reference.dt_ps))))
-    else:
-        n_records = int(round(float(length_ps) / reference.dt_ps))
-        if n_records < 4:
-            fail("length_ps", f"{length_ps} ps is fewer than 4 reference frames ({reference.dt_ps:g} ps)",
-                 "simulate longer walkers")
-    if tgt.kind == "slowest-timescale" and n_records <= 2 * lag_frames(tgt.lag_ps, reference.dt_ps):
-        fail("length_ps", f"{n_records * reference.dt_ps:g} ps per walker is not more than twice the lag "
-             f"({tgt.lag_ps:g} ps)", "simulate longer walkers")
-    # Walkers start on data frames: drop at least two of the observable's own times while they settle.
-    scale = float(np.max(tgt.reference_ps)) if tgt.kind != "mfpt" else float(np.min(tgt.reference_ps))
-    burn_records = int(max(math.ceil(float(burn_in) * n_records), math.ceil(2.0 * scale / reference.dt_ps)))
-
+    n_records, burn_records = _record_counts(tgt, reference.dt_ps, length_ps, burn_in)
     model = tabulated(model)
-    if model.start_points is not None and model.start_points.shape[0] > 0:
-        q0 = start_points(model, int(n_walkers), "data", seed)
-    else:  # frames of the reference (equilibrium samples)
-        frames = reference.concatenated()
-        idx = np.random.default_rng(seed).integers(0, frames.shape[0], int(n_walkers))
-        q0 = torch.as_tensor(frames[idx], dtype=torch.float64)
-    if gamma_start is None:
-        gamma_start = model.friction if model.friction is not None else auto_gamma(model.mass, q0)
-    gamma_start = float(gamma_start)
-    if not (gamma_start > 0 and math.isfinite(gamma_start)):
-        fail("gamma_start", f"got {gamma_start}", "give a positive friction in amu/ps")
-    # Largest friction rate per step the integrator resolves: past gamma w_max dt ~ 1 the O-step refreshes the
-    # momenta of the stiffest latent direction every step, the splitting's diffusion tends to kT A dt / 2 whatever
-    # gamma is, and more friction no longer slows the dynamics down (its timescales saturate).
-    w_max = float(torch.linalg.eigvalsh(model.mass(q0.to(torch.float64)))[:, -1].median())
-    gamma_dt_limit = 1.0 / (w_max * float(dt))
-    dt_limited = False
-    if gamma_range is None:
-        lo, hi = gamma_start / 1024.0, gamma_start * 1024.0
-        if hi > DT_LIMIT_FACTOR * gamma_dt_limit:
-            hi, dt_limited = max(DT_LIMIT_FACTOR * gamma_dt_limit, gamma_start), True
-    else:
-        lo, hi = (float(v) for v in gamma_range)
-        if not (0 < lo < hi and math.isfinite(hi)):
-            fail("gamma_range", f"got {gamma_range}", "give two frictions 0 < low < high in amu/ps")
-        gamma_start = min(max(gamma_start, lo), hi)
+    q0 = _calibration_start(model, reference, int(n_walkers), seed)
+    fr = _friction_range(model, q0, dt, gamma_start, gamma_range)
+    lo, hi = fr["low"], fr["high"]
     settings = {"n_walkers": int(n_walkers), "length_ps": n_records * reference.dt_ps,
                 "burn_in_ps": burn_records * reference.dt_ps, "dt": float(dt), "record_every": record_every,
-                "seed": int(seed), "gamma_start": gamma_start, "gamma_range": [lo, hi], "branch": branch,
+                "seed": int(seed), "gamma_start": fr["gamma_start"], "gamma_range": [lo, hi], "branch": branch,
                 "max_evaluations": int(max_evaluations), "device": str(device), "jackknife_groups": JACKKNIFE_GROUPS,
-                "gamma_dt_limit": gamma_dt_limit, "largest_mass_eigenvalue": w_max}
-
+                "gamma_dt_limit": fr["gamma_dt_limit"], "largest_mass_eigenvalue": fr["w_max"]}
     d = 1.0 if branch == "overdamped" else -1.0  # search in y = d ln(gamma): f increases with y on the branch
-    points: list[dict] = []
-
-    def evaluate(y: float) -> dict:
-        gamma = math.exp(d * y)
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=(n_records + burn_records) * record_every, unit="step", leave=False,
-                       desc=f"gamma {gamma:.4g} ({len(points) + 1}/{max_evaluations})")
-        try:
-            tr, info = simulate_trajectories(model, gamma, q0, dt=dt, record_every=record_every, n_records=n_records,
-                                             burn_records=burn_records, seed=seed, device=device, bar=bar,
-                                             callback=callback)
-        finally:
-            if bar is not None:
-                bar.close()
-        t0 = time.perf_counter()
-        m = tgt.measure(tr)
-        p = {"y": y, "gamma": gamma, "gamma_w_dt": gamma / gamma_dt_limit, "f": m["f"], "sigma_f": m["sigma_f"],
-             "values_ps": m["values_ps"],
-             "log_sigma": m["log_sigma"], "censored": m["censored"], "problems": info["problems"],
-             "seconds": info["seconds"], "analysis_seconds": time.perf_counter() - t0}
-        points.append(p)
-        if progress:
-            from tqdm.auto import tqdm
-
-            vals = ", ".join(f"{n} {v:.4g} ps" for n, v in zip(tgt.names, p["values_ps"]))
-            tqdm.write(f"gamma {gamma:10.4g} amu/ps: {vals}; ln(model/reference) {p['f']:+.3f} "
-                       f"+- {p['sigma_f']:.3f}  ({p['seconds']:.0f} s)")
-        for text in info["problems"]:
-            warnings.append(f"at gamma {gamma:.4g}: {text}")
-        if m["window_not_reached"]:
-            warnings.append(f"at gamma {gamma:.4g}: the walkers ({n_records * reference.dt_ps:g} ps) end before "
-                            f"Sokal's window for tau_int of {', '.join(m['window_not_reached'])}: a lower bound "
-                            "(simulate longer walkers)")
-        if callback is not None and callback({"event": "evaluation", **_jsonable(
-                {k: v for k, v in p.items() if k not in ("y",)})}):
-            raise CalibrationCancelled("stopped by the caller")
-        return p
-
+    ev = _Evaluations(model, tgt, q0, dt, record_every, n_records, burn_records, reference.dt_ps, d,
+                      fr["gamma_dt_limit"], int(max_evaluations), seed, device, progress, callback)
+    points, warnings = ev.points, ev.warnings
     y_lo, y_hi = sorted((d * math.log(lo), d * math.log(hi)))
-    message = search(evaluate, d * math.log(gamma_start), (y_lo, y_hi), int(max_evaluations), tgt.sigma_reference,
+    message = search(ev, d * math.log(fr["gamma_start"]), (y_lo, y_hi), int(max_evaluations), tgt.sigma_reference,
                      points=points, label=_label(tgt), to_gamma=lambda y: math.exp(d * y))
-    if message.startswith("no root in the friction range") and dt_limited and d > 0 \
+    if message.startswith("no root in the friction range") and fr["dt_limited"] and d > 0 \
             and max(points, key=lambda q: q["y"])["f"] < 0:
-        top = max(points, key=lambda q: q["gamma"])
-        message = (f"the model's {_label(tgt)} stays shorter than the reference's ({math.exp(top['f']):.3g} x at gamma "
-                   f"{top['gamma']:.4g} amu/ps) up to the largest friction a {dt:g}-ps time step resolves "
-                   f"(gamma w_max dt = {DT_LIMIT_FACTOR:g}, w_max = {w_max:.3g} the largest eigenvalue of A): beyond "
-                   "it the integrator's timescales saturate.  A smaller --dt reaches larger frictions at proportional "
-                   "cost; compare the shapes of the ACFs first ('latentlab kinetics SIM --reference DATA'): a model "
-                   "that needs friction rates of thousands per ps lacks the reference's slow process")
+        message = _saturation_message(tgt, points, dt, fr["w_max"])
     bracket = _bracket(points)
     monotonic, turnover = _monotonic(points, d)
     if not monotonic:
@@ -753,51 +863,10 @@ def calibrate(model, reference, target: str = "slowest-timescale", *, basins="au
                                settings=settings, warnings=warnings)
     if bracket is None:
         result.message = message or "no bracket of the root"
-        result.seconds = time.perf_counter() - t_start
-        return result
-    root = root_from_points(points, tgt.sigma_reference)
-    a, b, u, y_root, sy = root["low"], root["high"], root["u"], root["y"], root["sigma_y"]
-    if root["width"] > max(sy, MIN_WIDTH) * 1.0001:
-        warnings.append(f"the final bracket (a factor {math.exp(root['width']):.3g} in gamma) is wider than the root's "
-                        "uncertainty: the interpolated gamma carries an extra error (raise max_evaluations)")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        logs = (1 - u) * np.log(a["values_ps"]) + u * np.log(b["values_ps"])
-    result.converged = True
-    result.gamma = math.exp(d * y_root)
-    result.log_gamma_sigma = sy
-    result.sensitivity = d * root["slope"]
-    result.model_values_ps = np.exp(logs)
-    if result.gamma > 0.5 * gamma_dt_limit:
-        warnings.append(f"gamma w_max dt = {result.gamma / gamma_dt_limit:.2f} at the calibrated friction: the "
-                        f"{dt:g}-ps time step is coarse for it and the dynamics depend on dt; the friction belongs to "
-                        f"this dt (simulate with --dt {dt:g}, or calibrate again with a smaller one)")
-    if abs(result.sensitivity) < 0.2:
-        warnings.append(f"the observable barely depends on gamma here (d ln / d ln gamma = {result.sensitivity:.2f}): "
-                        "near the turnover the calibration is weakly determined")
-    if check:
-        n_check = n_records * 2 if check_length_ps is None else max(4, int(round(check_length_ps / reference.dt_ps)))
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=(n_check + burn_records) * record_every, unit="step", leave=False,
-                       desc=f"check at gamma {result.gamma:.4g}")
-        try:
-            tr, info = simulate_trajectories(model, result.gamma, q0, dt=dt, record_every=record_every,
-                                             n_records=n_check, burn_records=burn_records, seed=seed + 1,
-                                             device=device, bar=bar, callback=callback)
-        finally:
-            if bar is not None:
-                bar.close()
-        ref = tgt.reference
-        lags = None if ref.its_lags_ps.size == 0 else ref.its_lags_ps
-        res = analyze(tr, basins=ref.basins, lag_ps=ref.lag_ps, lags_ps=lags, discretizer=ref.discretizer,
-                      n_samples=n_samples, ck_sets=0, seed=seed)
-        result.check = comparison_table(res, ref, tgt)
-        result.check.update(gamma=result.gamma, seed=seed + 1, length_ps=n_check * reference.dt_ps,
-                            n_walkers=int(n_walkers), seconds=info["seconds"], problems=info["problems"])
-        for text in info["problems"]:
-            warnings.append(f"check run: {text}")
+    else:
+        _set_root(result, ev)
+        if check:
+            result.check = _check_run(result, ev, check_length_ps, n_samples, n_walkers)
     result.seconds = time.perf_counter() - t_start
     return result
 
