@@ -182,6 +182,148 @@ class KineticsComparison:
 
 
 # ---------------------------------------------------------------------- analysis
+def _first_passages(result: KineticsResult, bset: BasinSet, *, min_blocks: int, n_bootstrap: int, seed: int) -> dict:
+    """Basin populations, direct MFPTs and visit statistics into ``result``; return the basin masks.
+
+    The masks map each basin name to one boolean array per trajectory, shape=(n_frames_i,).
+    """
+    tr, dt, warnings = result.trajectories, result.trajectories.dt_ps, result.warnings
+    masks = bset.masks(tr)
+    n = tr.n_frames
+    result.basin_populations = {b: float(sum(int(m.sum()) for m in ms)) / n for b, ms in masks.items()}
+    result.basins = bset
+    overlap = _overlaps(masks)
+    if overlap:
+        warnings.append("basins overlap (" + ", ".join(overlap) + "); a first passage ends in the target basin")
+    for b, p in result.basin_populations.items():
+        if p == 0:
+            warnings.append(f"basin {b} is never visited")
+    result.mfpt = mfpt_direct(masks, dt, min_blocks=min_blocks, n_bootstrap=n_bootstrap, seed=seed)
+    result.basin_visits = basin_visits(masks, dt)
+    for b, v in result.basin_visits.items():
+        if v["visits"] >= 10 and v["single_frame_fraction"] > 0.3:
+            warnings.append(f"{v['single_frame_fraction']:.0%} of the {v['visits']} visits to {b} last a single "
+                            f"frame ({dt:g} ps): this frame spacing does not resolve its dwell times (too coarse, "
+                            "or the basin is no metastable state)")
+    return masks
+
+
+def _lag_ladder(tr: Trajectories, acf: dict, lags_ps, lag_k: int | None) -> list[int]:
+    """Lags of the implied-timescale scan, frames: ``lags_ps`` or a geometric ladder up to 4 Sokal windows.
+
+    ``lag_k`` (the requested MSM lag, frames) is added; lags as long as the longest trajectory are dropped.
+    """
+    dt = tr.dt_ps
+    longest = int(tr.lengths.max())
+    if lags_ps is None:
+        window = max(acf["tau_int_window_ps"].values()) / dt
+        top = int(max(2, min(max(8, math.ceil(4 * window)), longest // 4)))
+        ladder = sorted({int(v) for v in np.round(np.geomspace(1, top, 8))})
+    else:
+        ladder = sorted({lag_frames(v, dt, "lags_ps") for v in np.atleast_1d(lags_ps)})
+    if lag_k is not None:
+        ladder = sorted(set(ladder) | {lag_k})
+    ladder = [k for k in ladder if k < longest]
+    if not ladder:
+        fail("lags_ps", f"every lag is as long as the longest trajectory ({longest} frames)", "use shorter lags")
+    return ladder
+
+
+class _LazyFits:
+    """MSM fits by lag (frames), each made once on first use; ``fits`` holds those made."""
+
+    def __init__(self, msm_mod, dtrajs, n_states: int, n_samples: int, seed: int, count_mode: str):
+        self.msm_mod, self.dtrajs, self.n_states = msm_mod, dtrajs, n_states
+        self.n_samples, self.seed, self.count_mode = n_samples, seed, count_mode
+        self.fits = {}
+
+    def __call__(self, k: int):
+        if k not in self.fits:
+            self.fits[k] = self.msm_mod.fit_msm(self.dtrajs, k, self.n_states, n_samples=self.n_samples,
+                                                seed=self.seed + k, count_mode=self.count_mode)
+        return self.fits[k]
+
+
+def _implied_timescales(result: KineticsResult, get_fit: _LazyFits, ladder: list, n_timescales: int) -> None:
+    """Implied timescales (ps) and their intervals at every lag of ``ladder`` into ``result``.
+
+    ``its_ps`` has shape (n_lags, n_timescales), ``its_interval_ps`` (n_lags, n_timescales, 2).
+    """
+    dt = result.trajectories.dt_ps
+    its = np.full((len(ladder), n_timescales), np.nan)
+    its_iv = np.full((len(ladder), n_timescales, 2), np.nan)
+    for i, k in enumerate(ladder):
+        its[i], its_iv[i], _ = get_fit.msm_mod.timescales(get_fit(k), n_timescales, dt)
+    result.its_lags_ps = np.asarray(ladder, dtype=float) * dt
+    result.its_ps = its
+    result.its_interval_ps = its_iv
+
+
+def _choose_lag(result: KineticsResult, ladder: list, lag_k: int | None) -> int:
+    """The MSM lag, frames: ``lag_k`` if given, else the first where the slowest timescale levels off (< 10 %).
+
+    Sets ``its_converged`` and ``lag_ps`` of ``result`` and warns when the lag does not resolve the slowest.
+    """
+    dt, its, warnings = result.trajectories.dt_ps, result.its_ps, result.warnings
+    converged_at = None
+    for i in range(len(ladder) - 1):
+        a, b = its[i, 0], its[i + 1, 0]
+        if np.isfinite(a) and np.isfinite(b) and a > ladder[i] * dt and abs(b - a) < 0.1 * a:
+            converged_at = i
+            break
+    result.its_converged = converged_at is not None
+    if lag_k is None:
+        if converged_at is not None:
+            lag_k = ladder[converged_at]
+        else:
+            ok = [i for i in range(len(ladder)) if np.isfinite(its[i, 0]) and its[i, 0] > ladder[i] * dt]
+            lag_k = ladder[ok[0]] if ok else ladder[0]
+            warnings.append("implied timescales do not level off with lag time (no lag where the slowest changes by "
+                            "< 10 % to the next); the reported lag is the shortest that resolves it, or the shortest")
+    result.lag_ps = lag_k * dt
+    slow = result.implied_timescales_ps
+    if slow.size and np.isfinite(slow[0]) and slow[0] <= result.lag_ps:
+        warnings.append(f"the slowest implied timescale ({slow[0]:.3g} ps) is not longer than the lag "
+                        f"({result.lag_ps:g} ps): this MSM does not resolve it at this frame spacing")
+    return lag_k
+
+
+def _msm_info(test, disc, count_mode: str, n_samples: int, warnings: list) -> dict:
+    """Summary of the MSM at the lag (counts per state, active states, embedding); warns when counts are few."""
+    per_state = 0.0 if test.prior is None else float(test.prior.count_model.count_matrix.sum()) / test.prior.n_states
+    if per_state < MIN_COUNTS_PER_STATE:
+        warnings.append(f"only {per_state:.3g} transition counts per MSM state at the lag: implied timescales and MSM "
+                        "MFPTs are dominated by noise (use fewer --clusters or more data)")
+    return {"counts_per_state": per_state, "n_states": disc.n_states,
+            "states_active": 0 if test.prior is None else int(test.prior.n_states),
+            "active_count_fraction": test.active_fraction, "count_mode": count_mode,
+            "n_samples": int(n_samples), "posterior_seeded": test.seeded, "embedding":
+            ["cos/sin" if p else "standardised" for p in disc.periodic], "clustering": "k-means++"}
+
+
+def _msm_basin_kinetics(result: KineticsResult, get_fit: _LazyFits, lag_k: int, masks, bset, *, ck_sets: int,
+                        ck_multiples: int, n_samples: int, n_timescales: int) -> None:
+    """Chapman-Kolmogorov test, MSM first passages and the basins each slow process exchanges, into ``result``."""
+    msm_mod, dt, seconds = get_fit.msm_mod, result.trajectories.dt_ps, result.seconds
+    longest = int(result.trajectories.lengths.max())
+    t0 = time.perf_counter()
+    fractions = None
+    if masks is not None:
+        fractions = msm_mod.basin_state_fractions(get_fit.dtrajs, masks, get_fit.n_states)
+    if ck_sets and n_samples > 0:
+        multiples = [lag_k * m for m in range(1, int(ck_multiples) + 1) if lag_k * m < longest]
+        if len(multiples) >= 2:
+            result.ck = msm_mod.ck_test([get_fit(k) for k in multiples], int(ck_sets), dt, fractions,
+                                        None if bset is None else bset.names)
+    seconds["ck_test"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if bset is not None:
+        test = get_fit(lag_k)
+        result.mfpt_msm = msm_mod.msm_mfpt(test, fractions, bset.names, dt)
+        result.process_basins = msm_mod.process_basins(test, fractions, bset.names, n_timescales)
+    seconds["mfpt_msm"] = time.perf_counter() - t0
+
+
 def analyze(trajectories, dt_ps: float | None = None, *, names=None, periodic=None, basins="auto",
             lag_ps: float | None = None, lags_ps=None, n_clusters: int = 50, n_timescales: int = 5,
             n_samples: int = 100, ck_sets: int = 2, ck_multiples: int = 4, msm: bool = True, discretizer=None,
@@ -240,136 +382,41 @@ def analyze(trajectories, dt_ps: float | None = None, *, names=None, periodic=No
     dt = tr.dt_ps
     warnings = list(tr.warnings)
     seconds = {}
-
     t0 = time.perf_counter()
     acf = acf_analysis(tr)
     seconds["acf"] = time.perf_counter() - t0
     for k, ok in acf["tau_int_window_reached"].items():
         if not ok:
             warnings.append(f"tau_int of {k}: the trajectories end before Sokal's window; the value is a lower bound")
-
     result = KineticsResult(trajectories=tr, acf=acf, warnings=warnings, seconds=seconds)
 
-    # Basins and direct first passages.
     t0 = time.perf_counter()
     bset = resolve_basins(basins, tr)
-    masks = None
-    if bset is not None:
-        masks = bset.masks(tr)
-        n = tr.n_frames
-        result.basin_populations = {b: float(sum(int(m.sum()) for m in ms)) / n for b, ms in masks.items()}
-        result.basins = bset
-        overlap = _overlaps(masks)
-        if overlap:
-            warnings.append("basins overlap (" + ", ".join(overlap) + "); a first passage ends in the target basin")
-        for b, p in result.basin_populations.items():
-            if p == 0:
-                warnings.append(f"basin {b} is never visited")
-        result.mfpt = mfpt_direct(masks, dt, min_blocks=min_blocks, n_bootstrap=n_bootstrap, seed=seed)
-        result.basin_visits = basin_visits(masks, dt)
-        for b, v in result.basin_visits.items():
-            if v["visits"] >= 10 and v["single_frame_fraction"] > 0.3:
-                warnings.append(f"{v['single_frame_fraction']:.0%} of the {v['visits']} visits to {b} last a single "
-                                f"frame ({dt:g} ps): this frame spacing does not resolve its dwell times (too coarse, "
-                                "or the basin is no metastable state)")
+    masks = None if bset is None else _first_passages(result, bset, min_blocks=min_blocks, n_bootstrap=n_bootstrap,
+                                                      seed=seed)
     seconds["mfpt"] = time.perf_counter() - t0
-
-    if lag_ps is not None:
-        lag_k = lag_frames(lag_ps, dt, "lag_ps")
+    lag_k = None if lag_ps is None else lag_frames(lag_ps, dt, "lag_ps")
     if not msm:
         result.lag_ps = None if lag_ps is None else lag_k * dt
         seconds["total"] = time.perf_counter() - t_start
         return result
 
-    # Discretisation.
     t0 = time.perf_counter()
     disc = discretizer if discretizer is not None else msm_mod.Discretizer.fit(tr, n_clusters=n_clusters, seed=seed)
     dtrajs = disc.transform(tr)
     result.discretizer = disc
     seconds["clustering"] = time.perf_counter() - t0
-
-    # Lag ladder.
-    longest = int(tr.lengths.max())
-    if lags_ps is None:
-        window = max(acf["tau_int_window_ps"].values()) / dt
-        top = int(max(2, min(max(8, math.ceil(4 * window)), longest // 4)))
-        ladder = sorted({int(v) for v in np.round(np.geomspace(1, top, 8))})
-    else:
-        ladder = sorted({lag_frames(v, dt, "lags_ps") for v in np.atleast_1d(lags_ps)})
-    if lag_ps is not None:
-        ladder = sorted(set(ladder) | {lag_k})
-    ladder = [k for k in ladder if k < longest]
-    if not ladder:
-        fail("lags_ps", f"every lag is as long as the longest trajectory ({longest} frames)", "use shorter lags")
-
+    ladder = _lag_ladder(tr, acf, lags_ps, lag_k)
     t0 = time.perf_counter()
-    fits = {}
     mode = msm_mod.choose_count_mode(tr.n_trajectories) if count_mode == "auto" else count_mode
-
-    def get_fit(k):
-        if k not in fits:
-            fits[k] = msm_mod.fit_msm(dtrajs, k, disc.n_states, n_samples=n_samples, seed=seed + k, count_mode=mode)
-        return fits[k]
-
-    its = np.full((len(ladder), n_timescales), np.nan)
-    its_iv = np.full((len(ladder), n_timescales, 2), np.nan)
-    for i, k in enumerate(ladder):
-        its[i], its_iv[i], _ = msm_mod.timescales(get_fit(k), n_timescales, dt)
+    get_fit = _LazyFits(msm_mod, dtrajs, disc.n_states, n_samples, seed, mode)
+    _implied_timescales(result, get_fit, ladder, n_timescales)
     seconds["msm"] = time.perf_counter() - t0
-    result.its_lags_ps = np.asarray(ladder, dtype=float) * dt
-    result.its_ps = its
-    result.its_interval_ps = its_iv
-
-    converged_at = None
-    for i in range(len(ladder) - 1):
-        a, b = its[i, 0], its[i + 1, 0]
-        if np.isfinite(a) and np.isfinite(b) and a > ladder[i] * dt and abs(b - a) < 0.1 * a:
-            converged_at = i
-            break
-    result.its_converged = converged_at is not None
-    if lag_ps is None:
-        if converged_at is not None:
-            lag_k = ladder[converged_at]
-        else:
-            ok = [i for i in range(len(ladder)) if np.isfinite(its[i, 0]) and its[i, 0] > ladder[i] * dt]
-            lag_k = ladder[ok[0]] if ok else ladder[0]
-            warnings.append("implied timescales do not level off with lag time (no lag where the slowest changes by "
-                            "< 10 % to the next); the reported lag is the shortest that resolves it, or the shortest")
-    result.lag_ps = lag_k * dt
-    slow = result.implied_timescales_ps
-    if slow.size and np.isfinite(slow[0]) and slow[0] <= result.lag_ps:
-        warnings.append(f"the slowest implied timescale ({slow[0]:.3g} ps) is not longer than the lag "
-                        f"({result.lag_ps:g} ps): this MSM does not resolve it at this frame spacing")
-
-    test = get_fit(lag_k)
-    per_state = 0.0 if test.prior is None else float(test.prior.count_model.count_matrix.sum()) / test.prior.n_states
-    if per_state < MIN_COUNTS_PER_STATE:
-        warnings.append(f"only {per_state:.3g} transition counts per MSM state at the lag: implied timescales and MSM "
-                        "MFPTs are dominated by noise (use fewer --clusters or more data)")
-    result.msm_info = {"counts_per_state": per_state, "n_states": disc.n_states, "states_active": 0 if test.prior is None else int(test.prior.n_states),
-                       "active_count_fraction": test.active_fraction, "count_mode": mode,
-                       "n_samples": int(n_samples), "posterior_seeded": test.seeded, "embedding":
-                       ["cos/sin" if p else "standardised" for p in disc.periodic], "clustering": "k-means++"}
-
-    # Chapman-Kolmogorov test.
-    t0 = time.perf_counter()
-    fractions = None
-    if masks is not None:
-        fractions = msm_mod.basin_state_fractions(dtrajs, masks, disc.n_states)
-    if ck_sets and n_samples > 0:
-        multiples = [lag_k * m for m in range(1, int(ck_multiples) + 1) if lag_k * m < longest]
-        if len(multiples) >= 2:
-            result.ck = msm_mod.ck_test([get_fit(k) for k in multiples], int(ck_sets), dt, fractions,
-                                        None if bset is None else bset.names)
-    seconds["ck_test"] = time.perf_counter() - t0
-
-    # MSM first passages, and which basins the slow processes exchange.
-    t0 = time.perf_counter()
-    if bset is not None:
-        result.mfpt_msm = msm_mod.msm_mfpt(test, fractions, bset.names, dt)
-        result.process_basins = msm_mod.process_basins(test, fractions, bset.names, n_timescales)
-    seconds["mfpt_msm"] = time.perf_counter() - t0
-    result.fits = fits
+    lag_k = _choose_lag(result, ladder, lag_k)
+    result.msm_info = _msm_info(get_fit(lag_k), disc, mode, n_samples, warnings)
+    _msm_basin_kinetics(result, get_fit, lag_k, masks, bset, ck_sets=ck_sets, ck_multiples=ck_multiples,
+                        n_samples=n_samples, n_timescales=n_timescales)
+    result.fits = get_fit.fits
     seconds["total"] = time.perf_counter() - t_start
     return result
 
