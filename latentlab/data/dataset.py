@@ -127,6 +127,98 @@ def _frame_list(idx: np.ndarray) -> str:
     return shown + (" ..." if len(idx) > 10 else "")
 
 
+def _per_frame_energies(energies, n_frames: int) -> np.ndarray:
+    """Potential energies as shape=(n_frames,) float64 (input units), validated."""
+    e = np.asarray(energies, dtype=np.float64)
+    if e.size == n_frames:
+        e = e.reshape(-1)
+    if e.ndim != 1 or e.shape[0] != n_frames:
+        fail("energies", f"has shape {np.shape(energies)}, expected ({n_frames},)", "pass one potential energy per frame")
+    return e
+
+
+def _per_frame_weights(weights, n_frames: int) -> np.ndarray:
+    """Statistical weights as shape=(n_frames,) float64: finite, >= 0, not all zero (not yet normalised)."""
+    w = np.asarray(weights, dtype=np.float64).reshape(-1)
+    if w.shape[0] != n_frames:
+        fail("weights", f"has {w.shape[0]} entries but positions has {n_frames} frames", "pass one weight per frame")
+    if not np.isfinite(w).all() or (w < 0).any() or not (w > 0).any():
+        fail("weights", "has negative or non-finite entries, or all are zero", "pass finite weights >= 0 (not all 0)")
+    return w
+
+
+def _replica_ids(replica, n_frames: int) -> np.ndarray:
+    """Replica ids, shape=(n_frames,) int, each replica's frames contiguous."""
+    rep = np.asarray(replica).reshape(-1)
+    if rep.shape[0] != n_frames or not np.issubdtype(rep.dtype, np.integer):
+        fail("replica", f"has shape {np.shape(replica)} and dtype {rep.dtype}",
+             f"pass one integer replica id per frame ({n_frames})")
+    starts = rep[np.r_[True, rep[1:] != rep[:-1]]]
+    if len(starts) != len(np.unique(starts)):
+        fail("replica", "has a replica whose frames are not contiguous",
+             "order the frames replica by replica, each in time order")
+    return rep
+
+
+def _time_axis(time, dt, n_frames: int) -> np.ndarray | None:
+    """Frame times, shape=(n_frames,) ps, from ``time`` or ``dt * arange(n_frames)`` (at most one of them)."""
+    if dt is not None:
+        if time is not None:
+            fail("dt", "was given together with time", "pass one of them (CLI: --dt PS or --time FILE)")
+        time = check_positive(dt, "dt", "ps") * np.arange(n_frames)
+    if time is None:
+        return None
+    t = np.asarray(time, dtype=np.float64).reshape(-1)
+    if t.shape[0] != n_frames:
+        fail("time", f"has {t.shape[0]} entries but positions has {n_frames} frames", "pass one time (ps) per frame")
+    return t
+
+
+def _atom_masses(masses, topology, n_atoms: int) -> np.ndarray:
+    """Masses, shape=(n_atoms,) amu, finite and > 0: given, else the topology's element masses."""
+    if masses is None:
+        if topology is None:
+            fail("masses", "are required without a topology", "pass masses=[...] in amu, one per atom (CLI: --masses m1,m2,...)")
+        masses = [a.element.mass if a.element is not None else 0.0 for a in topology.atoms]
+    m = np.asarray(masses, dtype=np.float64).reshape(-1) if np.ndim(masses) <= 1 else np.asarray(masses, dtype=np.float64)
+    if m.ndim != 1 or m.shape[0] != n_atoms:
+        fail("masses", f"has {m.size if m.ndim == 1 else m.shape} entries but the system has {n_atoms} atoms",
+             "pass one mass per atom in amu, in the order of the positions")
+    if not np.isfinite(m).all() or (m <= 0).any():
+        fail("masses", f"has non-positive or non-finite entries at atoms {np.nonzero(~(m > 0))[0][:10].tolist()}",
+             "masses must be finite and > 0 amu")
+    return m
+
+
+def _finite_frames(x: np.ndarray, f, e, drop_nonfinite: bool, metadata):
+    """Frames free of NaN/inf in positions (n_frames, n_atoms, 3), forces and energies (n_frames,).
+
+    Returns ``(keep, metadata)``: ``keep`` a boolean mask, shape=(n_frames,), or None when every frame is
+    finite; with dropped frames, ``metadata`` is a copy that records them (``dropped_frames``,
+    ``dropped_frame_indices``).  Non-finite frames without ``drop_nonfinite`` are refused.
+    """
+    bad = _bad_frames(x)
+    if f is not None:
+        bad |= _bad_frames(f)
+    if e is not None:
+        bad |= ~np.isfinite(e)
+    if not bad.any():
+        return None, metadata
+    idx = np.nonzero(bad)[0]
+    if not drop_nonfinite:
+        fail("data", f"{len(idx)} frame(s) contain NaN or inf (frame indices {_frame_list(idx)})",
+             "repair or remove them, or pass drop_nonfinite=True (CLI: --drop-nonfinite) to drop them")
+    keep = ~bad
+    if not keep.any():
+        fail("data", "every frame contains NaN or inf", "check the input files")
+    import json
+
+    metadata = dict(metadata or {})
+    metadata["dropped_frames"] = int(len(idx)) + int(metadata.get("dropped_frames", 0))
+    metadata["dropped_frame_indices"] = json.dumps([int(i) for i in idx])
+    return keep, metadata
+
+
 @dataclass
 class Dataset:
     """A data set of configurations with forces.
@@ -292,77 +384,17 @@ class Dataset:
         if f is not None and f.shape[0] != n_frames:
             fail("forces", f"has {f.shape[0]} frames but positions has {n_frames}",
                  "pass one force frame per position frame (same trajectory, same stride)")
-        e = None
-        if energies is not None:
-            e = np.asarray(energies, dtype=np.float64)
-            if e.size == n_frames:
-                e = e.reshape(-1)
-            if e.ndim != 1 or e.shape[0] != n_frames:
-                fail("energies", f"has shape {np.shape(energies)}, expected ({n_frames},)", "pass one potential energy per frame")
-        w = None
-        if weights is not None:
-            w = np.asarray(weights, dtype=np.float64).reshape(-1)
-            if w.shape[0] != n_frames:
-                fail("weights", f"has {w.shape[0]} entries but positions has {n_frames} frames", "pass one weight per frame")
-            if not np.isfinite(w).all() or (w < 0).any() or not (w > 0).any():
-                fail("weights", "has negative or non-finite entries, or all are zero", "pass finite weights >= 0 (not all 0)")
-        rep = None
-        if replica is not None:
-            rep = np.asarray(replica).reshape(-1)
-            if rep.shape[0] != n_frames or not np.issubdtype(rep.dtype, np.integer):
-                fail("replica", f"has shape {np.shape(replica)} and dtype {rep.dtype}",
-                     f"pass one integer replica id per frame ({n_frames})")
-            starts = rep[np.r_[True, rep[1:] != rep[:-1]]]
-            if len(starts) != len(np.unique(starts)):
-                fail("replica", "has a replica whose frames are not contiguous",
-                     "order the frames replica by replica, each in time order")
-        t = None
-        if dt is not None:
-            if time is not None:
-                fail("dt", "was given together with time", "pass one of them (CLI: --dt PS or --time FILE)")
-            time = check_positive(dt, "dt", "ps") * np.arange(n_frames)
-        if time is not None:
-            t = np.asarray(time, dtype=np.float64).reshape(-1)
-            if t.shape[0] != n_frames:
-                fail("time", f"has {t.shape[0]} entries but positions has {n_frames} frames", "pass one time (ps) per frame")
+        e = None if energies is None else _per_frame_energies(energies, n_frames)
+        w = None if weights is None else _per_frame_weights(weights, n_frames)
+        rep = None if replica is None else _replica_ids(replica, n_frames)
+        t = _time_axis(time, dt, n_frames)
         if topology is not None and topology.n_atoms != n_atoms:
             fail("topology", f"has {topology.n_atoms} atoms but positions have {n_atoms}",
                  "use the topology of exactly the atoms in the positions, in the same order")
-        if masses is None:
-            if topology is None:
-                fail("masses", "are required without a topology", "pass masses=[...] in amu, one per atom (CLI: --masses m1,m2,...)")
-            masses = [a.element.mass if a.element is not None else 0.0 for a in topology.atoms]
-        m = np.asarray(masses, dtype=np.float64).reshape(-1) if np.ndim(masses) <= 1 else np.asarray(masses, dtype=np.float64)
-        if m.ndim != 1 or m.shape[0] != n_atoms:
-            fail("masses", f"has {m.size if m.ndim == 1 else m.shape} entries but the system has {n_atoms} atoms",
-                 "pass one mass per atom in amu, in the order of the positions")
-        if not np.isfinite(m).all() or (m <= 0).any():
-            fail("masses", f"has non-positive or non-finite entries at atoms {np.nonzero(~(m > 0))[0][:10].tolist()}",
-                 "masses must be finite and > 0 amu")
-        # NaN / inf frames.
-        bad = _bad_frames(x)
-        if f is not None:
-            bad |= _bad_frames(f)
-        if e is not None:
-            bad |= ~np.isfinite(e)
-        if bad.any():
-            idx = np.nonzero(bad)[0]
-            if not drop_nonfinite:
-                fail("data", f"{len(idx)} frame(s) contain NaN or inf (frame indices {_frame_list(idx)})",
-                     "repair or remove them, or pass drop_nonfinite=True (CLI: --drop-nonfinite) to drop them")
-            keep = ~bad
-            if not keep.any():
-                fail("data", "every frame contains NaN or inf", "check the input files")
-            import json
-
-            metadata = dict(metadata or {})
-            metadata["dropped_frames"] = int(len(idx)) + int(metadata.get("dropped_frames", 0))
-            metadata["dropped_frame_indices"] = json.dumps([int(i) for i in idx])
-            x, f = x[keep], (f[keep] if f is not None else None)
-            e = e[keep] if e is not None else None
-            t = t[keep] if t is not None else None
-            w = w[keep] if w is not None else None
-            rep = rep[keep] if rep is not None else None
+        m = _atom_masses(masses, topology, n_atoms)
+        keep, metadata = _finite_frames(x, f, e, drop_nonfinite, metadata)
+        if keep is not None:
+            x, f, e, t, w, rep = (None if a is None else a[keep] for a in (x, f, e, t, w, rep))
         x = x * lf
         if check_units:
             check_length_unit(x, length_unit, topology)
