@@ -350,6 +350,88 @@ def _test_pairs(ds, group, bonds, max_coordinates: int) -> np.ndarray:
     return pairs
 
 
+def _default_bonds(ds) -> np.ndarray:
+    """Bonds to test, shape=(n_bonds, 2) int: the topology's, else inferred from masses and distances, else none."""
+    if ds.topology is not None and ds.topology.n_bonds:
+        return np.array([(a.index, b.index) for a, b in ds.topology.bonds], dtype=np.int64)
+    if ds.n_atoms > 1:
+        from latentlab.data.bonds import infer_bonds
+
+        return infer_bonds(ds.positions, ds.masses).bonds
+    return np.zeros((0, 2), dtype=np.int64)
+
+
+def _cartesian_coordinates(ds):
+    """Test coordinates of a single particle: its x, y, z (those that vary).
+
+    Returns ``(xi, f, h, names)``: xi the coordinates (n_frames, n_coords) nm, f = v . grad U
+    (n_frames, n_coords) kJ/mol/nm, h = div v (zero here), and the coordinate names.
+    """
+    xi = np.asarray(ds.positions[:, 0, :], dtype=np.float64)  # (F, 3)
+    f = -np.asarray(ds.forces[:, 0, :], dtype=np.float64)  # v . grad U for v = e_x, e_y, e_z
+    h = np.zeros_like(xi)
+    keep = xi.std(axis=0) > 0
+    names = [c for c, k in zip("xyz", keep) if k]
+    return xi[:, keep], f[:, keep], h[:, keep], names
+
+
+def _bond_coordinates(ds, pairs: np.ndarray, members: dict):
+    """Test coordinates r(i-j) of atom pairs, each atom moving rigidly with its constraint group.
+
+    Returns ``(xi, f, h, names)``: distances (n_frames, n_pairs) nm, f = v . grad U for the mass-weighted
+    stretch v (n_frames, n_pairs) kJ/mol/nm, h = div v = 2 / r (n_frames, n_pairs) 1/nm, and the names.
+    """
+    roots = np.unique(pairs)
+    col = {int(r): k for k, r in enumerate(roots)}
+    # each root atom's group moves rigidly with it: total force and mass of the group
+    forces = np.stack([np.asarray(ds.forces[:, members[int(r)]], dtype=np.float64).sum(axis=1) for r in roots], 1)
+    mass = np.array([float(np.sum(ds.masses[members[int(r)]])) for r in roots])
+    x = np.asarray(ds.positions[:, roots], dtype=np.float64)  # (F, R, 3)
+    i, j = np.array([col[int(a)] for a in pairs[:, 0]]), np.array([col[int(b)] for b in pairs[:, 1]])
+    d = x[:, i] - x[:, j]  # (F, P, 3)
+    xi = np.linalg.norm(d, axis=-1)  # (F, P)
+    u = d / xi[..., None]
+    mi, mj = mass[i], mass[j]
+    a, b = mj / (mi + mj), mi / (mi + mj)
+    f = -((a[:, None] * forces[:, i] - b[:, None] * forces[:, j]) * u).sum(-1)  # (F, P)
+    return xi, f, 2.0 / xi, [f"r({p}-{q})" for p, q in pairs]
+
+
+def _ibp_sides(s: np.ndarray, kT: float):
+    """Both sides of the identity from summed statistics ``s`` (6, P): ``(num, den)`` per coordinate, each (P,).
+
+    ``num = kT (1 + <phi h>)`` and ``den = <phi f>`` with ``phi = xi - <xi>`` (weighted means).
+    """
+    n, sx, sf, sxf, sh, sxh = s
+    c = sx / n
+    num = kT * (1.0 + (sxh - c * sh) / n)
+    den = (sxf - c * sf) / n
+    return num, den
+
+
+def _jackknife_scale(stats: np.ndarray, kT: float):
+    """Scale per coordinate and combined, with delete-one-block jackknife errors.
+
+    ``stats`` holds per-block sums (n_blocks, 6, P); returns ``(per, per_err, scale, scale_err)``, the
+    combination weighting coordinates by inverse jackknife variance.
+    """
+    total = stats.sum(0)
+    num, den = _ibp_sides(total, kT)
+    nb = len(stats)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per = num / den
+        reps = [_ibp_sides(total - s, kT) for s in stats]
+        per_reps = np.array([nm / dn for nm, dn in reps])  # (n_blocks, P)
+        per_err = np.sqrt((nb - 1) / nb * ((per_reps - per_reps.mean(0)) ** 2).sum(0))
+        weight = np.where(np.isfinite(per_err) & (per_err > 0), 1.0 / per_err**2, 0.0)
+        if not weight.any():
+            weight = np.ones_like(per)
+        scale = float((weight * num).sum() / (weight * den).sum())
+        comb = np.array([(weight * nm).sum() / (weight * dn).sum() for nm, dn in reps])
+        scale_err = float(np.sqrt((nb - 1) / nb * ((comb - comb.mean()) ** 2).sum()))
+    return per, per_err, scale, scale_err
+
+
 def force_scale(ds, bonds=None, max_coordinates: int = 64, n_blocks: int = 20) -> ForceScaleResult:
     """The factor s that makes a data set's forces consistent with its positions at its temperature.
 
@@ -403,49 +485,20 @@ def force_scale(ds, bonds=None, max_coordinates: int = 64, n_blocks: int = 20) -
         fail("data", f"{ds.name or 'the data set'} has no forces", "use a data set with forces")
     if ds.n_frames < 5 * n_blocks:
         fail("data", f"has only {ds.n_frames} frames", f"the force check needs at least {5 * n_blocks} frames")
-    if bonds is None:
-        if ds.topology is not None and ds.topology.n_bonds:
-            bonds = np.array([(a.index, b.index) for a, b in ds.topology.bonds], dtype=np.int64)
-        elif ds.n_atoms > 1:
-            from latentlab.data.bonds import infer_bonds
-
-            bonds = infer_bonds(ds.positions, ds.masses).bonds
-        else:
-            bonds = np.zeros((0, 2), dtype=np.int64)
-    bonds = np.asarray(bonds, dtype=np.int64).reshape(-1, 2)
+    bonds = np.asarray(_default_bonds(ds) if bonds is None else bonds, dtype=np.int64).reshape(-1, 2)
     group = _constraint_groups(ds, bonds)
     members = _group_members(group)
     n_rigid = int(sum(len(m) > 1 for m in members.values()))
     nothing_to_test = ForceScaleResult(scale=float("nan"), scale_err=float("nan"), coordinates=[],
                                        per_coordinate=np.zeros(0), per_coordinate_err=np.zeros(0),
                                        n_frames=ds.n_frames, kT=ds.kT, rigid_groups=n_rigid)
-    names = []
     if ds.n_atoms == 1:
-        xi = np.asarray(ds.positions[:, 0, :], dtype=np.float64)  # (F, 3)
-        f = -np.asarray(ds.forces[:, 0, :], dtype=np.float64)  # v . grad U for v = e_x, e_y, e_z
-        h = np.zeros_like(xi)
-        keep = xi.std(axis=0) > 0
-        xi, f, h = xi[:, keep], f[:, keep], h[:, keep]
-        names = [c for c, k in zip("xyz", keep) if k]
+        xi, f, h, names = _cartesian_coordinates(ds)
     else:
         pairs = _test_pairs(ds, group, bonds, max_coordinates)
         if not len(pairs):
             return nothing_to_test
-        roots = np.unique(pairs)
-        col = {int(r): k for k, r in enumerate(roots)}
-        # each root atom's group moves rigidly with it: total force and mass of the group
-        forces = np.stack([np.asarray(ds.forces[:, members[int(r)]], dtype=np.float64).sum(axis=1) for r in roots], 1)
-        mass = np.array([float(np.sum(ds.masses[members[int(r)]])) for r in roots])
-        x = np.asarray(ds.positions[:, roots], dtype=np.float64)  # (F, R, 3)
-        i, j = np.array([col[int(a)] for a in pairs[:, 0]]), np.array([col[int(b)] for b in pairs[:, 1]])
-        d = x[:, i] - x[:, j]  # (F, P, 3)
-        xi = np.linalg.norm(d, axis=-1)  # (F, P)
-        u = d / xi[..., None]
-        mi, mj = mass[i], mass[j]
-        a, b = mj / (mi + mj), mi / (mi + mj)
-        f = -((a[:, None] * forces[:, i] - b[:, None] * forces[:, j]) * u).sum(-1)  # (F, P)
-        h = 2.0 / xi
-        names = [f"r({p}-{q})" for p, q in pairs]
+        xi, f, h, names = _bond_coordinates(ds, pairs, members)
     if xi.shape[1] == 0:
         return nothing_to_test
     w = ds.frame_weights().astype(np.float64)[:, None]
@@ -453,31 +506,9 @@ def force_scale(ds, bonds=None, max_coordinates: int = 64, n_blocks: int = 20) -
     # per-block sufficient statistics: sum w, w xi, w f, w xi f, w h, w xi h   -> (n_blocks, 6, P)
     stats = np.stack([np.stack([(w[b] * q).sum(0) for q in (np.ones_like(xi[b]), xi[b], f[b], xi[b] * f[b], h[b], xi[b] * h[b])])
                       for b in blocks])
-    kT = ds.kT
-
-    def estimate(s):  # s: (6, P) sums -> (num, den) per coordinate
-        n, sx, sf, sxf, sh, sxh = s
-        c = sx / n
-        num = kT * (1.0 + (sxh - c * sh) / n)
-        den = (sxf - c * sf) / n
-        return num, den
-
-    total = stats.sum(0)
-    num, den = estimate(total)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        per = num / den
-        reps = [estimate(total - s) for s in stats]
-        per_reps = np.array([nm / dn for nm, dn in reps])  # (n_blocks, P)
-        nb = len(blocks)
-        per_err = np.sqrt((nb - 1) / nb * ((per_reps - per_reps.mean(0)) ** 2).sum(0))
-        weight = np.where(np.isfinite(per_err) & (per_err > 0), 1.0 / per_err**2, 0.0)
-        if not weight.any():
-            weight = np.ones_like(per)
-        scale = float((weight * num).sum() / (weight * den).sum())
-        comb = np.array([(weight * nm).sum() / (weight * dn).sum() for nm, dn in reps])
-        scale_err = float(np.sqrt((nb - 1) / nb * ((comb - comb.mean()) ** 2).sum()))
+    per, per_err, scale, scale_err = _jackknife_scale(stats, ds.kT)
     return ForceScaleResult(scale=scale, scale_err=scale_err, coordinates=names, per_coordinate=per,
-                            per_coordinate_err=per_err, n_frames=ds.n_frames, kT=kT, rigid_groups=n_rigid,
+                            per_coordinate_err=per_err, n_frames=ds.n_frames, kT=ds.kT, rigid_groups=n_rigid,
                             seconds=time.perf_counter() - t0)
 
 
