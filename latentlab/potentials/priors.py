@@ -125,7 +125,9 @@ class SupportPrior(nn.Module):
         prior.h.copy_(width)
         if tabulate and n <= 3:
             prior.tabulate()
-        prior.level.fill_(float(torch.quantile(prior.log_density(Q.to(torch.float64)), quantile)))
+        with torch.no_grad():  # in blocks: the table's corner weights for a million frames would take GBs
+            dens = torch.cat([prior.log_density(Q[s:s + 65536].to(torch.float64)) for s in range(0, Q.shape[0], 65536)])
+        prior.level.fill_(float(torch.quantile(dens, quantile)))
         prior.k.fill_(float(kT))  # kT per (unit of log density)^2
         return prior
 
@@ -150,8 +152,9 @@ class SupportPrior(nn.Module):
         per = self.periodic_mask.tolist()
         lo, hi = self.centres.amin(0) - 3 * self.h, self.centres.amax(0) + 3 * self.h
         bounds = [None if p else (float(a), float(b)) for p, a, b in zip(per, lo, hi)]
+        chunk = max(256, 2**22 // (self.n_bins * len(per)))  # the kernel sum's (points, centres, n_cg) temporaries ~32 MB
         self.table = GridInterpolant.from_function(self.kernel_log_density, bounds, per, n_points,
-                                                   extrapolation="linear")
+                                                   extrapolation="linear", chunk_size=chunk)
 
     def table_config(self) -> dict | None:
         """Layout of the table (no values), for the potential's configuration."""
