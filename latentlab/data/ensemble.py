@@ -66,7 +66,8 @@ import uuid
 
 import numpy as np
 
-from latentlab.data.generate import _FROZEN, GenerateConfig, Generator, _StartBlock, build_system
+from latentlab.data.generate import (_FROZEN, GenerateConfig, Generator, _StartBlock, build_system, nothing_to_resume,
+                                     refuse_existing)
 from latentlab.io import output_path
 from latentlab.validation import fail
 
@@ -333,12 +334,9 @@ class Ensemble:
             elif os.path.exists(self.out):
                 extend = True
             elif not os.path.isdir(self.work):
-                fail("resume", f"nothing to resume: neither {self.work}/ nor {self.out} exists", "run without --resume")
+                nothing_to_resume(self.work, self.out)
         elif not cfg.overwrite:
-            if os.path.isdir(self.work):
-                fail("out", f"an interrupted run exists in {self.work}/", "pass --resume to continue it, or --overwrite to start again")
-            if os.path.exists(self.out):
-                fail("out", f"{self.out} exists", "pass --resume to extend it, --overwrite to replace it, or choose another --out")
+            refuse_existing(self.work, self.out)
         output_path(self.out, "data", overwrite=True, inputs=[cfg.pdb, cfg.start_from])
 
         if manifest is None and extend:

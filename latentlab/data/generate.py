@@ -436,6 +436,19 @@ def _atomic_savez(path: str, **arrays) -> None:
     os.replace(tmp, path)
 
 
+def nothing_to_resume(work: str, out: str) -> None:
+    """Refuse ``--resume`` when neither ``work`` (``OUT.partial/``) nor ``out`` exists."""
+    fail("resume", f"nothing to resume: neither {work}/ nor {out} exists", "run without --resume")
+
+
+def refuse_existing(work: str, out: str) -> None:
+    """Without ``--resume`` or ``--overwrite``: refuse an interrupted run in ``work`` or an existing ``out``."""
+    if os.path.isdir(work):
+        fail("out", f"an interrupted run exists in {work}/", "pass --resume to continue it, or --overwrite to start again")
+    if os.path.exists(out):
+        fail("out", f"{out} exists", "pass --resume to extend it, --overwrite to replace it, or choose another --out")
+
+
 # --------------------------------------------------------------------------- the run
 
 
@@ -478,12 +491,9 @@ class Generator:
                  f"continue it with --replicas {k} --resume, or pass --overwrite to start again")
         if cfg.resume:
             if not os.path.isdir(self.work) and not os.path.exists(cfg.out):
-                fail("resume", f"nothing to resume: neither {self.work}/ nor {cfg.out} exists", "run without --resume")
+                nothing_to_resume(self.work, cfg.out)
         elif not cfg.overwrite:
-            if os.path.isdir(self.work):
-                fail("out", f"an interrupted run exists in {self.work}/", "pass --resume to continue it, or --overwrite to start again")
-            if os.path.exists(cfg.out):
-                fail("out", f"{cfg.out} exists", "pass --resume to extend it, --overwrite to replace it, or choose another --out")
+            refuse_existing(self.work, cfg.out)
         # the output policy of every command: not an input, directory exists and is writable
         output_path(cfg.out, "data", overwrite=True, inputs=[cfg.pdb, cfg.start_from])
 
@@ -508,6 +518,136 @@ class Generator:
                 shutil.rmtree(self.work, ignore_errors=True)
             raise
 
+    def _selection(self, topology, groups: np.ndarray, n_atoms: int):
+        """Indices of the atoms ``--select`` keeps (validated against the constraint groups), or None for all."""
+        cfg = self.cfg
+        if not cfg.selection:
+            return None
+        import mdtraj as md
+
+        try:
+            sel = md.Topology.from_openmm(topology).select(cfg.selection)
+        except Exception as err:
+            raise ValueError(f"select: {cfg.selection!r} is not a valid mdtraj selection ({err}). Fix: e.g. --select 'name CA'") from None
+        if len(sel) == 0:
+            fail("select", f"{cfg.selection!r} selects no atoms", "check the selection, e.g. 'name CA'")
+        aggregate_forces(np.zeros((1, n_atoms, 3)), groups, sel)  # validates the selection early
+        return sel
+
+    def _resumes_partial(self, ck: str, run_json: str) -> bool:
+        """Whether to continue from ``OUT.partial/`` (its settings checked): False when OUT is newer."""
+        cfg = self.cfg
+        if not (cfg.resume and os.path.exists(ck) and os.path.exists(run_json)):
+            return False
+        with open(run_json) as fh:
+            self._check_same(json.load(fh)["frozen"])
+        with np.load(ck) as z:
+            ck_frames = int(z["n_frames"])
+        # killed while tidying up after writing OUT: OUT is the newer
+        return not (os.path.exists(cfg.out) and ck_frames <= _n_frames_in(cfg.out))
+
+    def _extended_output(self) -> dict:
+        """The finished OUT that ``--resume`` extends (:func:`read_h5` of it), its settings and final state checked."""
+        from latentlab.data.store import read_h5
+
+        cfg = self.cfg
+        prim = read_h5(cfg.out)
+        self._check_same(json.loads(prim["attrs"].get("generate_config", "{}")).get("frozen", {}))
+        if prim.get("replica") is not None and len(np.unique(prim["replica"])) > 1:
+            k = len(np.unique(prim["replica"]))
+            fail("resume", f"{cfg.out} is an ensemble of {k} replicas", f"pass --replicas {k} to extend it")
+        if "resume_state_xml" not in prim:
+            fail("resume", f"{cfg.out} has no stored final state", "regenerate it, or choose another --out")
+        return prim
+
+    def _clear_work(self, from_partial: bool, prim) -> None:
+        """Remove an ``OUT.partial/`` with nothing worth keeping, or the one ``--overwrite`` replaces."""
+        cfg = self.cfg
+        if cfg.resume and os.path.isdir(self.work) and not from_partial:
+            # killed before the first checkpoint, or after OUT was written: nothing there is worth keeping
+            shutil.rmtree(self.work)
+            if prim is None:
+                self.log(f"{self.work}/ held no checkpoint; starting again")
+        elif cfg.overwrite and not cfg.resume:
+            shutil.rmtree(self.work, ignore_errors=True)
+
+    def _partial_state(self, ck: str):
+        """State of ``OUT.partial/``: ``(state_xml, n_segments, n_frames, n_full, step, static)``.
+
+        Segments written after the last checkpoint are removed (they are simulated again).
+        """
+        with np.load(ck) as z:
+            state_xml = str(z["state_xml"])
+            n_segments, n_frames, n_full, step = (int(z[k]) for k in ("n_segments", "n_frames", "n_full", "step"))
+        for path in self._segments()[n_segments:]:  # written after the last checkpoint: re-simulated
+            os.remove(path)
+        static = dict(np.load(os.path.join(self.work, "static.npz")))
+        self.log(f"resuming {self.work}/ at {n_frames} frames ({n_frames * self.cfg.save_every_ps / 1000:.4f} ns)")
+        return state_xml, n_segments, n_frames, n_full, step, static
+
+    def _new_work(self, run_json: str) -> None:
+        """Create ``OUT.partial/`` with its ``run.json`` (first: a directory with a checkpoint always has it)."""
+        os.makedirs(self.work)
+        with open(run_json + ".tmp", "w") as fh:
+            json.dump({"frozen": self._frozen(), "config": asdict(self.cfg)}, fh, indent=1)
+        os.replace(run_json + ".tmp", run_json)
+
+    def _seed_from_output(self, prim: dict, ck: str, masses, groups, sel, n_atoms: int):
+        """Copy a finished OUT's frames into ``OUT.partial/`` as its first segment, checkpointed at once.
+
+        Returns ``(state_xml, n_segments, n_frames, n_full, step, static)`` to continue from.
+        """
+        from latentlab.data.store import read_h5
+
+        cfg = self.cfg
+        state_xml = prim["resume_state_xml"]
+        blocks = {"positions": prim["positions"], "forces": prim["forces"], "energies": prim["energies"], "time": prim["time"]}
+        if prim["has_allatom"]:
+            full = read_h5(cfg.out, "allatom")
+            blocks.update({"full_" + k: full[k] for k in ("positions", "forces", "energies", "time")})
+        n_frames = len(prim["time"])
+        n_full = len(blocks["full_time"]) if "full_time" in blocks else 0
+        step = int(round(prim["time"][-1] * 1000.0 / cfg.timestep_fs))
+        full_pdb = read_h5(cfg.out, "allatom").get("topology_pdb", "") if prim["has_allatom"] else prim.get("topology_pdb", "")
+        static = dict(masses=masses, groups=groups, sel=np.asarray(sel if sel is not None else np.arange(n_atoms)),
+                      topology_pdb=np.array(full_pdb or ""),
+                      sel_pdb=np.array(prim.get("topology_pdb", "") if sel is not None else ""))
+        _atomic_savez(os.path.join(self.work, "static.npz"), **static)
+        _atomic_savez(os.path.join(self.work, "seg-00000.npz"), **blocks)
+        n_segments = 1
+        # checkpoint at once: a kill before the first new segment must still resume from here
+        _atomic_savez(ck, state_xml=np.array(state_xml), n_segments=n_segments, n_frames=n_frames,
+                      n_full=n_full, step=step)
+        self.log(f"extending {cfg.out} from {n_frames} frames")
+        return state_xml, n_segments, n_frames, n_full, step, static
+
+    def _equilibrate(self, context, integrator, topology, positions, masses, groups, sel, n_atoms: int,
+                     seed_mix: int) -> dict:
+        """Minimise, draw velocities, equilibrate (not saved); write and return the static arrays of the run."""
+        import openmm
+        import openmm.unit as u
+
+        cfg = self.cfg
+        context.setPositions(positions)
+        openmm.LocalEnergyMinimizer.minimize(context, 10.0, 0)
+        context.setVelocitiesToTemperature(cfg.temperature * u.kelvin, seed_mix)
+        n_eq = int(round(cfg.equilibrate_ps * 1000.0 / cfg.timestep_fs))
+        if n_eq:
+            self.log(f"equilibrating {cfg.equilibrate_ps} ps ({n_eq} steps, not saved)")
+            integrator.step(n_eq)
+        xyz0 = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(u.nanometer)
+        if not np.isfinite(xyz0).all():
+            _blow_up(cfg, "during minimisation and equilibration")
+        static = dict(
+            masses=masses, groups=groups, sel=np.asarray(sel if sel is not None else np.arange(n_atoms)),
+            topology_pdb=np.array(_pdb_text(topology, xyz0)),
+            sel_pdb=np.array(_pdb_text(topology, xyz0, sel) if sel is not None else ""),
+        )
+        _atomic_savez(os.path.join(self.work, "static.npz"), **static)
+        context.setTime(0.0)
+        context.setStepCount(0)
+        return static
+
     def _run(self) -> str:
         import openmm
         import openmm.unit as u
@@ -518,126 +658,47 @@ class Generator:
         topology, positions, system, masses = build_system(cfg)
         groups = constraint_groups(system, masses)
         n_atoms = system.getNumParticles()
-        if cfg.selection:
-            import mdtraj as md
-
-            try:
-                sel = md.Topology.from_openmm(topology).select(cfg.selection)
-            except Exception as err:
-                raise ValueError(f"select: {cfg.selection!r} is not a valid mdtraj selection ({err}). Fix: e.g. --select 'name CA'") from None
-            if len(sel) == 0:
-                fail("select", f"{cfg.selection!r} selects no atoms", "check the selection, e.g. 'name CA'")
-            aggregate_forces(np.zeros((1, n_atoms, 3)), groups, sel)  # validates the selection early
-        else:
-            sel = None
+        sel = self._selection(topology, groups, n_atoms)
         if cfg.start_from is not None:
             positions = start_positions(cfg.start_from, cfg.start_frame, masses, cfg.system) * u.nanometer
 
         # What to continue from, decided (and every setting checked) before anything is written.
         ck = os.path.join(self.work, "checkpoint.npz")
         run_json = os.path.join(self.work, "run.json")
-        from_partial = cfg.resume and os.path.exists(ck) and os.path.exists(run_json)
-        if from_partial:
-            with open(run_json) as fh:
-                self._check_same(json.load(fh)["frozen"])
-            with np.load(ck) as z:
-                ck_frames = int(z["n_frames"])
-            if os.path.exists(cfg.out) and ck_frames <= _n_frames_in(cfg.out):
-                from_partial = False  # killed while tidying up after writing OUT: OUT is the newer
+        from_partial = self._resumes_partial(ck, run_json)
         prim = None
         if cfg.resume and not from_partial and os.path.exists(cfg.out):  # extend a finished file
-            from latentlab.data.store import read_h5
-
-            prim = read_h5(cfg.out)
-            self._check_same(json.loads(prim["attrs"].get("generate_config", "{}")).get("frozen", {}))
-            if prim.get("replica") is not None and len(np.unique(prim["replica"])) > 1:
-                k = len(np.unique(prim["replica"]))
-                fail("resume", f"{cfg.out} is an ensemble of {k} replicas", f"pass --replicas {k} to extend it")
-            if "resume_state_xml" not in prim:
-                fail("resume", f"{cfg.out} has no stored final state", "regenerate it, or choose another --out")
+            prim = self._extended_output()
             if len(prim["time"]) >= cfg.total_frames:
                 shutil.rmtree(self.work, ignore_errors=True)  # a stale OUT.partial/ of a finished run
                 self.log(f"{cfg.out} already has {len(prim['time'])} frames >= {cfg.total_frames} requested; nothing to do")
                 return cfg.out
 
         def integrator_factory():
-            integ = openmm.LangevinMiddleIntegrator(cfg.temperature * u.kelvin, cfg.friction / u.picosecond,
-                                                   cfg.timestep_fs * u.femtosecond)
-            return integ
+            return openmm.LangevinMiddleIntegrator(cfg.temperature * u.kelvin, cfg.friction / u.picosecond,
+                                                  cfg.timestep_fs * u.femtosecond)
 
         where = "while OpenMM timed the platforms (the first steps)"
         try:
             platform, props = make_platform(cfg.platform, cfg.threads, system, integrator_factory, positions)
-            if cfg.resume and os.path.isdir(self.work) and not from_partial:
-                # killed before the first checkpoint, or after OUT was written: nothing there is worth keeping
-                shutil.rmtree(self.work)
-                if prim is None:
-                    self.log(f"{self.work}/ held no checkpoint; starting again")
-            elif cfg.overwrite and not cfg.resume:
-                shutil.rmtree(self.work, ignore_errors=True)
-
+            self._clear_work(from_partial, prim)
             # State: fresh, from OUT.partial/, or from a finished OUT.
-            state_xml, n_segments, n_frames, n_full, step = None, 0, 0, 0, 0
+            state_xml, n_segments, n_frames, n_full, step, static = None, 0, 0, 0, 0, None
             if from_partial:
-                with np.load(ck) as z:
-                    state_xml = str(z["state_xml"])
-                    n_segments, n_frames, n_full, step = (int(z[k]) for k in ("n_segments", "n_frames", "n_full", "step"))
-                for path in self._segments()[n_segments:]:  # written after the last checkpoint: re-simulated
-                    os.remove(path)
-                static = dict(np.load(os.path.join(self.work, "static.npz")))
-                self.log(f"resuming {self.work}/ at {n_frames} frames ({n_frames * cfg.save_every_ps / 1000:.4f} ns)")
+                state_xml, n_segments, n_frames, n_full, step, static = self._partial_state(ck)
             else:
-                os.makedirs(self.work)
-                static = None
-                # run.json first: a directory with a checkpoint always has it
-                with open(run_json + ".tmp", "w") as fh:
-                    json.dump({"frozen": self._frozen(), "config": asdict(cfg)}, fh, indent=1)
-                os.replace(run_json + ".tmp", run_json)
+                self._new_work(run_json)
                 if prim is not None:
-                    state_xml = prim["resume_state_xml"]
-                    blocks = {"positions": prim["positions"], "forces": prim["forces"], "energies": prim["energies"], "time": prim["time"]}
-                    if prim["has_allatom"]:
-                        full = read_h5(cfg.out, "allatom")
-                        blocks.update({"full_" + k: full[k] for k in ("positions", "forces", "energies", "time")})
-                    n_frames = len(prim["time"])
-                    n_full = len(blocks["full_time"]) if "full_time" in blocks else 0
-                    step = int(round(prim["time"][-1] * 1000.0 / cfg.timestep_fs))
-                    full_pdb = read_h5(cfg.out, "allatom").get("topology_pdb", "") if prim["has_allatom"] else prim.get("topology_pdb", "")
-                    static = dict(masses=masses, groups=groups, sel=np.asarray(sel if sel is not None else np.arange(n_atoms)),
-                                  topology_pdb=np.array(full_pdb or ""),
-                                  sel_pdb=np.array(prim.get("topology_pdb", "") if sel is not None else ""))
-                    _atomic_savez(os.path.join(self.work, "static.npz"), **static)
-                    _atomic_savez(os.path.join(self.work, "seg-00000.npz"), **blocks)
-                    n_segments = 1
-                    # checkpoint at once: a kill before the first new segment must still resume from here
-                    _atomic_savez(ck, state_xml=np.array(state_xml), n_segments=n_segments, n_frames=n_frames,
-                                  n_full=n_full, step=step)
-                    self.log(f"extending {cfg.out} from {n_frames} frames")
-
+                    state_xml, n_segments, n_frames, n_full, step, static = self._seed_from_output(
+                        prim, ck, masses, groups, sel, n_atoms)
             integrator = integrator_factory()
             seed_mix = (cfg.seed * 1_000_003 + n_segments * 7919 + 12345) % (2**31 - 1) + 1
             integrator.setRandomNumberSeed(seed_mix)
             context = openmm.Context(system, integrator, platform, props)
             if state_xml is None:
                 where = "during minimisation and equilibration"
-                context.setPositions(positions)
-                openmm.LocalEnergyMinimizer.minimize(context, 10.0, 0)
-                context.setVelocitiesToTemperature(cfg.temperature * u.kelvin, seed_mix)
-                n_eq = int(round(cfg.equilibrate_ps * 1000.0 / cfg.timestep_fs))
-                if n_eq:
-                    self.log(f"equilibrating {cfg.equilibrate_ps} ps ({n_eq} steps, not saved)")
-                    integrator.step(n_eq)
-                xyz0 = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(u.nanometer)
-                if not np.isfinite(xyz0).all():
-                    _blow_up(cfg, where)
-                static = dict(
-                    masses=masses, groups=groups, sel=np.asarray(sel if sel is not None else np.arange(n_atoms)),
-                    topology_pdb=np.array(_pdb_text(topology, xyz0)),
-                    sel_pdb=np.array(_pdb_text(topology, xyz0, sel) if sel is not None else ""),
-                )
-                _atomic_savez(os.path.join(self.work, "static.npz"), **static)
-                context.setTime(0.0)
-                context.setStepCount(0)
+                static = self._equilibrate(context, integrator, topology, positions, masses, groups, sel, n_atoms,
+                                           seed_mix)
             else:
                 context.setState(XmlSerializer.deserialize(state_xml))
             self.platform_name = platform.getName()
