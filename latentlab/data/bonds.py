@@ -201,23 +201,15 @@ def topology_from_bonds(elements, bonds, names=None):
     """
     import mdtraj as md
 
-    n_atoms = len(elements)
-    parent = list(range(n_atoms))
+    from latentlab.forces.constraints import connected_components
 
-    def root(a):
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    for i, j in np.asarray(bonds, dtype=np.int64).reshape(-1, 2):
-        parent[root(int(i))] = root(int(j))
+    molecule = connected_components(len(elements), np.asarray(bonds, dtype=np.int64).reshape(-1, 2))
     top = md.Topology()
     chain = top.add_chain()
     atoms = []
     residue = None
     for i, symbol in enumerate(elements):
-        if i == 0 or root(i) != root(i - 1):  # residues stay contiguous, so files list atoms in this order
+        if i == 0 or molecule[i] != molecule[i - 1]:  # residues stay contiguous, so files list atoms in this order
             residue = top.add_residue("UNK", chain)
         element = md.element.get_by_symbol(symbol) if symbol else md.element.virtual
         label = names[i] if names is not None else f"{symbol or 'X'}{i + 1}"
@@ -265,26 +257,9 @@ def rigid_groups(positions, bonds, masses, rel_tol: float = 1e-4, n_frames: int 
     rigid = bonds[d.std(axis=0) < rel_tol * d.mean(axis=0)]
     if len(rigid) == 0:
         return None
-    m = np.asarray(masses, dtype=np.float64)
-    n_atoms = len(m)
-    parent = list(range(n_atoms))
+    from latentlab.forces.constraints import connected_components, heaviest_of_components
 
-    def root(a):
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    for i, j in rigid:
-        parent[root(int(i))] = root(int(j))
-    members: dict[int, list[int]] = {}
-    for a in range(n_atoms):
-        members.setdefault(root(a), []).append(a)
-    group = np.arange(n_atoms)
-    for atoms in members.values():
-        heaviest = max(atoms, key=lambda a: (m[a], -a))
-        group[atoms] = heaviest
-    return group
+    return heaviest_of_components(connected_components(len(masses), rigid), masses)
 
 
 __all__ = ["BondGuess", "infer_bonds", "topology_from_bonds", "guess_topology", "rigid_groups", "element_from_mass",

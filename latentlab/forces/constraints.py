@@ -15,13 +15,21 @@ import numpy as np
 from latentlab.validation import fail
 
 
-def constraint_groups(system, masses: np.ndarray) -> np.ndarray:
-    """Group id per atom: atoms connected by constraints share the id of the heaviest atom.
+def connected_components(n_atoms: int, pairs) -> np.ndarray:
+    """Component label of each atom in the graph whose edges are ``pairs``.
 
-    Returns shape (n_atoms,) int.  Unconstrained atoms are their own group.
+    Parameters
+    ----------
+    n_atoms : int
+    pairs : array, shape=(n_pairs, 2), int
+        Bonds or constraints (atom indices).
+
+    Returns
+    -------
+    np.ndarray, shape=(n_atoms,), int
+        Two atoms have the same label exactly when a chain of pairs joins them (union-find with path halving).
     """
-    n = system.getNumParticles()
-    parent = list(range(n))
+    parent = list(range(n_atoms))
 
     def find(i):
         while parent[i] != i:
@@ -29,17 +37,34 @@ def constraint_groups(system, masses: np.ndarray) -> np.ndarray:
             i = parent[i]
         return i
 
-    for k in range(system.getNumConstraints()):
-        i, j, _ = system.getConstraintParameters(k)
-        ri, rj = find(i), find(j)
+    for i, j in pairs:
+        ri, rj = find(int(i)), find(int(j))
         if ri != rj:
             parent[ri] = rj
-    roots = np.array([find(i) for i in range(n)])
-    groups = np.arange(n)
-    for r in np.unique(roots):
-        members = np.nonzero(roots == r)[0]
+    return np.array([find(i) for i in range(n_atoms)], dtype=np.int64)
+
+
+def heaviest_of_components(labels: np.ndarray, masses) -> np.ndarray:
+    """Group id per atom, shape=(n_atoms,) int: the heaviest atom of its component (the first among equals).
+
+    ``labels`` are component labels, shape=(n_atoms,) (:func:`connected_components`); ``masses`` in amu.
+    """
+    masses = np.asarray(masses, dtype=np.float64)
+    groups = np.arange(len(labels))
+    for r in np.unique(labels):
+        members = np.nonzero(labels == r)[0]
         groups[members] = members[np.argmax(masses[members])]
     return groups
+
+
+def constraint_groups(system, masses: np.ndarray) -> np.ndarray:
+    """Group id per atom: atoms connected by constraints share the id of the heaviest atom.
+
+    Returns shape (n_atoms,) int.  Unconstrained atoms are their own group.
+    """
+    n = system.getNumParticles()
+    pairs = [system.getConstraintParameters(k)[:2] for k in range(system.getNumConstraints())]
+    return heaviest_of_components(connected_components(n, pairs), masses)
 
 
 def aggregate_forces(forces: np.ndarray, groups: np.ndarray, atoms: np.ndarray) -> np.ndarray:
