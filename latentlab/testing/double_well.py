@@ -23,12 +23,13 @@ import numpy as np
 import torch
 from scipy import integrate
 
+from latentlab.testing._base import AnalyticSystem
 from latentlab.units import KB
-from latentlab.validation import check_positive, fail
+from latentlab.validation import fail
 
 
 @dataclass
-class DoubleWell2D:
+class DoubleWell2D(AnalyticSystem):
     """The 2-D double well; parameters in OpenMM units.
 
     Attributes
@@ -50,20 +51,13 @@ class DoubleWell2D:
     temperature: float = 300.0
     mass: float = 12.0
 
+    n_atoms = 1
+
     def __post_init__(self):
-        for name, unit in (("barrier", "kJ/mol"), ("s", "nm"), ("k_y", "kJ/mol/nm^2"), ("k_z", "kJ/mol/nm^2"),
-                           ("temperature", "K"), ("mass", "amu")):
-            check_positive(getattr(self, name), name, unit)
+        self._check_positive({"barrier": "kJ/mol", "s": "nm", "k_y": "kJ/mol/nm^2", "k_z": "kJ/mol/nm^2",
+                              "temperature": "K", "mass": "amu"})
         if not np.isfinite(self.tilt):
             fail("tilt", f"got {self.tilt}", "pass a finite number in kJ/mol/nm")
-
-    @property
-    def kT(self) -> float:
-        return KB * self.temperature
-
-    @property
-    def n_atoms(self) -> int:
-        return 1
 
     # ------------------------------------------------------------------ energy and forces
     def energy_x(self, x):

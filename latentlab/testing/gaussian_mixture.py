@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from latentlab.testing._base import AnalyticSystem
 from latentlab.units import KB
-from latentlab.validation import check_positive, fail
+from latentlab.validation import fail
 
 
 def _default_means():
@@ -30,7 +31,7 @@ def _default_covs():
 
 
 @dataclass
-class GaussianMixture2D:
+class GaussianMixture2D(AnalyticSystem):
     """Mixture parameters (nm, nm^2) and temperature (K).
 
     Attributes
@@ -50,6 +51,8 @@ class GaussianMixture2D:
     temperature: float = 300.0
     mass: float = 12.0
 
+    n_atoms = 1
+
     def __post_init__(self):
         w = np.asarray(self.weights, dtype=np.float64)
         mu = np.asarray(self.means, dtype=np.float64)
@@ -63,20 +66,11 @@ class GaussianMixture2D:
             fail("covariances", f"has shape {cov.shape} or is not symmetric, expected ({k}, 2, 2)", "pass symmetric 2x2 covariances, nm^2")
         if (np.linalg.eigvalsh(cov) <= 0).any():
             fail("covariances", "are not positive definite", "pass positive-definite covariances")
-        check_positive(self.k_z, "k_z", "kJ/mol/nm^2")
-        check_positive(self.temperature, "temperature", "K")
-        check_positive(self.mass, "mass", "amu")
+        self._check_positive({"k_z": "kJ/mol/nm^2", "temperature": "K", "mass": "amu"})
         self._w, self._mu, self._cov = w, mu, cov
         self._prec = np.linalg.inv(cov)
         self._lognorm = -np.log(2 * np.pi) - 0.5 * np.log(np.linalg.det(cov))
 
-    @property
-    def kT(self) -> float:
-        return KB * self.temperature
-
-    @property
-    def n_atoms(self) -> int:
-        return 1
 
     # ------------------------------------------------------------------ densities
     def _log_components(self, xy: torch.Tensor) -> torch.Tensor:
@@ -157,7 +151,7 @@ class GaussianMixture2D:
 
 
 @dataclass
-class ConditionalGaussianMixture:
+class ConditionalGaussianMixture(AnalyticSystem):
     """A mixture on slow coordinates with a conditional Gaussian on fast ones (exact answers).
 
     ``p(x_s, x_f) = sum_k w_k N(x_s; m_k, std^2 I) N(x_f; B x_s, cond_std^2 I)``: the
@@ -188,14 +182,9 @@ class ConditionalGaussianMixture:
     temperature: float = 1.0 / KB
 
     def __post_init__(self):
-        for name in ("n_slow", "n_components"):
-            if int(getattr(self, name)) < 1:
-                fail(name, f"got {getattr(self, name)}", "pass a positive integer")
-        if int(self.n_fast) < 0:
-            fail("n_fast", f"got {self.n_fast}", "pass 0 or a positive integer")
-        check_positive(self.std, "std", "nm")
-        check_positive(self.cond_std, "cond_std", "nm")
-        check_positive(self.temperature, "temperature", "K")
+        self._check_counts(("n_slow", "n_components"))
+        self._check_counts(("n_fast",), minimum=0, fix="pass 0 or a positive integer")
+        self._check_positive({"std": "nm", "cond_std": "nm", "temperature": "K"})
         self.means = np.random.RandomState(self.seed).uniform(-1.0, 1.0, (self.n_components, self.n_slow))
         self.cond_matrix = np.random.RandomState(self.cond_seed).standard_normal((self.n_fast, self.n_slow))
         self.weights = np.full(self.n_components, 1.0 / self.n_components)
@@ -203,10 +192,6 @@ class ConditionalGaussianMixture:
     @property
     def dim(self) -> int:
         return self.n_slow + self.n_fast
-
-    @property
-    def kT(self) -> float:
-        return KB * self.temperature
 
     @property
     def covariances(self) -> np.ndarray:

@@ -20,6 +20,7 @@ from scipy import integrate
 
 from latentlab.maps.geometry import random_rotations
 from latentlab.maps.internal import TriangleMap
+from latentlab.testing._base import AnalyticSystem
 from latentlab.units import KB
 from latentlab.validation import check_positive, fail
 
@@ -30,7 +31,7 @@ def _default_k_cos() -> float:
 
 
 @dataclass
-class ThreeAtomSystem:
+class ThreeAtomSystem(AnalyticSystem):
     """The three-atom reference system; all parameters in OpenMM units.
 
     Attributes
@@ -44,6 +45,7 @@ class ThreeAtomSystem:
     """
 
     name = "three-atom"
+    n_atoms = 3
     masses: tuple[float, float, float] = (12.0, 14.0, 16.0)
     k_bond: float = 500.0
     r0: float = 0.38
@@ -55,21 +57,12 @@ class ThreeAtomSystem:
             fail("masses", f"has {len(self.masses)} entries", "give three masses (a, vertex b, c) in amu")
         for m in self.masses:
             check_positive(m, "masses", "amu")
-        check_positive(self.k_bond, "k_bond", "kJ/mol/nm^2")
-        check_positive(self.r0, "r0", "nm")
+        self._check_positive({"k_bond": "kJ/mol/nm^2", "r0": "nm"})
         if self.k_cos < 0:
             fail("k_cos", f"got {self.k_cos}", "k_cos must be >= 0 kJ/mol")
         check_positive(self.temperature, "temperature", "K")
 
     # ------------------------------------------------------------------ basics
-    @property
-    def kT(self) -> float:
-        """Thermal energy in kJ/mol."""
-        return KB * self.temperature
-
-    @property
-    def n_atoms(self) -> int:
-        return 3
 
     def parameters(self) -> dict:
         return {"masses": list(self.masses), "k_bond": self.k_bond, "r0": self.r0, "k_cos": self.k_cos,
