@@ -16,12 +16,13 @@ iterations, the friction step's eigen-decomposition and the bookkeeping.
 from __future__ import annotations
 
 import argparse
-import json
+import functools
 import os
 import platform
-import time
 
 import torch
+from _common import mlp, write_results
+from _common import timeit as _timeit
 
 from latentlab.dynamics import LatentLangevin
 from latentlab.forces import force_matching_target
@@ -29,32 +30,8 @@ from latentlab.maps import effective_mass
 from latentlab.testing import ThreeAtomSystem
 
 
-def timeit(fn, min_time: float = 0.5, min_reps: int = 3, sync=None) -> float:
-    """Median seconds per call over repeated batches lasting at least ``min_time``."""
-    fn()
-    if sync:
-        sync()
-    times = []
-    start_all = time.perf_counter()
-    while len(times) < min_reps or time.perf_counter() - start_all < min_time:
-        t = time.perf_counter()
-        fn()
-        if sync:
-            sync()
-        times.append(time.perf_counter() - t)
-        if len(times) > 200:
-            break
-    times.sort()
-    return times[len(times) // 2]
-
-
-def mlp(n_in: int, width: int = 128, depth: int = 3) -> torch.nn.Module:
-    layers, d = [], n_in
-    for _ in range(depth):
-        layers += [torch.nn.Linear(d, width), torch.nn.SiLU()]
-        d = width
-    layers.append(torch.nn.Linear(d, 1))
-    return torch.nn.Sequential(*layers)
+#: Timing of this script: batches of at least 0.5 s, at least 3 and at most 201 calls.
+timeit = functools.partial(_timeit, min_time=0.5, min_reps=3, max_reps=200)
 
 
 def bench_langevin(device: str, walker_counts, steps_per_call: int = 5) -> list[dict]:
@@ -127,12 +104,7 @@ def main() -> int:
               "machine": platform.machine(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
               "langevin": langevin, "batched_vs_loop": batched,
               "targets": {"langevin_ratio_to_floor_at_1024": "<= 3", "g_batched_speedup": ">= 50"}}
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    from latentlab.io import atomic_output
-
-    with atomic_output(args.out) as tmp:
-        with open(tmp, "w") as fh:
-            json.dump(result, fh, indent=2)
+    write_results(result, args.out)
     print(f"\nwrote {args.out}")
     return 0
 

@@ -33,7 +33,6 @@ Prints a table and writes JSON (default ``benchmarks/results/bench_dashboard.jso
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -42,6 +41,8 @@ import subprocess
 import sys
 import threading
 import time
+
+from _common import descendants, write_results
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ANALYTIC = ("three-atom", "double-well", "gaussian-mixture")
@@ -70,24 +71,6 @@ def rss_mb(pid: int) -> float:
     except FileNotFoundError:
         pass
     return 0.0
-
-
-def descendants(pid: int) -> list[int]:
-    tree: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as handle:
-                    ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            tree.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        for child in tree.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
 
 
 def tree_rss_mb(pid: int) -> float:
@@ -735,10 +718,7 @@ def main(argv=None) -> int:
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
     print(f"load average at start {result['load_average_at_start']}, at end {os.getloadavg()}")
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as handle:
-        json.dump(result, handle, indent=2)
-    print(f"wrote {args.out}")
+    print(f"wrote {write_results(result, args.out)}")
     return 0
 
 

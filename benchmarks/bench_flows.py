@@ -45,6 +45,7 @@ import time
 
 import numpy as np
 import torch
+from _common import write_results
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -275,12 +276,8 @@ def main(argv=None) -> int:
         if args.quick:
             n = min(n, 20000)
         results["systems"][name] = run_system(name, n, args.device, args.keep, args.quick)
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as fh:
-            json.dump(results, fh, indent=1)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as fh:
-        json.dump(results, fh, indent=1)
+        write_results(results, args.out, indent=1)  # after every system: a long run keeps what it measured
+    write_results(results, args.out, indent=1)
     if "energy_throughput_1000_frames_s" in results:
         print("energy + forces of 1000 alanine frames:",
               ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in results["energy_throughput_1000_frames_s"].items()))

@@ -32,12 +32,13 @@ Prints a table and writes ``benchmarks/results/bench_generate.json``
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
 import tempfile
 import time
+
+from _common import write_results
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CHIGNOLIN_PDB = "/work/shared/data/1uao.pdb"
@@ -110,17 +111,30 @@ def ensemble_run(cfg, replicas: int) -> dict:
             "load_before": load_before, "load_after": load_after}
 
 
-def scaling(args) -> int:
-    import openmm
-
-    from latentlab.data.generate import GenerateConfig
-
-    rows = []
-    for name in args.systems:
+def _present(names):
+    """``(name, DEFAULTS[name])`` of each system whose PDB is here (the others are skipped with a note)."""
+    for name in names:
         d = DEFAULTS[name]
         if d["pdb"] and not os.path.exists(d["pdb"]):
             print(f"skip {name}: {d['pdb']} not found", file=sys.stderr)
             continue
+        yield name, d
+
+
+def _write(out: str, **content) -> None:
+    """Write the machine, the OpenMM version and ``content`` as JSON to ``out``."""
+    import openmm
+
+    write_results({"machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+                   "openmm": openmm.__version__, **content}, out, indent=1)
+    print(f"wrote {out}")
+
+
+def scaling(args) -> int:
+    from latentlab.data.generate import GenerateConfig
+
+    rows = []
+    for name, d in _present(args.systems):
         ps = args.ps or SCALING_PS[name]
         runs = []
         with tempfile.TemporaryDirectory() as tmp:
@@ -152,12 +166,7 @@ def scaling(args) -> int:
               f"{r['loop_ratio']:>6.2f} {r['one_call_ns_per_day']:>9.1f} {r['many_call_ns_per_day']:>10.1f} {r['call_ratio']:>6.2f} "
               f"{r['max_load']:>8.2f} {r['min_cpu_share']:>9.2f}")
     out = args.out or os.path.join(HERE, "results", "bench_generate_scaling.json")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as fh:
-        json.dump({"machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-                   "openmm": openmm.__version__, "replicas": args.replicas, "target_loop_ratio": 1.7,
-                   "results": rows, "runs": runs}, fh, indent=1)
-    print(f"wrote {out}")
+    _write(out, replicas=args.replicas, target_loop_ratio=1.7, results=rows, runs=runs)
     return 0
 
 
@@ -180,16 +189,10 @@ def main(argv=None) -> int:
     args.repeats = args.repeats or 2
     args.out = args.out or os.path.join(HERE, "results", "bench_generate.json")
 
-    import openmm
-
     from latentlab.data.generate import GenerateConfig
 
     rows = []
-    for name in args.systems:
-        d = DEFAULTS[name]
-        if d["pdb"] and not os.path.exists(d["pdb"]):
-            print(f"skip {name}: {d['pdb']} not found", file=sys.stderr)
-            continue
+    for name, d in _present(args.systems):
         ps = args.ps or d["ps"]
         best_bare, best_loop, best_call = 0.0, 0.0, 0.0
         with tempfile.TemporaryDirectory() as tmp:
@@ -210,11 +213,7 @@ def main(argv=None) -> int:
     for r in rows:
         print(f"{r['system']:<20} {r['platform']:<10} {r['bare_openmm_ns_per_day']:>12.1f} {r['latentlab_loop_ns_per_day']:>15.1f} "
               f"{r['loop_ratio']:>6.1%} {r['latentlab_call_ns_per_day']:>11.1f} {r['call_ratio']:>6.1%}")
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as fh:
-        json.dump({"machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-                   "openmm": openmm.__version__, "target_ratio": 0.9, "results": rows}, fh, indent=1)
-    print(f"wrote {args.out}")
+    _write(args.out, target_ratio=0.9, results=rows)
     return 0
 
 

@@ -34,6 +34,7 @@ import platform
 import time
 
 import torch
+from _common import mlp
 
 from latentlab.interpolation import DEFAULT_POINTS, GridInterpolant
 
@@ -57,15 +58,6 @@ def interleaved_medians(candidates: dict, min_time: float, min_reps: int = 5, sy
         if len(times[next(iter(times))]) >= 200:
             break
     return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
-
-
-def mlp(n_in: int, width: int = 128, depth: int = 3) -> torch.nn.Module:
-    layers, d = [], n_in
-    for _ in range(depth):
-        layers += [torch.nn.Linear(d, width), torch.nn.SiLU()]
-        d = width
-    layers.append(torch.nn.Linear(d, 1))
-    return torch.nn.Sequential(*layers)
 
 
 def value_and_autograd(fn, q):

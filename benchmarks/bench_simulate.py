@@ -22,12 +22,15 @@ Prints a table and writes JSON (default ``benchmarks/results/bench_simulate.json
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
 import time
 
 import torch
+from _common import mlp as bare_mlp
+from _common import timeit as _timeit
 
 from latentlab.data import load
 from latentlab.model import CGModel
@@ -37,27 +40,8 @@ from latentlab.training import Trainer
 SYSTEMS = ("chignolin", "alanine-dipeptide")
 
 
-def timeit(fn, min_time: float = 1.0, min_reps: int = 5) -> float:
-    """Median seconds per call over repeated calls lasting at least ``min_time``."""
-    fn()
-    times = []
-    start = time.perf_counter()
-    while len(times) < min_reps or time.perf_counter() - start < min_time:
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-        if len(times) > 500:
-            break
-    times.sort()
-    return times[len(times) // 2]
-
-
-def bare_mlp(n_in: int) -> torch.nn.Module:
-    layers, d = [], n_in
-    for _ in range(3):
-        layers += [torch.nn.Linear(d, 128), torch.nn.SiLU()]
-        d = 128
-    return torch.nn.Sequential(*layers, torch.nn.Linear(d, 1))
+#: Timing of this script: at least 1 s and 5 calls, at most 501.
+timeit = functools.partial(_timeit, min_time=1.0, min_reps=5, max_reps=500)
 
 
 def model_for(name: str, models_dir: str | None) -> tuple[CGModel, float]:

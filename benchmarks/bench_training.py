@@ -25,7 +25,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -34,6 +33,7 @@ import time
 
 import numpy as np
 import torch
+from _common import timeit, write_results
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -50,20 +50,6 @@ def train_force_matching(ds, **kwargs):
     trainer = Trainer(ForceMatching(), **kwargs)
     trainer.fit(ds)
     return trainer.result_
-
-
-def timeit(fn, min_time: float = 1.0, min_reps: int = 5, sync=None) -> float:
-    """Median seconds per call over repeats lasting at least ``min_time``."""
-    fn()
-    times, start = [], time.perf_counter()
-    while len(times) < min_reps or time.perf_counter() - start < min_time:
-        t = time.perf_counter()
-        fn()
-        if sync:
-            sync()
-        times.append(time.perf_counter() - t)
-    times.sort()
-    return times[len(times) // 2]
 
 
 def bench_throughput(ds, device: str, batch: int) -> dict:
@@ -167,9 +153,7 @@ def main() -> int:
         reached = f"{ttr['seconds_to_target']:.1f} s" if ttr["seconds_to_target"] is not None else "not reached"
         print(f"wall time to ratio <= {args.target} on {ds.name}: {reached} (training {ttr['train_seconds']:.1f} s, "
               f"{ttr['epochs_run']} epochs; {ttr['steps']} steps x {ttr['walkers']} walkers; ratio {ttr['final_ratio']:.2f})")
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as fh:
-        json.dump(result, fh, indent=2)
+    write_results(result, args.out)
     print(f"wrote {args.out}")
     return 0
 

@@ -10,6 +10,7 @@ results; a closed tab's worker process is gone within 5 s.  Screenshots go to
 machine (``.ci/run`` installs both).
 """
 
+import importlib.util
 import os
 import re
 import socket
@@ -22,6 +23,18 @@ from urllib.parse import urlparse
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _benchmark_helpers():
+    """``benchmarks/_common.py`` (the /proc process tree is shared with bench_dashboard), loaded by path."""
+    spec = importlib.util.spec_from_file_location("latentlab_benchmarks_common",
+                                                  os.path.join(ROOT, "benchmarks", "_common.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_BENCH = _benchmark_helpers()
 
 
 def chromium_binary():
@@ -160,25 +173,12 @@ def _drain(proc):
 
 def job_processes(server_pid: int) -> set[int]:
     """Worker processes of a server: the children of its fork server (Linux /proc)."""
-    children = _children()
+    children = _BENCH.children_by_parent()
     out = set()
     for child in children.get(server_pid, ()):  # the python -m latentlab_app server, then its fork server
         for grandchild in children.get(child, ()):
             out |= set(children.get(grandchild, ()))
     return out
-
-
-def _children() -> dict:
-    tree = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as handle:
-                    ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            tree.setdefault(ppid, []).append(int(entry))
-    return tree
 
 
 def wait_text(page, text, seconds):
