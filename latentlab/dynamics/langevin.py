@@ -50,6 +50,7 @@ from typing import Callable, Sequence
 import torch
 
 from latentlab.conventions import logdet_coefficient
+from latentlab.dynamics.eigen import symmetric_eigh
 from latentlab.validation import as_tensor, check_finite, check_nonnegative, check_positive, fail
 
 Potential = Callable[[torch.Tensor], torch.Tensor]  # (W, N) -> (W,)
@@ -176,6 +177,7 @@ class LatentLangevin:
         self._bounds = bounds
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed if seed is not None else torch.seed() % (2**63))
+        self._ou = None  # (eigenvalues, parameters, OU coefficients) of the last friction step
 
 
     @classmethod
@@ -227,10 +229,10 @@ class LatentLangevin:
         if not bool(torch.isfinite(v).all() & torch.isfinite(gv).all() & torch.isfinite(a).all()):
             fail("Q0", "V, grad V or A is not finite at the starting points", "start where the potential is defined")
         try:
-            w, u = torch.linalg.eigh(a)
+            w, u = symmetric_eigh(a)
         except RuntimeError:
             fail("effective_mass", "A(Q0) could not be diagonalised", "check that A is symmetric positive definite")
-        if bool((w[:, 0] <= 0).any()):
+        if not bool((w.amin(1) > 0).all()):
             fail("effective_mass", "A(Q0) is not positive definite", "check the map (rank-deficient?) or the starting point")
         state = LangevinState(q, torch.zeros_like(q), v, gv, a, da, w, u, q.clone())
         state.P = self._momenta(state.eigvals, state.eigvecs)
@@ -277,13 +279,26 @@ class LatentLangevin:
         """Exact OU update of P over time t at fixed Q."""
         if self.gamma == 0.0:
             return
-        w, u = state.eigvals, state.eigvecs
+        decay, noise = self._ou_coefficients(state.eigvals, t)
+        u = state.eigvecs
+        xi = torch.randn(decay.shape, generator=self.generator, device=self.device, dtype=self.dtype)
+        pu = torch.bmm(u.transpose(1, 2), state.P[:, :, None])[..., 0]  # U^T P
+        state.P = torch.bmm(u, (decay * pu + noise * xi)[:, :, None])[..., 0]
+
+    def _ou_coefficients(self, w: torch.Tensor, t: float):
+        """``exp(-gamma w t)`` and ``sqrt(kT (1 - exp(-2 gamma w t)) / w)`` per eigenvalue ``w (W, N)``.
+
+        Kept for the eigenvalues they were computed from: the O half-step closing one step and the one
+        opening the next act at the same Q.
+        """
+        key = (self.gamma, self.kT, t, w._version)
+        cached = self._ou
+        if cached is not None and cached[0] is w and cached[1] == key:
+            return cached[2]
         x = self.gamma * w * t
-        decay = torch.exp(-x)
-        noise = torch.sqrt(self.kT * (-torch.expm1(-2.0 * x)) / w)
-        xi = torch.randn(w.shape, generator=self.generator, device=self.device, dtype=self.dtype)
-        pu = torch.einsum("wji,wj->wi", u, state.P)  # U^T P
-        state.P = torch.einsum("wij,wj->wi", u, decay * pu + noise * xi)
+        out = torch.exp(-x), torch.sqrt(self.kT * (-torch.expm1(-2.0 * x)) / w)
+        self._ou = (w, key, out)
+        return out
 
     def _wrap(self, q):
         if self._any_periodic:
@@ -318,6 +333,32 @@ class LatentLangevin:
         """Relative change per walker, ``(W,)``."""
         return (new - old).abs().amax(1) / (1.0 + new.abs().amax(1))
 
+    @staticmethod
+    def _error(change, previous):
+        """Estimated relative error of the latest fixed-point iterate per walker, ``(W,)``.
+
+        For a contraction with rate ``r`` the iterate is within ``change r / (1 - r)`` of the fixed point;
+        ``r`` is estimated by ``change / previous`` (the last two changes).  Where that rate is above 1/2 (or
+        unknown: ``previous`` is None) the change itself is the estimate, the usual criterion.
+        """
+        if previous is None:
+            return change
+        rate = change / previous.clamp_min(torch.finfo(change.dtype).tiny)
+        return torch.where(rate <= 0.5, change * rate / (1.0 - rate), change)
+
+    def _solve(self, update, x, previous, tol):
+        """Iterate ``x <- update(x)`` until the estimated error (:meth:`_error`) is at most ``tol`` for every
+        walker whose iterates are finite, or ``max_iterations``; returns ``x`` and the per-walker error."""
+        for _ in range(self.max_iterations):
+            new = update(x)
+            change = self._change(new, x)
+            error = self._error(change, previous)
+            x, previous = new, change
+            # walkers gone non-finite are re-seeded by the caller: they do not hold the others' loop
+            if float(error.nan_to_num(nan=0.0, posinf=0.0).max()) <= tol:
+                break
+        return x, error
+
     def _hamiltonian_step(self, state: LangevinState):
         h = self.dt
         q0, p0 = state.Q, state.P
@@ -325,14 +366,10 @@ class LatentLangevin:
         # (1) implicit half kick: P_half = P - h/2 [grad V(Q) + 1/2 grad_Q P_half^T A(Q) P_half]
         rows = self._mass_rows(state.dA)
         base = p0 - 0.5 * h * state.grad_V
-        p_half = base - 0.5 * h * self._quad_force(p0, None, rows)
-        for _ in range(self.max_iterations):
-            new = base - 0.5 * h * self._quad_force(p_half, None, rows)
-            change = self._change(new, p_half)
-            p_half = new
-            if float(change.max()) <= tol:
-                break
-        converged = change <= 10 * tol
+        p_half = base - 0.5 * h * self._quad_force(p0, None, rows)  # one iterate from P: the rate is known after one more
+        p_half, error = self._solve(lambda p: base - 0.5 * h * self._quad_force(p, None, rows), p_half,
+                                    self._change(p_half, p0), tol)
+        converged = error <= 10 * tol
         # (2) implicit drift: Q1 = Q + h/2 [A(Q) + A(Q1)] P_half
         w, n = q0.shape
         a0p = torch.bmm(state.A, p_half[:, :, None])[..., 0]
@@ -341,15 +378,14 @@ class LatentLangevin:
         dadq = torch.bmm(state.dA.reshape(w, n * n, n), (h * a0p)[:, :, None]).reshape(w, n, n)
         q1 = half_drift + 0.5 * h * (a0p + torch.bmm(dadq, p_half[:, :, None])[..., 0])
         bounded = self._bounded
-        for _ in range(self.max_iterations):
-            qa = self._reflect(q1)[0] if bounded else q1
-            a1 = self.effective_mass(self._wrap(qa))
-            new = half_drift + 0.5 * h * torch.bmm(a1, p_half[:, :, None])[..., 0]
-            change = self._change(new, q1)
-            q1 = new
-            if float(change.max()) <= tol:
-                break
-        converged &= change <= 10 * tol
+        ph = p_half[:, :, None]
+
+        def drift(q):
+            qa = self._reflect(q)[0] if bounded else q
+            return half_drift + 0.5 * h * torch.bmm(self.effective_mass(self._wrap(qa)), ph)[..., 0]
+
+        q1, error = self._solve(drift, q1, None, tol)
+        converged &= error <= 10 * tol
         if bounded:
             q1, flip = self._reflect(q1)
             p_half = torch.where(flip, -p_half, p_half)
@@ -371,11 +407,11 @@ class LatentLangevin:
             finite = torch.isfinite(h1 + q1.sum(1) + p1.sum(1))  # NaN and inf propagate through the sums
             all_finite = bool(finite.all())
             try:
-                w1, u1 = torch.linalg.eigh(a1 if all_finite else torch.where(finite[:, None, None], a1, state.A))
-            except RuntimeError:  # a non-symmetric or NaN A slipped through
+                w1, u1 = symmetric_eigh(a1 if all_finite else torch.where(finite[:, None, None], a1, state.A))
+            except RuntimeError:  # a non-symmetric or NaN A slipped through (torch.linalg.eigh, N > 3)
                 w1, u1 = state.eigvals.clone(), state.eigvecs.clone()
                 finite &= False
-            healthy = finite & converged & (w1[:, 0] > 0) & ((h1 - h0).abs() <= self.blowup_kT * self.kT)
+            healthy = finite & converged & (w1.amin(1) > 0) & ((h1 - h0).abs() <= self.blowup_kT * self.kT)
             accept = healthy
             if self.metropolis:
                 log_u = torch.log(torch.rand(h0.shape, generator=self.generator, device=self.device, dtype=self.dtype))
@@ -412,7 +448,7 @@ class LatentLangevin:
         state.restarts.extend((state.step + 1, int(i)) for i in idx.tolist())  # (the step it restarts after, walker)
         q = state.start[idx]
         v, gv, a, da = self._evaluate(q)
-        w, u = torch.linalg.eigh(a)
+        w, u = symmetric_eigh(a)
         state.Q[idx], state.V[idx], state.grad_V[idx], state.A[idx], state.dA[idx] = q, v, gv, a, da
         state.eigvals[idx], state.eigvecs[idx] = w, u
         state.P[idx] = self._momenta(w, u)
