@@ -49,6 +49,25 @@ def versions() -> dict:
             "python": str(platform.python_version())}
 
 
+def check_input_file(path, argument: str, kinds, wanted: str, command: str) -> str:
+    """The path of an existing file written by ``command`` (one of the file ``kinds`` of :mod:`latentlab.data.sniff`).
+
+    Raises
+    ------
+    FileNotFoundError
+        ``"argument: PATH does not exist. Fix: pass the file written by 'command --out'"``.
+    ValueError
+        When the file is of another kind (what it is, and where it belongs).
+    """
+    from latentlab.data.sniff import check_kind
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{argument}: {path} does not exist. Fix: pass the file written by '{command} --out'")
+    check_kind(path, kinds, argument, wanted, f"pass a file written by {command}")
+    return path
+
+
 @dataclass
 class CGModel(LatentCoordinates):
     """A CG model ready for latent dynamics (see the module docstring).
@@ -237,13 +256,8 @@ class CGModel(LatentCoordinates):
     @classmethod
     def load(cls, path: str, device=None) -> "CGModel":
         """Load a model file.  FileNotFoundError for a missing file; ValueError naming what is wrong otherwise."""
-        from latentlab.data.sniff import check_kind
-
-        path = os.fspath(path)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"model: {path} does not exist. Fix: pass the file written by 'latentlab train --out'")
-        check_kind(path, ("latentlab-model", "torch-zip", "zip", "unknown"), "model", "a latentlab model file",
-                   "pass a file written by latentlab train")
+        path = check_input_file(path, "model", ("latentlab-model", "torch-zip", "zip", "unknown"),
+                                "a latentlab model file", "latentlab train")
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises many types for truncated / foreign / pickled-code files

@@ -47,13 +47,10 @@ def save_simulation(path: str, Q, time, metadata: dict, **arrays) -> str:
 
 def load_simulation(path: str) -> dict:
     """Read a SIM file: dict with ``Q (n_records, n_walkers, n_cg)``, ``time``, ``metadata`` and extra arrays."""
-    from latentlab.data.sniff import check_kind
+    from latentlab.model import check_input_file
 
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"simulation: {path} does not exist. Fix: pass the file written by 'latentlab simulate --out'")
-    check_kind(path, ("latentlab-simulation", "npz", "zip", "unknown"), "simulation", "a latentlab simulation (SIM) file",
-               "pass a file written by latentlab simulate")
+    path = check_input_file(path, "simulation", ("latentlab-simulation", "npz", "zip", "unknown"),
+                            "a latentlab simulation (SIM) file", "latentlab simulate")
     try:
         with np.load(path, allow_pickle=False) as z:
             out = {k: z[k] for k in z.files}
