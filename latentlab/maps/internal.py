@@ -45,6 +45,16 @@ def _check_groups(groups, size: int, argument: str, what: str) -> list[tuple[int
     return out
 
 
+def _atom_groups(groups, size: int, argument: str, what: str):
+    """Checked atom groups (whole-system indices), the atoms they read and the groups re-indexed into those.
+
+    Returns ``(groups, atoms, local)``: lists of ``size``-tuples, of ints (first-seen order) and of ``size``-tuples.
+    """
+    groups = _check_groups(groups, size, argument, what)
+    atoms, local = _local([], groups)
+    return groups, atoms, local
+
+
 class DistanceMap(CGMap):
     """Distances between atom pairs, ``Q_p = |x_i - x_j|`` in nm.
 
@@ -59,10 +69,8 @@ class DistanceMap(CGMap):
 
 
     def __init__(self, pairs: Sequence[Sequence[int]], n_atoms: int | None = None, spec: str | None = None):
-        pairs = _check_groups(pairs, 2, "pairs", "distance")
-        atoms, self._pairs = _local([], pairs)
-        self.pairs = pairs
-        super().__init__(atoms, [Coordinate(f"d{i}-{j}", "nm", bounds=(0.0, math.inf)) for i, j in pairs],
+        self.pairs, atoms, self._pairs = _atom_groups(pairs, 2, "pairs", "distance")
+        super().__init__(atoms, [Coordinate(f"d{i}-{j}", "nm", bounds=(0.0, math.inf)) for i, j in self.pairs],
                          n_atoms=n_atoms, spec=spec)
         self._i = [p[0] for p in self._pairs]
         self._j = [p[1] for p in self._pairs]
@@ -151,11 +159,9 @@ class AngleMap(CGMap):
 
 
     def __init__(self, triples: Sequence[Sequence[int]], n_atoms: int | None = None, spec: str | None = None):
-        triples = _check_groups(triples, 3, "triples", "angle")
-        atoms, self._triples = _local([], triples)
-        self.triples = triples
-        super().__init__(atoms, [Coordinate(f"angle{i}-{j}-{k}", "rad", bounds=(0.0, math.pi)) for i, j, k in triples],
-                         n_atoms=n_atoms, spec=spec)
+        self.triples, atoms, self._triples = _atom_groups(triples, 3, "triples", "angle")
+        super().__init__(atoms, [Coordinate(f"angle{i}-{j}-{k}", "rad", bounds=(0.0, math.pi))
+                                 for i, j, k in self.triples], n_atoms=n_atoms, spec=spec)
         self._idx = [[t[n] for t in self._triples] for n in range(3)]
 
     def to_dict(self):
@@ -187,12 +193,10 @@ class DihedralMap(CGMap):
 
     def __init__(self, quads: Sequence[Sequence[int]], n_atoms: int | None = None, names: Sequence[str] | None = None,
                  spec: str | None = None):
-        quads = _check_groups(quads, 4, "quads", "dihedral")
-        atoms, self._quads = _local([], quads)
-        self.quads = quads
-        names = list(names) if names is not None else [f"dihedral{i}-{j}-{k}-{l}" for i, j, k, l in quads]
-        if len(names) != len(quads):
-            fail("names", f"has {len(names)} names for {len(quads)} dihedrals", "give one name per dihedral")
+        self.quads, atoms, self._quads = _atom_groups(quads, 4, "quads", "dihedral")
+        names = list(names) if names is not None else [f"dihedral{i}-{j}-{k}-{l}" for i, j, k, l in self.quads]
+        if len(names) != len(self.quads):
+            fail("names", f"has {len(names)} names for {len(self.quads)} dihedrals", "give one name per dihedral")
         super().__init__(atoms, [Coordinate(n, "rad", periodic=True) for n in names], n_atoms=n_atoms, spec=spec)
         self._idx = [[q[n] for q in self._quads] for n in range(4)]
 
