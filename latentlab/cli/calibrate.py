@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 
+from latentlab.cli._options import add_run_options
+
 TARGET_HELP = ("kinetic observable to match: slowest-timescale (default: the slowest MSM implied timescale at the "
                "reference's lag, on the reference's states), mfpt (mean first-passage times between --basins, "
                "--pairs), acf (integrated autocorrelation times of --coordinates)")
@@ -64,10 +66,7 @@ def register(sub) -> None:
                    help="ps per walker of that run (default 2 x --length)")
     p.add_argument("--clusters", type=int, default=50, help="k-means states of the reference MSM (default 50)")
     p.add_argument("--samples", type=int, default=100, help="Bayesian MSM samples (default 100)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_run_options(p, device=True, threads=True, json=True, progress="no progress bars")
     p.set_defaults(func=run)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from latentlab.cli._data_args import add_data_arguments, load_data, map_spec
+from latentlab.cli._options import add_run_options
 from latentlab.training.defaults import DEFAULTS
 
 
@@ -74,8 +75,7 @@ def register(sub) -> None:
                    help="data-parallel over the processes of a torchrun launch (torchrun --nproc-per-node N -m latentlab "
                         "train ... --distributed; gloo on CPU, NCCL on CUDA): the same steps as one process with the "
                         "same global batch; rank 0 writes the model and checkpoints")
-    p.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_run_options(p, json="print a JSON summary instead of text", progress=True)
     p.set_defaults(func=run)
 
 
