@@ -41,12 +41,11 @@ import time
 from _common import write_results
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-CHIGNOLIN_PDB = "/work/shared/data/1uao.pdb"
 
 # Per system: simulated ps per timing run and the save interval used by the built-in recipe.
 DEFAULTS = {
     "alanine-dipeptide": dict(ps=2000.0, save_every=8.0, platform="Reference", pdb=None),
-    "chignolin": dict(ps=20.0, save_every=0.5, platform="CPU", pdb=CHIGNOLIN_PDB),
+    "chignolin": dict(ps=20.0, save_every=0.5, platform="CPU", pdb=None)  # the built-in topology,
 }
 
 

@@ -16,7 +16,6 @@ from latentlab.cli import main
 from latentlab.data import load
 from latentlab.data.generate import GenerateConfig, aggregate_forces, generate
 
-CHIGNOLIN_PDB = "/work/shared/data/1uao.pdb"
 
 
 def _tiny(tmp_path, name="ala.h5", **kw):
@@ -145,10 +144,9 @@ def test_aggregate_forces_cancels_internal_pair_forces():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.path.exists(CHIGNOLIN_PDB), reason=f"{CHIGNOLIN_PDB} not available")
 def test_generate_chignolin_ca_block_holds_aggregated_forces(tmp_path):
     path = str(tmp_path / "chig.h5")
-    generate(GenerateConfig(system="chignolin", pdb=CHIGNOLIN_PDB, ns=0.004, out=path, save_every_ps=0.2,
+    generate(GenerateConfig(system="chignolin", ns=0.004, out=path, save_every_ps=0.2,
                             allatom_every_ps=0.4, equilibrate_ps=0.2, platform="CPU", progress=False), log=lambda *a: None)
     ca = load(path)
     full = ca.allatom()
