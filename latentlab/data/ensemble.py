@@ -55,7 +55,6 @@ or, with ``start_from``, from frame ``(r + 1) * F // R - 1`` of that data set
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
 import logging
 import os

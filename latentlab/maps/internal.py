@@ -38,7 +38,7 @@ def _check_groups(groups, size: int, argument: str, what: str) -> list[tuple[int
             fail(argument, f"entry {g} repeats an atom", f"a {what} needs {size} different atoms")
         out.append(g)
     if not out:
-        fail(argument, f"is empty", f"give at least one {what}")
+        fail(argument, "is empty", f"give at least one {what}")
     # i-j-k and k-j-i (and reversed pairs/dihedrals) are the same coordinate.
     if len({min(g, g[::-1]) for g in out}) != len(out):
         fail(argument, f"lists the same {what} twice (rank-deficient map)", "remove the duplicate")
