@@ -69,40 +69,39 @@ def _eigh2(a):
 def _eigh3(a):
     # Vectors are (3, W) tensors (component, walker): on a CPU, fancy indexing along the walkers,
     # reductions over a trailing dimension of 3 and batched 3 x 3 products cost 10-100 us each at 1024
-    # walkers, an elementwise operation on (3, W) 2-3 us.
+    # walkers, an elementwise operation on (3, W) a few us; the operation count is what costs.
     w = a.shape[0]
-    scale = a.abs().amax(dim=(1, 2))
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    b = (a.reshape(w, 9) / scale[:, None]).T.contiguous().reshape(3, 3, w)  # b[i, j] = B_ij, entries in [-1, 1]
-    b00, b11, b22, b01, b02, b12 = b[0, 0], b[1, 1], b[2, 2], b[0, 1], b[0, 2], b[1, 2]
-    q = (b00 + b11 + b22) / 3.0
-    d0, d1, d2 = b00 - q, b11 - q, b22 - q
-    p = torch.sqrt((d0 * d0 + d1 * d1 + d2 * d2 + 2.0 * (b01 * b01 + b02 * b02 + b12 * b12)) / 6.0)
-    safe_p = torch.where(p > 0, p, torch.ones_like(p))
+    flat = a.reshape(w, 9).T.contiguous()  # (9, W), entry 3 i + j
+    scale = flat.abs().amax(0).clamp_min(torch.finfo(a.dtype).tiny)
+    b = (flat / scale).reshape(3, 3, w)  # b[i, j] = B_ij = A_ij / scale, in [-1, 1]: no overflow in the invariants
+    diag, off = b.diagonal().T, torch.stack([b[1, 2], b[0, 2], b[0, 1]])  # (3, W) each; off[k]: the pair without k
+    q = diag.mean(0)
+    d = diag - q
+    p = torch.sqrt(((d * d).sum(0) + 2.0 * (off * off).sum(0)) / 6.0)
     # det(B - q I) / (2 p^3): the cosine of 3 phi in lambda = q + 2 p cos(phi + 2 pi k / 3)
+    d0, d1, d2 = d
+    b12, b02, b01 = off
     det = d0 * (d1 * d2 - b12 * b12) - b01 * (b01 * d2 - b12 * b02) + b02 * (b01 * b12 - d1 * b02)
-    r = (0.5 * det / (safe_p * safe_p * safe_p)).clamp(-1.0, 1.0)
-    phi = torch.acos(r) / 3.0
+    r = (det / (2.0 * p.clamp_min(torch.finfo(a.dtype).tiny) ** 3)).clamp(-1.0, 1.0)
     # r >= 0: the largest root is the one farthest from the others; r < 0: the smallest one
+    phi = torch.acos(r) / 3.0
     first = q + 2.0 * p * torch.cos(torch.where(r >= 0, phi, phi + 2.0 * math.pi / 3.0))
-    # its eigenvector: the largest cross product of two rows of B - first I
+    # its eigenvector: the largest cross product of two rows of B - first I (rows 0 x 1, 1 x 2, 2 x 0)
     m = b - first * torch.eye(3, dtype=b.dtype, device=b.device)[:, :, None]  # (3 rows, 3, W)
-    cross = torch.linalg.cross(torch.stack([m[0], m[0], m[1]]), torch.stack([m[1], m[2], m[2]]), dim=1)  # (3 pairs, 3, W)
-    norm2 = (cross * cross).sum(1)  # (3, W)
-    norm, best = norm2.max(0)
-    e = cross.gather(0, best.expand(1, 3, w))[0]  # (3, W)
-    unit = torch.zeros_like(e)
-    unit[0] = 1.0
-    e = torch.where(norm > 0, e * torch.rsqrt(torch.where(norm > 0, norm, torch.ones_like(norm))), unit)  # B = q I: any vector
-    # an orthonormal basis (x, y) of the plane orthogonal to e
+    cross = torch.linalg.cross(m, m.roll(-1, 0), dim=1)  # (3 pairs, 3, W)
+    norm2, best = (cross * cross).sum(1).max(0)
+    e = cross.gather(0, best.expand(1, 3, w))[0] * torch.rsqrt(norm2)  # (3, W)
+    e = torch.where(norm2 > 0, e, torch.eye(3, 1, dtype=b.dtype, device=b.device))  # B = q I: any unit vector
+    # an orthonormal basis (x, y) of the plane orthogonal to e: x from the two larger components of e
+    e0, e1, e2 = e
     zero = torch.zeros_like(q)
-    x = torch.where(e[0].abs() > e[1].abs(), torch.stack([-e[2], zero, e[0]]), torch.stack([zero, e[2], -e[1]]))
+    x = torch.where(e0.abs() > e1.abs(), torch.stack([-e2, zero, e0]), torch.stack([zero, e2, -e1]))
     x = x * torch.rsqrt((x * x).sum(0))
     y = torch.linalg.cross(e, x, dim=0)
     vecs = torch.stack([e, x, y], dim=1)  # (3 components, 3 vectors, W)
-    bv = (b[:, :, None, :] * vecs[None]).sum(1)  # (3, 3 vectors, W): B e, B x, B y
-    t = (vecs[:, :, None, :] * bv[:, None, :, :]).sum(0)  # (3, 3, W): the entries v_i^T B v_j
-    c, s, wx, wy = _rotation(t[1, 1], t[1, 2], t[2, 2])
-    vals = torch.stack([t[0, 0], wx, wy]) * scale  # (3, W)
+    bv = (b[:, :, None] * vecs[None]).sum(1)  # (3 components, 3 vectors, W): B e, B x, B y
+    ebe, xbx, yby = (vecs * bv).sum(0)
+    c, s, wx, wy = _rotation(xbx, (x * bv[:, 2]).sum(0), yby)
+    vals = torch.stack([ebe, wx, wy]) * scale  # (3, W)
     u = torch.stack([e, c * x + s * y, c * y - s * x], dim=1)  # (3 components, 3 vectors, W)
     return vals.T, u.permute(2, 0, 1)  # (W, 3), (W, 3, 3) with the vectors as columns

@@ -31,8 +31,10 @@ kJ/mol, ``kT`` in kJ/mol.  ``gamma`` multiplies ``A P`` and so has units of
 amu/ps; the friction rates are ``gamma`` times the eigenvalues of A.
 
 Costs per step: one batched evaluation of V and grad V and of A and dA/dQ at
-the new position (re-used by the next step), plus a few evaluations of A
-alone inside the position fixed point.
+the new position (re-used by the next step), plus one or two evaluations of A
+alone inside the position fixed point, and one eigen-decomposition of A (in
+closed form for up to 3 coordinates, :mod:`latentlab.dynamics.eigen`) shared by
+the friction half-steps that close this step and open the next.
 
 References
 ----------
@@ -107,6 +109,8 @@ class LangevinState:
     restarts: list = field(default_factory=list)
     counters: dict = field(default_factory=lambda: {"steps": 0, "proposals": 0, "accepted": 0, "reseeded": 0,
                                                     "not_converged": 0, "reflections": 0})
+    #: ``(P, A, their versions, 1/2 P^T A P)`` as the friction step left it (valid while P and A are unchanged).
+    kinetic_cache: tuple | None = field(default=None, repr=False)
 
     @property
     def n_walkers(self) -> int:
@@ -114,7 +118,10 @@ class LangevinState:
 
     def kinetic_energy(self) -> torch.Tensor:
         """``1/2 P^T A P`` per walker, ``(n_walkers,)`` kJ/mol."""
-        return 0.5 * torch.einsum("wi,wij,wj->w", self.P, self.A, self.P)
+        c = self.kinetic_cache
+        if c is not None and c[0] is self.P and c[1] is self.A and c[2] == (self.P._version, self.A._version):
+            return c[3]
+        return 0.5 * torch.bmm(self.P[:, None, :], torch.bmm(self.A, self.P[:, :, None]))[:, 0, 0]
 
     def hamiltonian(self) -> torch.Tensor:
         """``H = 1/2 P^T A P + V`` per walker, ``(n_walkers,)`` kJ/mol."""
@@ -146,8 +153,10 @@ class LatentLangevin:
         Fixed-point iterations per implicit half-step.
     tolerance : float
         Relative tolerance of the fixed-point solves: default 1e-8 in float64 (100 eps in float32), far below
-        the integrator's own local error at usual steps; each iteration gains about two digits, so a
-        tighter value costs one more A evaluation per two digits.
+        the integrator's own local error at usual steps.  A solve stops when the estimated error of its
+        iterate (the last change times ``r / (1 - r)``, ``r`` the contraction rate measured from the last two
+        changes, or bounded a priori from dA/dQ for the position's first iterate) is below it; each
+        iteration gains about two digits, so a tighter value costs one more A evaluation per two digits.
     blowup_kT : float
         A walker whose H changes by more than this many kT in one step is re-seeded.
     device, dtype : torch device and floating dtype of the walkers.
@@ -170,7 +179,7 @@ class LatentLangevin:
         self.max_iterations = int(max_iterations)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.dtype = dtype
-        # Fixed points to ~1e-10 in float64 (reversibility to round-off in practice), 100 eps in float32.
+        # Fixed points to 1e-8 in float64 (reversible far below the integrator's own error), 100 eps in float32.
         self.tolerance = float(tolerance) if tolerance is not None else max(100 * torch.finfo(dtype).eps, 1e-8)
         self.blowup_kT = check_positive(blowup_kT, "blowup_kT")
         self._periodic = periodic
@@ -220,6 +229,8 @@ class LatentLangevin:
         self.periodic, self.lo, self.hi = self._masks(q.shape[1])
         self._bounded = bool((torch.isfinite(self.lo) | torch.isfinite(self.hi)).any())
         self._any_periodic = bool(self.periodic.any())
+        self._all_periodic = bool(self.periodic.all())
+        self._mirror_lo, self._mirror_hi = 2 * self.lo, 2 * self.hi  # reflection q -> 2 lo - q, 2 hi - q
         outside = ((q < self.lo) | (q > self.hi)).any(1)
         if bool(outside.any()):
             fail("Q0", f"walkers {torch.nonzero(outside).flatten().tolist()[:5]} start outside the coordinate bounds",
@@ -281,9 +292,14 @@ class LatentLangevin:
             return
         decay, noise = self._ou_coefficients(state.eigvals, t)
         u = state.eigvecs
-        xi = torch.randn(decay.shape, generator=self.generator, device=self.device, dtype=self.dtype)
-        pu = torch.bmm(u.transpose(1, 2), state.P[:, :, None])[..., 0]  # U^T P
-        state.P = torch.bmm(u, (decay * pu + noise * xi)[:, :, None])[..., 0]
+        # float32 normals (5x cheaper to draw than float64 on a CPU; 24-bit variates are ample for the noise)
+        xi = torch.randn(decay.shape, generator=self.generator, device=self.device, dtype=torch.float32).to(self.dtype)
+        pu = torch.bmm(u.transpose(1, 2), state.P[:, :, None])  # U^T P, (W, N, 1)
+        y = torch.addcmul(decay[:, :, None] * pu, noise[:, :, None], xi[:, :, None])  # (W, N, 1)
+        state.P = torch.bmm(u, y)[..., 0]
+        # 1/2 P^T A P = 1/2 sum_i w_i y_i^2 in the eigenbasis, kept for the step's H and the reporters
+        kinetic = 0.5 * torch.bmm(y.transpose(1, 2), state.eigvals[:, :, None] * y)[:, 0, 0]
+        state.kinetic_cache = (state.P, state.A, (state.P._version, state.A._version), kinetic)
 
     def _ou_coefficients(self, w: torch.Tensor, t: float):
         """``exp(-gamma w t)`` and ``sqrt(kT (1 - exp(-2 gamma w t)) / w)`` per eigenvalue ``w (W, N)``.
@@ -300,33 +316,32 @@ class LatentLangevin:
         self._ou = (w, key, out)
         return out
 
-    def _wrap(self, q):
+    def _wrap(self, q, exact: bool = True):
+        """Periodic coordinates to (-pi, pi] (``exact=False``: [-pi, pi), enough for evaluating A)."""
         if self._any_periodic:
             wrapped = torch.remainder(q + math.pi, 2 * math.pi) - math.pi
-            wrapped = torch.where(wrapped == -math.pi, torch.full_like(wrapped, math.pi), wrapped)
-            q = torch.where(self.periodic, wrapped, q)
+            if exact:
+                wrapped = torch.where(wrapped == -math.pi, torch.full_like(wrapped, math.pi), wrapped)
+            q = wrapped if self._all_periodic else torch.where(self.periodic, wrapped, q)
         return q
 
-    def _reflect(self, q):
-        """Reflect into [lo, hi]; returns the new q and a mask of coordinates whose momentum flips."""
-        below = q < self.lo
-        above = q > self.hi
-        q = torch.where(below, 2 * self.lo - q, q)
-        q = torch.where(above, 2 * self.hi - q, q)
-        return q, below | above
+    def _reflect(self, q, flips: bool = True):
+        """Reflect into [lo, hi]; returns the new q and (``flips``) a mask of coordinates whose momentum flips."""
+        new = torch.minimum(torch.maximum(q, self._mirror_lo - q), self._mirror_hi - q)  # inf bounds: no change
+        return new, ((q < self.lo) | (q > self.hi)) if flips else None
 
     @staticmethod
-    def _mass_rows(da):
-        """dA ``(W, N, N, N)`` as ``(W, N*N, N)`` with rows ``(k, i)``: the layout :meth:`_quad_force` multiplies."""
-        w, n = da.shape[:2]
-        return da.permute(0, 3, 1, 2).reshape(w, n * n, n)
+    def _quad_force(p, da, scale: float = 1.0, add=None):
+        """``scale/2 grad_Q (P^T A P) (+ add)`` from the cached dA ``(W, N, N, N)``, ``(W, N)``.
 
-    def _quad_force(self, p, da, rows=None):
-        """``1/2 grad_Q (P^T A P)`` from the cached dA ``(W, N, N, N)`` (or its :meth:`_mass_rows`), ``(W, N)``."""
+        ``grad_k = sum_ij dA_ij/dQ_k P_i P_j``: one batched product of the outer product ``P P^T`` with dA
+        as stored (``(W, 1, N^2) x (W, N^2, N)``), the sum ``add + ...`` fused into it.
+        """
         w, n = p.shape
-        rows = self._mass_rows(da) if rows is None else rows
-        ap = torch.bmm(rows, p[:, :, None]).reshape(w, n, n)  # (W, k, i)
-        return 0.5 * torch.bmm(ap, p[:, :, None])[..., 0]
+        pp = (p[:, :, None] * p[:, None, :]).reshape(w, 1, n * n)
+        if add is None:
+            return torch.bmm(pp, da.reshape(w, n * n, n))[:, 0] * (0.5 * scale)
+        return torch.baddbmm(add[:, None, :], pp, da.reshape(w, n * n, n), alpha=0.5 * scale)[:, 0]
 
     @staticmethod
     def _change(new, old):
@@ -334,28 +349,31 @@ class LatentLangevin:
         return (new - old).abs().amax(1) / (1.0 + new.abs().amax(1))
 
     @staticmethod
-    def _error(change, previous):
+    def _error(change, previous, rate=None):
         """Estimated relative error of the latest fixed-point iterate per walker, ``(W,)``.
 
         For a contraction with rate ``r`` the iterate is within ``change r / (1 - r)`` of the fixed point;
-        ``r`` is estimated by ``change / previous`` (the last two changes).  Where that rate is above 1/2 (or
-        unknown: ``previous`` is None) the change itself is the estimate, the usual criterion.
+        with ``r = change / previous`` (the last two changes) that is ``change^2 / (previous - change)``.
+        Without a previous change, ``rate`` (an a-priori bound per walker) stands for ``r``.  Where the
+        rate is above 1/2 or unknown, the change itself is the estimate, the usual criterion.
         """
         if previous is None:
-            return change
-        rate = change / previous.clamp_min(torch.finfo(change.dtype).tiny)
-        return torch.where(rate <= 0.5, change * rate / (1.0 - rate), change)
+            if rate is None:
+                return change
+            return torch.where(rate <= 0.5, change * rate / (1.0 - rate), change)
+        gap = previous - change
+        return torch.where(gap > change, change * change / gap, change)
 
-    def _solve(self, update, x, previous, tol):
+    def _solve(self, update, x, previous, tol, rate=None):
         """Iterate ``x <- update(x)`` until the estimated error (:meth:`_error`) is at most ``tol`` for every
-        walker whose iterates are finite, or ``max_iterations``; returns ``x`` and the per-walker error."""
+        walker, or ``max_iterations``; returns ``x`` and the per-walker error.  Walkers whose iterates went
+        NaN (re-seeded by the caller) do not hold the others' loop."""
         for _ in range(self.max_iterations):
             new = update(x)
             change = self._change(new, x)
-            error = self._error(change, previous)
+            error = self._error(change, previous, rate)
             x, previous = new, change
-            # walkers gone non-finite are re-seeded by the caller: they do not hold the others' loop
-            if float(error.nan_to_num(nan=0.0, posinf=0.0).max()) <= tol:
+            if not bool((error > tol).any()):
                 break
         return x, error
 
@@ -364,10 +382,10 @@ class LatentLangevin:
         q0, p0 = state.Q, state.P
         tol = self.tolerance
         # (1) implicit half kick: P_half = P - h/2 [grad V(Q) + 1/2 grad_Q P_half^T A(Q) P_half]
-        rows = self._mass_rows(state.dA)
+        da0 = state.dA
         base = p0 - 0.5 * h * state.grad_V
-        p_half = base - 0.5 * h * self._quad_force(p0, None, rows)  # one iterate from P: the rate is known after one more
-        p_half, error = self._solve(lambda p: base - 0.5 * h * self._quad_force(p, None, rows), p_half,
+        p_half = self._quad_force(p0, da0, -0.5 * h, base)  # one iterate from P: the rate is known after one more
+        p_half, error = self._solve(lambda p: self._quad_force(p, da0, -0.5 * h, base), p_half,
                                     self._change(p_half, p0), tol)
         converged = error <= 10 * tol
         # (2) implicit drift: Q1 = Q + h/2 [A(Q) + A(Q1)] P_half
@@ -378,13 +396,16 @@ class LatentLangevin:
         dadq = torch.bmm(state.dA.reshape(w, n * n, n), (h * a0p)[:, :, None]).reshape(w, n, n)
         q1 = half_drift + 0.5 * h * (a0p + torch.bmm(dadq, p_half[:, :, None])[..., 0])
         bounded = self._bounded
-        ph = p_half[:, :, None]
+        ph, half_drift3 = p_half[:, :, None], half_drift[:, :, None]
 
         def drift(q):
-            qa = self._reflect(q)[0] if bounded else q
-            return half_drift + 0.5 * h * torch.bmm(self.effective_mass(self._wrap(qa)), ph)[..., 0]
+            qa = self._reflect(q, flips=False)[0] if bounded else q
+            return torch.baddbmm(half_drift3, self.effective_mass(self._wrap(qa, exact=False)), ph, alpha=0.5 * h)[..., 0]
 
-        q1, error = self._solve(drift, q1, None, tol)
+        # a-priori contraction rate of the drift map: h/2 |dA/dQ . P_half| (max-row-sum norm) at Q, times 3 for
+        # the change of dA between Q and Q1 (the observed rates of trained models are at most ~1.1x of h/2 |.|)
+        jac = torch.bmm(state.dA.transpose(2, 3).reshape(w, n * n, n), ph).reshape(w, n, n)  # sum_j dA_ij/dQ_k P_j
+        q1, error = self._solve(drift, q1, None, tol, rate=1.5 * h * jac.abs().sum(2).amax(1))
         converged &= error <= 10 * tol
         if bounded:
             q1, flip = self._reflect(q1)
@@ -393,7 +414,7 @@ class LatentLangevin:
         q1 = self._wrap(q1)
         # (3) explicit half kick at Q1 (the step's one full evaluation)
         v1, gv1, a1, da1 = self._evaluate(q1)
-        p1 = p_half - 0.5 * h * (gv1 + self._quad_force(p_half, da1))
+        p1 = self._quad_force(p_half, da1, -0.5 * h, p_half - 0.5 * h * gv1)
         return q1, p1, v1, gv1, a1, da1, converged
 
     # ------------------------------------------------------------------ the step
@@ -404,7 +425,7 @@ class LatentLangevin:
             h0 = state.hamiltonian()
             q1, p1, v1, gv1, a1, da1, converged = self._hamiltonian_step(state)
             h1 = 0.5 * torch.bmm(p1[:, None, :], torch.bmm(a1, p1[:, :, None]))[:, 0, 0] + v1
-            finite = torch.isfinite(h1 + q1.sum(1) + p1.sum(1))  # NaN and inf propagate through the sums
+            finite = torch.isfinite(h1 + (q1 + p1).abs().amax(1))  # NaN and inf propagate
             all_finite = bool(finite.all())
             try:
                 w1, u1 = symmetric_eigh(a1 if all_finite else torch.where(finite[:, None, None], a1, state.A))
