@@ -102,7 +102,8 @@ def _histogram(x, edges, weights=None):
     h, _ = np.histogramdd(x, bins=edges, weights=weights)
     h = h.ravel()
     total = x.shape[0] if weights is None else float(np.sum(weights))
-    return np.append(h, total - h.sum()) / total
+    # with float weights the overflow can come out as a rounding error below 0 (a NaN in the divergences)
+    return np.append(h, max(total - h.sum(), 0.0)) / total
 
 
 def js_divergence(p: np.ndarray, q: np.ndarray) -> float:

@@ -94,7 +94,8 @@ def run(args) -> int:
 
 
 def _starts_from_data(model, data: str, n_walkers: int, seed: int):
-    """Random frames of a data set, mapped with the model's map: ``(n_walkers, n_cg)``."""
+    """Random frames of a data set (drawn by their weights when it has them), mapped with the model's map:
+    ``(n_walkers, n_cg)``."""
     import torch
 
     from latentlab.data import load
@@ -102,5 +103,9 @@ def _starts_from_data(model, data: str, n_walkers: int, seed: int):
     ds = load(data)
     cg_map = model.cg_map(ds)
     gen = torch.Generator().manual_seed(int(seed))
-    idx = torch.randint(0, ds.n_frames, (int(n_walkers),), generator=gen)
+    if ds.weights is None:
+        idx = torch.randint(0, ds.n_frames, (int(n_walkers),), generator=gen)
+    else:
+        idx = torch.multinomial(torch.as_tensor(ds.weights, dtype=torch.float64), int(n_walkers), replacement=True,
+                                generator=gen)
     return cg_map.map_frames(ds.positions[idx.numpy()])

@@ -20,6 +20,7 @@ the rigid frame.
 from __future__ import annotations
 
 import copy
+import os
 
 import numpy as np
 import torch
@@ -63,10 +64,23 @@ class SlowEncoder(torch.nn.Module):
 
 
 class FlowSlowMap(EncoderMap):
-    """The slow latent of a trained flow as a CG map (see :func:`flow_slow_map`)."""
+    """The slow latent of a trained flow as a CG map (see :func:`flow_slow_map`).
 
-    def __init__(self, trained, spec: str | None = None):
+    Parameters
+    ----------
+    trained : TrainedFlow
+    spec : str, optional
+        ``flow:PATH``.
+    path : str, optional
+        The flow file the map was read from; a map with a path is stored in model files by that path
+        (:meth:`to_dict`), one without cannot be stored.
+    """
+
+    kind = "flow"
+
+    def __init__(self, trained, spec: str | None = None, path: str | None = None):
         encoder = SlowEncoder(trained)
+        self.path = None if path is None else os.path.abspath(os.fspath(path))
         n = trained.system.n_atoms
         k = trained.flow.n_slow
         super().__init__(encoder, range(n), k, n_atoms=n, names=[f"z{i}" for i in range(k)], units=["1"] * k, spec=spec)
@@ -78,6 +92,12 @@ class FlowSlowMap(EncoderMap):
         flat = xs.reshape(xs.shape[0], -1).to(torch.float64)
         return self.module(flat)
 
+    def to_dict(self) -> dict | None:
+        """``{"kind": "flow", "path", "n_atoms", "spec"}``: the map is rebuilt from its flow file; None without one."""
+        if self.path is None:
+            return None
+        return {"kind": "flow", "path": self.path, "n_atoms": self.n_atoms, "spec": self.spec}
+
 
 def flow_slow_map(trained, spec: str | None = None) -> FlowSlowMap:
     """A :class:`latentlab.maps.CGMap` ``Q = z(x)`` from a :class:`~latentlab.flows.TrainedFlow` (or a flow file path).
@@ -87,8 +107,9 @@ def flow_slow_map(trained, spec: str | None = None) -> FlowSlowMap:
     if isinstance(trained, (str, bytes)) or hasattr(trained, "__fspath__"):
         from latentlab.flows.store import load_flow
 
-        spec = spec or f"flow:{trained}"
-        trained = load_flow(trained)
+        path = os.path.abspath(os.fspath(trained))
+        spec = spec or f"flow:{path}"
+        return FlowSlowMap(load_flow(path), spec=spec, path=path)
     return FlowSlowMap(trained, spec=spec)
 
 

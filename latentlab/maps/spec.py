@@ -178,8 +178,6 @@ def _flow_map(path: str, n_atoms: int | None, spec: str) -> CGMap:
         raise FileNotFoundError(f"spec: the flow file {path} does not exist. Fix: check the path of flow:PATH")
     path = os.path.abspath(path)
     cg_map = flow_slow_map(path, spec=spec)
-    cg_map.kind = "flow"
-    cg_map.to_dict = lambda: {"kind": "flow", "path": path, "n_atoms": cg_map.n_atoms, "spec": spec}
     if n_atoms is not None and cg_map.n_atoms != n_atoms:
         fail("spec", f"the flow {path} is for {cg_map.n_atoms} atoms but the data set has {n_atoms}",
              "use data of the system the flow was trained for (e.g. latentlab flow sample)")

@@ -77,15 +77,27 @@ def force_matching_loss(potential, Q: torch.Tensor, g: torch.Tensor, scale: torc
 
 
 def build_model(trainer, potential, mass, record: dict, *, convention: str, temperature: float, start_Q,
-                temperatures=None, **training):
-    """The :class:`latentlab.model.CGModel` a trainer returns: its map, potential, A(Q), start points, record."""
+                temperatures=None, start_weights=None, **training):
+    """The :class:`latentlab.model.CGModel` a trainer returns: its map, potential, A(Q), start points, record.
+
+    Up to 2000 start points: every n-th frame of ``start_Q``, or, when the frames carry weights
+    ``start_weights (n_frames,)`` (e.g. a flow's importance weights), a systematic resample with
+    probabilities proportional to them, so that walkers start from the weighted (equilibrium) distribution.
+    """
     from latentlab.model import CGModel
 
     cg_map = trainer.cg_map
-    stride = max(1, start_Q.shape[0] // 2000)
+    start = start_Q.detach().cpu().double()
+    if start_weights is None:
+        start = start[::max(1, start.shape[0] // 2000)]
+    else:
+        w = torch.as_tensor(start_weights, dtype=torch.float64).reshape(-1)
+        cum = torch.cumsum(w, 0) / w.sum()
+        n = min(2000, start.shape[0])
+        idx = torch.searchsorted(cum, (torch.arange(n, dtype=torch.float64) + 0.5) / n).clamp_max(start.shape[0] - 1)
+        start = start[idx]
     return CGModel(potential, mass, cg_map.coordinates, temperature, convention, cg_map.spec, cg_map.to_dict(),
-                   start_Q[::stride].detach().cpu().double(), temperatures, None, {**record, **training},
-                   mass.consistency)
+                   start, temperatures, None, {**record, **training}, mass.consistency)
 
 
 class ForceMatching(Objective):
@@ -183,7 +195,8 @@ class ForceMatching(Objective):
 
     def finish(self, trainer, module, record):
         return build_model(trainer, module["potential"], self.mass_used, record, convention=self.convention,
-                           temperature=self.temperature, start_Q=self.Q_fit, method=self.method_used,
+                           temperature=self.temperature, start_Q=self.Q_fit, start_weights=self.w_fit,
+                           method=self.method_used,
                            method_reason=self.method_reason)
 
 

@@ -149,6 +149,7 @@ class RelativeEntropy(Objective):
         self.w = None if ds.weights is None else torch.as_tensor(ds.weights, dtype=trainer.dtype, device=trainer.device_)
         self.train_idx, self.val_idx = split.train.to(trainer.device_), split.validation.to(trainer.device_)
         self.Q_fit = self.Q[split.fit.to(trainer.device_)]
+        self.w_fit = None if ds.weights is None else ds.weights[split.fit.numpy()]
         self.mass = self.start.mass if self.start is not None else build_mass_model(cg_map, ds.positions, ds.masses,
                                                                                      weights=ds.weights)
         if self.estimator == "grid":
@@ -291,4 +292,4 @@ class RelativeEntropy(Objective):
         if self.estimator == "sampler":
             extra["relative_entropy"]["gamma"] = self.gamma_used
         return build_model(trainer, module["potential"], self.mass, record, convention="consistent",
-                           temperature=self.temperature, start_Q=self.Q_fit, **extra)
+                           temperature=self.temperature, start_Q=self.Q_fit, start_weights=self.w_fit, **extra)
