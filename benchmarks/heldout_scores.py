@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 import torch
+from _common import write_results
 
 from latentlab.compare import compare_latent, scoring_frames
 from latentlab.data import load
@@ -57,6 +58,15 @@ def score(model, ds, walkers: int, steps: int, seed: int, record_every: int = 10
             "wasserstein": out["wasserstein"], **info, "problems": sim.problems()}
 
 
+def train_and_score(fit, ds, seed: int, walkers: int, steps: int) -> tuple:
+    """``fit()`` a model, then :func:`score` it; returns ``(model, row)`` with the train and simulate seconds."""
+    t0 = time.perf_counter()
+    model = fit()
+    t1 = time.perf_counter()
+    row = {"train_seconds": t1 - t0, **score(model, ds, walkers, steps, seed)}
+    return model, {**row, "simulate_seconds": time.perf_counter() - t1}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -78,17 +88,13 @@ def main(argv=None) -> int:
             for seed in args.seeds:
                 if (name, objective, seed) in done:
                     continue
-                t0 = time.perf_counter()
-                model = train(objective, ds, seed, args.holdout)
-                t1 = time.perf_counter()
-                row = {"system": name, "objective": objective, "seed": seed, "train_seconds": t1 - t0,
-                       **score(model, ds, args.walkers, args.steps, seed), "simulate_seconds": time.perf_counter() - t1}
+                _, scored = train_and_score(lambda: train(objective, ds, seed, args.holdout), ds, seed, args.walkers,
+                                            args.steps)
+                row = {"system": name, "objective": objective, "seed": seed, **scored}
                 rows.append(row)
                 print(f"{name:18s} {objective:34s} seed {seed}: ratio {row['ratio']:.3f} "
                       f"(train {row['train_seconds']:.0f} s, simulate {row['simulate_seconds']:.0f} s)", flush=True)
-                os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-                with open(args.out, "w") as fh:
-                    json.dump({"rows": rows, "settings": vars(args), "load_average": os.getloadavg()}, fh, indent=2)
+                write_results({"rows": rows, "settings": vars(args), "load_average": os.getloadavg()}, args.out)
     print()
     print(f"{'system':<18} {'objective':<34} {'seeds':>5} {'ratio mean':>10} {'min':>6} {'max':>6}")
     for name in args.systems:
