@@ -235,15 +235,20 @@ def _coefficients(samples: torch.Tensor, periodic: list[bool], method: str) -> t
 
 
 # ---------------------------------------------------------------------------- evaluation core
-def _axis_weights(Q, tables: dict):
-    """Cell index ``(W, D)``, neighbour weights ``(W, D, 4)`` and their Q-derivatives ``(W, D, 4)``."""
+def _axis_weights(Q, tables: dict, derivatives: bool = True):
+    """Cell index ``(W, D)``, neighbour weights ``(W, D, 4)`` and their Q-derivatives ``(W, D, 4)`` (None when
+    ``derivatives`` is false and no coordinate is bounded)."""
     u = (Q - tables["lo"]) * tables["inv_h"]  # (W, D), in grid spacings from lo
     if tables["any_periodic"]:
-        u = torch.where(tables["periodic"], torch.remainder(u, tables["n"]), u)
+        wrapped = torch.remainder(u, tables["n"])
+        u = torch.where(tables["periodic"], wrapped, u) if tables["any_bounded"] else wrapped
     cell = torch.minimum(torch.floor(u).clamp_(min=0.0), tables["last_cell"]).nan_to_num_(nan=0.0)  # NaN Q -> NaN value
     t = u - cell
     tc = t.clamp(0.0, 1.0) if tables["any_bounded"] else t  # inside the box t == tc
-    powers = torch.stack([torch.ones_like(tc), tc, tc * tc, tc * tc * tc], dim=-1)  # (W, D, 4)
+    t2 = tc * tc
+    powers = torch.stack([torch.ones_like(tc), tc, t2, t2 * tc], dim=-1)  # (W, D, 4)
+    if not (derivatives or tables["any_bounded"]):  # values only: the weights alone
+        return cell.long(), powers @ tables["basis_w"], None
     both = powers @ tables["basis"]  # (W, D, 8): weights w_j(tc), then d w_j / d t
     w, dw = both[..., :4], both[..., 4:]
     if tables["any_bounded"]:  # continuation outside the box: w(tc) + w'(tc) g(t - tc), C1 at the edge
@@ -270,7 +275,7 @@ def _evaluate(tables: dict, Q: torch.Tensor, derivatives: bool):
     n_channels = tables["rows"].shape[1] // 4
     if n_walkers == 0:
         return Q.new_zeros(0, n_channels), (Q.new_zeros(0, n_channels, n_dim) if derivatives else None)
-    cell, w, dw = _axis_weights(Q, tables)
+    cell, w, dw = _axis_weights(Q, tables, derivatives)
     idx = (cell * tables["stride"]).sum(-1, keepdim=True) + tables["offsets"]  # (W, 4^(D-1))
     x = tables["rows"].index_select(0, idx.reshape(-1))  # (W 4^(D-1), 4 C)
     K = torch.stack([w, dw], dim=-1) if derivatives else w[..., None]  # (W, D, 4, k)
@@ -510,6 +515,7 @@ class GridInterpolant(torch.nn.Module):
                 "last_cell": torch.where(per, n - 1, n - 2).to(dtype=dt, device=dev),
                 "any_periodic": any(self.periodic), "any_bounded": not all(self.periodic),
                 "basis": torch.cat([basis.T, dbasis.T], dim=1).to(dtype=dt, device=dev),  # (4 powers, 8)
+                "basis_w": basis.T.contiguous().to(dtype=dt, device=dev),  # (4 powers, 4): the weights alone
                 "constant": self.extrapolation == "constant",
                 "stride": stride.to(dev), "offsets": (ks * stride).sum(-1).to(dev)}
             if self.positive_definite:  # packed (ln L_ii, L_ij) -> L, row-major

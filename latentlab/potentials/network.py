@@ -164,6 +164,8 @@ class CGPotential(nn.Module):
         or ``(sin q, cos q)`` for a periodic one, in coordinate order."""
         if not any(self.periodic):
             x = (Q - self.mean.to(Q)) / self.std.to(Q)
+        elif all(self.periodic):  # (sin q_0, cos q_0, sin q_1, ...) in three operations
+            x = torch.stack([torch.sin(Q), torch.cos(Q)], dim=-1).reshape(Q.shape[0], 2 * self.n_cg)
         else:
             parts = []
             for i, per in enumerate(self.periodic):
@@ -208,8 +210,10 @@ class CGPotential(nn.Module):
     def member_energies(self, Q: torch.Tensor, temperature=None) -> torch.Tensor:
         """Each ensemble member's network output ``(n_walkers, n_members)`` kJ/mol (priors not included)."""
         x = self.features(Q, temperature).to(self.net[0].weight.dtype)
-        out = [self.net(x)] + [m(x) for m in self.members]
-        return (self.kT * torch.cat(out, dim=-1)).to(Q.dtype)
+        out = self.net(x)
+        if len(self.members):
+            out = torch.cat([out] + [m(x) for m in self.members], dim=-1)
+        return (self.kT * out).to(Q.dtype)
 
     def gradient(self, Q: torch.Tensor, temperature=None, create_graph: bool = False) -> torch.Tensor:
         """``grad_Q V`` of shape ``(n_walkers, n_cg)``, kJ/mol per unit of each Q."""

@@ -55,20 +55,32 @@ class HarmonicWalls(nn.Module):
         self.register_buffer("hi", full(hi, math.inf))
         self.register_buffer("k", full(k, 0.0))
 
+    def _walls(self, Q):
+        """``lo, hi, k`` in Q's dtype and device, and whether any wall acts (cast once, not per call)."""
+        key = (Q.dtype, Q.device, *((b.data_ptr(), b._version) for b in (self.lo, self.hi, self.k)))
+        cached = self.__dict__.get("_cast")
+        if cached is None or cached[0] != key:
+            lo, hi, k = self.lo.to(Q), self.hi.to(Q), self.k.to(Q)
+            active = bool(((k != 0) & (torch.isfinite(lo) | torch.isfinite(hi))).any())
+            cached = self.__dict__["_cast"] = (key, lo, hi, k, active)
+        return cached[1:]
+
     def _outside(self, Q):
-        lo, hi, k = self.lo.to(Q), self.hi.to(Q), self.k.to(Q)
-        below = torch.where(torch.isfinite(lo), torch.clamp(lo - Q, min=0.0), torch.zeros_like(Q))
-        above = torch.where(torch.isfinite(hi), torch.clamp(Q - hi, min=0.0), torch.zeros_like(Q))
-        return below, above, k
+        """Distance outside ``[lo, hi]`` per coordinate (negative below ``lo``), ``(W, n_cg)``, and ``k``."""
+        lo, hi, k, _ = self._walls(Q)
+        return Q - torch.clamp(Q, lo, hi), k  # infinite bounds: 0
 
     def forward(self, Q: torch.Tensor) -> torch.Tensor:
-        below, above, k = self._outside(Q)
-        return 0.5 * (k * (below**2 + above**2)).sum(-1)
+        d, k = self._outside(Q)
+        return 0.5 * (k * d * d).sum(-1)
 
     def energy_and_gradient(self, Q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Energy ``(W,)`` and its gradient ``(W, n_cg)`` in closed form."""
-        below, above, k = self._outside(Q)
-        return 0.5 * (k * (below**2 + above**2)).sum(-1), k * (above - below)
+        """Energy ``(W,)`` and its gradient ``(W, n_cg)`` in closed form (zeros, without arithmetic, when no wall acts)."""
+        if not self._walls(Q)[3]:
+            return Q.new_zeros(Q.shape[0]), torch.zeros_like(Q)
+        d, k = self._outside(Q)
+        kd = k * d
+        return 0.5 * (kd * d).sum(-1), kd
 
     @classmethod
     def around(cls, Q: torch.Tensor, periodic, kT: float, wall_range=None) -> "HarmonicWalls":
@@ -181,6 +193,6 @@ class SupportPrior(nn.Module):
                 lq = self.kernel_log_density(q)
                 (dl,) = torch.autograd.grad(lq.sum(), q)
             l = lq.detach()
-        k = self.k.to(Q)
         gap = torch.clamp(self.level.to(Q) - l, min=0.0)
-        return 0.5 * k * gap**2, -k * gap[:, None] * dl
+        kgap = self.k.to(Q) * gap
+        return 0.5 * kgap * gap, -kgap[:, None] * dl
