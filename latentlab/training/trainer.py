@@ -206,6 +206,8 @@ class Trainer:
         if distributed:
             from latentlab.training.distributed import init_from_environment
 
+            if str(device) == "auto":  # decided before joining: NCCL on CUDA, one GPU per process
+                device = self.device = "cuda" if torch.cuda.is_available() else "cpu"
             self.parallel = init_from_environment(str(device))
             if not self.parallel.is_main:  # one voice: rank 0 reports, writes and calls back
                 self.callback, self.progress = None, False
