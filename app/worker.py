@@ -242,5 +242,12 @@ def run_simulation(payload: dict, ctx: JobContext) -> dict:
     return run(payload, ctx)
 
 
+def run_flow_training(payload: dict, ctx: JobContext) -> dict:
+    """See :func:`latentlab_app.state.flow.run_flow_training`."""
+    from latentlab_app.state.flow import run_flow_training as run
+
+    return run(payload, ctx)
+
+
 RUNNERS = {"probe": run_probe, "train": run_training, "simulate": run_simulation, "consistency": run_consistency,
-           "calibrate": run_calibration}
+           "calibrate": run_calibration, "flow-train": run_flow_training}

@@ -18,6 +18,7 @@ import param
 from latentlab_app.state import Session
 
 from .common import alert, show_error
+from .flow import FlowPane
 from .kinetics import KineticsPane
 from .mapping import MapPane
 from .reconstruct import ReconstructPane
@@ -33,7 +34,7 @@ class Dashboard(pn.viewable.Viewer):
     """The whole dashboard for one session: data set chooser and the five panes in tabs."""
 
     TABS = (("Structure & atoms", StructurePane), ("Map & consistency", MapPane), ("Train", TrainPane),
-            ("Simulate", SimulatePane), ("Reconstruct", ReconstructPane))
+            ("Simulate", SimulatePane), ("Reconstruct", ReconstructPane), ("Flow", FlowPane))
 
     period_ms = param.Integer(default=100, doc="refresh period of the live views while work runs (ms)")
     idle_period_ms = param.Integer(default=1000, doc="refresh period when nothing runs (ms): a periodic callback "
