@@ -284,14 +284,7 @@ def _evaluate(tables: dict, Q: torch.Tensor, derivatives: bool):
         Kd = K[:, d].transpose(1, 2)  # (W, k, 4)
         if d and k > 1:
             Kd = Kd.repeat_interleave(k**d, dim=0)
-        x = x.reshape(n_walkers * k**d, 4, -1)
-        if k == 1:  # values only: four multiply-adds beat a batched product of (1, 4) x (4, rest) on CPU
-            y = Kd[:, :, 0, None] * x[:, None, 0]
-            for j in range(1, 4):
-                y = y + Kd[:, :, j, None] * x[:, None, j]
-            x = y
-        else:
-            x = torch.bmm(Kd, x)
+        x = torch.bmm(Kd, x.reshape(n_walkers * k**d, 4, -1))
     x = torch.bmm(x.reshape(n_walkers, -1, 4), K[:, -1])  # (W, k^(D-1) C, k)
     x = x.reshape(n_walkers, k ** (n_dim - 1), n_channels, k)
     if not derivatives:
