@@ -12,6 +12,10 @@ in one run, at each walker count:
 * ``mlp``: a bare 3x128 SiLU MLP's forward + gradient at the same walker count (so that an expensive
   prior cannot hide in the floor).
 
+The three are called in turn (round-robin) for 3 s, so that all see the same background load; medians of
+wall time (what a user waits) and of this thread's CPU time (``cpu_*``: without the time other processes
+held the core, the steadier ratio on a shared machine) are reported.
+
 Usage::
 
     python benchmarks/bench_simulate.py [--walkers 1024] [--device cpu] [--models DIR] [--out FILE]
@@ -22,7 +26,6 @@ Prints a table and writes JSON (default ``benchmarks/results/bench_simulate.json
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import platform
@@ -30,7 +33,6 @@ import time
 
 import torch
 from _common import mlp as bare_mlp
-from _common import timeit as _timeit
 
 from latentlab.data import load
 from latentlab.model import CGModel
@@ -40,8 +42,23 @@ from latentlab.training import Trainer
 SYSTEMS = ("chignolin", "alanine-dipeptide")
 
 
-#: Timing of this script: at least 1 s and 5 calls, at most 501.
-timeit = functools.partial(_timeit, min_time=1.0, min_reps=5, max_reps=500)
+def interleaved(fns, min_time: float = 3.0, max_reps: int = 1000) -> list[tuple[float, float]]:
+    """Median wall and CPU (this thread's) seconds per call of each function, called in turn for ``min_time``.
+
+    Round-robin calls put the step, its floor and the bare MLP under the same background load, so their
+    ratios hold on a shared machine; the CPU time leaves out the time other processes held the core.
+    """
+    for fn in fns:
+        fn()
+    wall, cpu = [[] for _ in fns], [[] for _ in fns]
+    start = time.perf_counter()
+    while time.perf_counter() - start < min_time and len(wall[0]) < max_reps:
+        for fn, w, c in zip(fns, wall, cpu):
+            t, tc = time.perf_counter(), time.thread_time()
+            fn()
+            c.append(time.thread_time() - tc)
+            w.append(time.perf_counter() - t)
+    return [(sorted(w)[len(w) // 2], sorted(c)[len(c) // 2]) for w, c in zip(wall, cpu)]
 
 
 def model_for(name: str, models_dir: str | None) -> tuple[CGModel, float]:
@@ -72,11 +89,11 @@ def measure(model: CGModel, n_walkers: int, device: str) -> dict:
         xr = x.detach().requires_grad_(True)
         torch.autograd.grad(net(xr).sum(), xr)
 
-    step = timeit(lambda: sim.step(1))
-    fl = timeit(floor)
-    bare = timeit(mlp)
+    (step, step_cpu), (fl, fl_cpu), (bare, bare_cpu) = interleaved([lambda: sim.step(1), floor, mlp])
     return {"walkers": n_walkers, "step_ms": 1e3 * step, "floor_ms": 1e3 * fl, "mlp_ms": 1e3 * bare,
             "step_over_floor": step / fl, "step_over_mlp": step / bare, "walker_steps_per_s": n_walkers / step,
+            "cpu_step_ms": 1e3 * step_cpu, "cpu_floor_ms": 1e3 * fl_cpu, "cpu_mlp_ms": 1e3 * bare_cpu,
+            "cpu_step_over_floor": step_cpu / fl_cpu, "cpu_step_over_mlp": step_cpu / bare_cpu,
             "fixed_point_iterations": integ.max_iterations}
 
 
@@ -95,12 +112,14 @@ def main(argv=None) -> int:
         for w in args.walkers:
             row = {"system": name, "train_seconds": train_s, "mass_model": model.mass.kind, **measure(model, w, args.device)}
             rows.append(row)
-    header = f"{'system':<18} {'walkers':>7} {'step ms':>8} {'floor ms':>9} {'mlp ms':>7} {'step/floor':>10} {'step/mlp':>9} {'walker-steps/s':>15}"
+    header = (f"{'system':<18} {'walkers':>7} {'step ms':>8} {'floor ms':>9} {'mlp ms':>7} {'step/floor':>10} {'step/mlp':>9} "
+              f"{'walker-steps/s':>15} {'cpu: step/floor':>15} {'step/mlp':>9}")
     print(header)
     print("-" * len(header))
     for r in rows:
         print(f"{r['system']:<18} {r['walkers']:>7} {r['step_ms']:>8.2f} {r['floor_ms']:>9.2f} {r['mlp_ms']:>7.2f} "
-              f"{r['step_over_floor']:>10.2f} {r['step_over_mlp']:>9.2f} {r['walker_steps_per_s']:>15.3g}")
+              f"{r['step_over_floor']:>10.2f} {r['step_over_mlp']:>9.2f} {r['walker_steps_per_s']:>15.3g} "
+              f"{r['cpu_step_over_floor']:>15.2f} {r['cpu_step_over_mlp']:>9.2f}")
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as fh:
         json.dump({"rows": rows, "device": args.device, "torch": torch.__version__, "python": platform.python_version(),
