@@ -28,3 +28,13 @@ def alert(text: str = "", kind: str = "danger") -> pn.pane.Alert:
 
 def show_error(pane: pn.pane.Alert, text: str) -> None:
     pane.object, pane.visible = text, bool(text)
+
+
+def changed_since_drawn(view, state) -> str | None:
+    """What ``view`` must draw of ``state``: None when nothing changed since it last drew (same ``version``,
+    not waiting); otherwise the state's waiting text ("" when none), and the version is recorded."""
+    waiting = state.waiting_text()
+    if state.version == view._version and not waiting:
+        return None
+    view._version = state.version
+    return waiting

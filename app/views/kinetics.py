@@ -7,7 +7,7 @@ import numpy as np
 import panel as pn
 from bokeh.models import ColumnDataSource
 
-from .common import COLORS, alert, fmt, make_figure, show_error
+from .common import COLORS, alert, changed_since_drawn, fmt, make_figure, show_error
 
 #: Implied timescales drawn (slowest first).
 N_TIMESCALES = 3
@@ -88,14 +88,12 @@ class KineticsPane(pn.viewable.Viewer):
 
     def refresh(self):
         k = self.s.kinetics
-        waiting = k.waiting_text()
-        if k.version == self._version and not waiting:
-            self.calibrate.disabled = not self._available or k.calibrating or self.s.train.model is None
+        waiting = changed_since_drawn(self, k)
+        self.calibrate.disabled = not self._available or k.calibrating or self.s.train.model is None
+        if waiting is None:
             return
-        self._version = k.version
         ref, mod = k.reference or {}, k.model or {}
         show_error(self.error, "; ".join(x for x in (ref.get("error"), mod.get("error"), k.error) if x))
-        self.calibrate.disabled = not self._available or k.calibrating or self.s.train.model is None
         self.stop_calibration.disabled = not k.calibrating
         self.calibration_text.object = self._calibration_text(k, waiting)
         self.info.object = self._info_text(ref, mod)

@@ -6,7 +6,7 @@ import numpy as np
 import panel as pn
 from bokeh.models import ColorBar, ColumnDataSource, LinearColorMapper
 
-from .common import alert, fmt, make_figure, show_error
+from .common import alert, changed_since_drawn, fmt, make_figure, show_error
 
 
 class MapPane(pn.viewable.Viewer):
@@ -36,10 +36,9 @@ class MapPane(pn.viewable.Viewer):
 
     def refresh(self):
         m = self.s.map
-        waiting = m.waiting_text()
-        if m.version == self._version and not waiting:
+        waiting = changed_since_drawn(self, m)
+        if waiting is None:
             return
-        self._version = m.version
         self.spec.value = m.spec
         self.kind.value = m.kind
         self.description.object = f"**{m.spec}**\n\n```\n{m.description}\n```"

@@ -6,7 +6,7 @@ import numpy as np
 import panel as pn
 from bokeh.models import ColumnDataSource
 
-from .common import COLORS, alert, fmt, make_figure, show_error
+from .common import COLORS, alert, changed_since_drawn, fmt, make_figure, show_error
 from .kinetics import KineticsPane
 
 
@@ -78,10 +78,9 @@ class SimulatePane(pn.viewable.Viewer):
     def refresh(self):
         sim = self.s.simulation
         self.kinetics.refresh()
-        waiting = sim.waiting_text()
-        if sim.version == self._version and not waiting:
+        waiting = changed_since_drawn(self, sim)
+        if waiting is None:
             return
-        self._version = sim.version
         snap = sim.snapshot()
         show_error(self.error, sim.error)
         self.start.disabled = sim.running

@@ -8,7 +8,7 @@ import numpy as np
 import panel as pn
 from bokeh.models import ColumnDataSource
 
-from .common import COLORS, alert, make_figure, show_error
+from .common import COLORS, alert, changed_since_drawn, make_figure, show_error
 
 
 class TrainPane(pn.viewable.Viewer):
@@ -69,10 +69,9 @@ class TrainPane(pn.viewable.Viewer):
 
     def refresh(self):
         t = self.s.train
-        waiting = t.waiting_text()
-        if t.version == self._version and not waiting:
+        waiting = changed_since_drawn(self, t)
+        if waiting is None:
             return
-        self._version = t.version
         self._draw_history(list(t.history))
         self._draw_parity(t.parity)
         running = " (running)" if t.running else ""
