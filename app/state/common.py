@@ -56,6 +56,15 @@ class JobState(param.Parameterized):
         self.job = self.queue.submit(kind, payload, owner=self.session.id, **kwargs)
         return self.job
 
+    def cannot_start(self, missing: str | None = None) -> bool:
+        """True when this job runs already, or (with the error set) when ``missing`` names an input it lacks."""
+        if self.running:
+            return True
+        if missing:
+            self.error = missing
+            return True
+        return False
+
     def waiting_text(self) -> str:
         """``"waiting for a worker: place 3 in the queue (2 jobs running)"`` while queued, else ``""``."""
         job = self.job

@@ -65,11 +65,9 @@ class SimulationState(JobState):
         """Queue the simulation (a paused one continues where it stopped)."""
         from latentlab_app.worker import model_to_bytes
 
-        if self.running:
-            return False
         model = self.session.train.model
-        if model is None:
-            self.error = "no model: train one, load one, or use the exact PMF (analytic systems)"
+        if self.cannot_start(None if model is not None else
+                             "no model: train one, load one, or use the exact PMF (analytic systems)"):
             return False
         try:
             payload = {"source": self.session.data.load_source, "model": model_to_bytes(model),

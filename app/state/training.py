@@ -62,11 +62,8 @@ class TrainState(JobState):
         """Queue a training run on the session's data set and map."""
         from latentlab_app.worker import map_info
 
-        if self.running:
-            return False
         cg_map = self.session.map.cg_map
-        if cg_map is None:
-            self.error = "choose a map first"
+        if self.cannot_start(None if cg_map is not None else "choose a map first"):
             return False
         if self.device == "cuda" and not self.cuda:
             self.error = "CUDA is not available here; use cpu"
