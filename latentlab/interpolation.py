@@ -560,10 +560,11 @@ class GridInterpolant(torch.nn.Module):
             if not self.positive_definite:
                 return raw.reshape((w,) + self.value_shape), draw.reshape((w,) + self.value_shape + (self.n_dim,))
             n = self.value_shape[0]
-            L = self._factor(raw, tables)  # (W, N, N)
+            diag = tables["diag"]
+            e = raw.exp()  # L_ii on the diagonal channels (the others are never selected)
+            L = (torch.where(diag, e, raw) @ tables["unpack"]).reshape(w, n, n)  # (W, N, N), as _factor
             # d L_ii = L_ii d(ln L_ii); off the diagonal the packed derivative itself
-            diag_value = _exp_diagonal(raw, tables["diag"])  # (W, C): L_ii on the diagonal channels, 1 elsewhere
-            dpacked = torch.where(tables["diag"][:, None], diag_value[:, :, None] * draw, draw)  # (W, C, D)
+            dpacked = torch.where(diag[:, None], e[:, :, None] * draw, draw)  # (W, C, D)
             dL = (dpacked.transpose(1, 2).reshape(-1, dpacked.shape[1]) @ tables["unpack"]).reshape(w, self.n_dim, n, n)
             dLLt = torch.bmm(dL.reshape(w, -1, n), L.transpose(1, 2)).reshape(w, self.n_dim, n, n)  # dL_d L^T
             dA = dLLt + dLLt.transpose(-1, -2)
@@ -611,7 +612,10 @@ class GridInterpolant(torch.nn.Module):
     def _factor(self, raw: torch.Tensor, tables: dict) -> torch.Tensor:
         """Lower-triangular ``L (W, N, N)`` from packed channels ``(W, C)``: ``exp`` of the diagonal ones."""
         n = self.value_shape[0]
-        entries = torch.where(tables["diag"], _exp_diagonal(raw, tables["diag"]), raw)
+        if raw.requires_grad or _is_dual(raw):  # exp of the diagonal channels only: no inf, hence no NaN gradient
+            entries = torch.where(tables["diag"], _exp_diagonal(raw, tables["diag"]), raw)
+        else:  # values only: an inf from a large off-diagonal channel is never selected
+            entries = torch.where(tables["diag"], raw.exp(), raw)
         return (entries @ tables["unpack"]).reshape(raw.shape[0], n, n)
 
     def extra_repr(self) -> str:
