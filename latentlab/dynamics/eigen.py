@@ -71,23 +71,27 @@ def _eigh3(a):
     # reductions over a trailing dimension of 3 and batched 3 x 3 products cost 10-100 us each at 1024
     # walkers, an elementwise operation on (3, W) a few us; the operation count is what costs.
     w = a.shape[0]
+    tiny = torch.finfo(a.dtype).tiny
     flat = a.reshape(w, 9).T.contiguous()  # (9, W), entry 3 i + j
-    scale = flat.abs().amax(0).clamp_min(torch.finfo(a.dtype).tiny)
-    b = (flat / scale).reshape(3, 3, w)  # b[i, j] = B_ij = A_ij / scale, in [-1, 1]: no overflow in the invariants
-    diag, off = b.diagonal().T, torch.stack([b[1, 2], b[0, 2], b[0, 1]])  # (3, W) each; off[k]: the pair without k
-    q = diag.mean(0)
-    d = diag - q
-    p = torch.sqrt(((d * d).sum(0) + 2.0 * (off * off).sum(0)) / 6.0)
-    # det(B - q I) / (2 p^3): the cosine of 3 phi in lambda = q + 2 p cos(phi + 2 pi k / 3)
-    d0, d1, d2 = d
-    b12, b02, b01 = off
-    det = d0 * (d1 * d2 - b12 * b12) - b01 * (b01 * d2 - b12 * b02) + b02 * (b01 * b12 - d1 * b02)
-    r = (det / (2.0 * p.clamp_min(torch.finfo(a.dtype).tiny) ** 3)).clamp(-1.0, 1.0)
+    scale = flat.abs().amax(0).clamp_min(tiny)
+    flat = flat / scale  # B = A / scale, entries in [-1, 1]: no overflow in the invariants
+    b = flat.reshape(3, 3, w)  # b[i, j] = B_ij
+    # diagonal (B00, B11, B22) and off-diagonal (B12, B02, B01): entry k of the second pairs with k of the first
+    d, off = flat[_DIAG_OFF.to(a.device)].reshape(2, 3, w).unbind(0)
+    q = d.mean(0)
+    d = d - q
+    sq_off = off * off
+    p = torch.sqrt(((d * d).sum(0) + 2.0 * sq_off.sum(0)) / 6.0)
+    # det(B - q I) = d0 d1 d2 + 2 B01 B02 B12 - sum_k d_k off_k^2; r = det / (2 p^3) is cos(3 phi) in
+    # lambda = q + 2 p cos(phi + 2 pi k / 3)
+    det = d.prod(0) + 2.0 * off.prod(0) - (d * sq_off).sum(0)
+    r = (det / (2.0 * p.clamp_min(tiny) ** 3)).clamp(-1.0, 1.0)
     # r >= 0: the largest root is the one farthest from the others; r < 0: the smallest one
     phi = torch.acos(r) / 3.0
-    first = q + 2.0 * p * torch.cos(torch.where(r >= 0, phi, phi + 2.0 * math.pi / 3.0))
+    first = torch.addcmul(q, p, torch.cos(torch.where(r >= 0, phi, phi + 2.0 * math.pi / 3.0)), value=2.0)
     # its eigenvector: the largest cross product of two rows of B - first I (rows 0 x 1, 1 x 2, 2 x 0)
-    m = b - first * torch.eye(3, dtype=b.dtype, device=b.device)[:, :, None]  # (3 rows, 3, W)
+    m = b.clone()
+    m.diagonal(0, 0, 1).sub_(first[:, None])  # (3 rows, 3, W)
     cross = torch.linalg.cross(m, m.roll(-1, 0), dim=1)  # (3 pairs, 3, W)
     norm2, best = (cross * cross).sum(1).max(0)
     e = cross.gather(0, best.expand(1, 3, w))[0] * torch.rsqrt(norm2)  # (3, W)
@@ -103,5 +107,9 @@ def _eigh3(a):
     ebe, xbx, yby = (vecs * bv).sum(0)
     c, s, wx, wy = _rotation(xbx, (x * bv[:, 2]).sum(0), yby)
     vals = torch.stack([ebe, wx, wy]) * scale  # (3, W)
-    u = torch.stack([e, c * x + s * y, c * y - s * x], dim=1)  # (3 components, 3 vectors, W)
+    u = torch.stack([e, torch.addcmul(c * x, s, y), torch.addcmul(c * y, s, x, value=-1.0)], dim=1)
     return vals.T, u.permute(2, 0, 1)  # (W, 3), (W, 3, 3) with the vectors as columns
+
+
+#: Rows of the flattened 3 x 3 matrix holding (B00, B11, B22) and (B12, B02, B01).
+_DIAG_OFF = torch.tensor([0, 4, 8, 5, 2, 1])

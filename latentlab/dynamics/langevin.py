@@ -187,6 +187,7 @@ class LatentLangevin:
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed if seed is not None else torch.seed() % (2**63))
         self._ou = None  # (eigenvalues, parameters, OU coefficients) of the last friction step
+        self._rotated = None  # (P, U, U^T P) of the last step's energy check
 
 
     @classmethod
@@ -294,7 +295,13 @@ class LatentLangevin:
         u = state.eigvecs
         # float32 normals (5x cheaper to draw than float64 on a CPU; 24-bit variates are ample for the noise)
         xi = torch.randn(decay.shape, generator=self.generator, device=self.device, dtype=torch.float32).to(self.dtype)
-        y = torch.addcmul(decay * torch.bmm(u.transpose(1, 2), state.P[:, :, None]), noise, xi)  # new U^T P
+        rotated = self._rotated  # U^T P as the step's energy check computed it, when P and U are still those
+        if rotated is not None and rotated[0] is state.P and rotated[1] is u:
+            pu = rotated[2]
+        else:
+            pu = torch.bmm(u.transpose(1, 2), state.P[:, :, None])
+        self._rotated = None
+        y = torch.addcmul(decay * pu, noise, xi)  # the new U^T P
         state.P = torch.bmm(u, y)[..., 0]
         # 1/2 P^T A P = 1/2 sum_i w_i y_i^2 in the eigenbasis, kept for the step's H and the reporters
         kinetic = torch.bmm(y.transpose(1, 2), half_w * y)[:, 0, 0]
@@ -448,13 +455,20 @@ class LatentLangevin:
             self._friction(state, 0.5 * self.dt)
             h0 = state.hamiltonian()
             q1, p1, v1, gv1, a1, da1, converged = self._hamiltonian_step(state)
-            h1 = 0.5 * torch.bmm(p1[:, None, :], torch.bmm(a1, p1[:, :, None]))[:, 0, 0] + v1
-            finite = torch.isfinite(h1 + (q1 + p1).abs().amax(1))  # NaN and inf propagate
-            try:  # the closed forms (N <= 3) give NaN for a NaN A; LAPACK (N > 3) may raise, so it gets the old A
-                w1, u1 = symmetric_eigh(a1 if a1.shape[-1] <= 3 else torch.where(finite[:, None, None], a1, state.A))
-            except RuntimeError:  # a non-symmetric or NaN A slipped through (torch.linalg.eigh, N > 3)
-                w1, u1 = state.eigvals.clone(), state.eigvecs.clone()
-                finite &= False
+            if a1.shape[-1] <= 3:  # closed-form eigen-decomposition (NaN for a NaN A), then 1/2 P^T A P in its basis
+                w1, u1 = symmetric_eigh(a1)
+                pu1 = torch.bmm(u1.transpose(1, 2), p1[:, :, None])  # (W, N, 1), re-used by the friction step
+                h1 = torch.bmm(pu1.transpose(1, 2), (0.5 * w1)[:, :, None] * pu1)[:, 0, 0] + v1
+                self._rotated = (p1, u1, pu1)
+                finite = torch.isfinite(h1 + (q1 + p1).abs().amax(1))  # NaN and inf propagate
+            else:
+                h1 = 0.5 * torch.bmm(p1[:, None, :], torch.bmm(a1, p1[:, :, None]))[:, 0, 0] + v1
+                finite = torch.isfinite(h1 + (q1 + p1).abs().amax(1))
+                try:  # LAPACK may raise on a NaN A: those walkers get the old A
+                    w1, u1 = symmetric_eigh(torch.where(finite[:, None, None], a1, state.A))
+                except RuntimeError:  # a non-symmetric or NaN A slipped through
+                    w1, u1 = state.eigvals.clone(), state.eigvecs.clone()
+                    finite &= False
             healthy = finite & converged & (w1.amin(1) > 0) & ((h1 - h0).abs() <= self.blowup_kT * self.kT)
             accept = healthy
             if self.metropolis:
