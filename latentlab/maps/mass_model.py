@@ -85,6 +85,10 @@ class MassModel:
         return self(Q), vmap(jacfwd(lambda x: self(x[None])[0]))(Q)
 
 
+def _is_dual(Q: torch.Tensor) -> bool:
+    return fwAD.unpack_dual(Q).tangent is not None
+
+
 class TriangleMass(MassModel):
     """Closed-form A(Q) of the ``(r1, r2, cos)`` map (docs/theory.md section 1).
 
@@ -103,13 +107,52 @@ class TriangleMass(MassModel):
         self._cast = {}
 
     def __call__(self, Q):
-        key = (Q.dtype, Q.device)
-        if key not in self._cast:
-            self._cast[key] = self.inverse_masses.to(dtype=Q.dtype, device=Q.device)
-        return triangle_mass_matrix(Q, self._cast[key])
+        if Q.requires_grad or _is_dual(Q):  # differentiable path (autograd, forward AD)
+            key = (Q.dtype, Q.device)
+            if key not in self._cast:
+                self._cast[key] = self.inverse_masses.to(dtype=Q.dtype, device=Q.device)
+            return triangle_mass_matrix(Q, self._cast[key])
+        return self._terms(Q)[0]
+
+    def _terms(self, Q):
+        """A ``(W, 3, 3)`` and the shared terms of its derivative, from contiguous ``(W,)`` components and
+        Python-number masses (the sampler's path: about half the operations of :func:`triangle_mass_matrix`)."""
+        ia, ib, ic = (float(m) for m in self.inverse_masses)
+        w = Q.shape[0]
+        r1, r2, c = Q.T.contiguous()
+        i1, i2 = r1.reciprocal(), r2.reciprocal()
+        s = 1.0 - c * c
+        sib = s * ib
+        i11, i22, i12 = i1 * i1, i2 * i2, i1 * i2
+        # t = A33 / s = ia/r1^2 + ic/r2^2 + ib (1/r1^2 + 1/r2^2 - 2 cos/(r1 r2))
+        t = torch.add(torch.add(i11 * (ia + ib), i22, alpha=ic + ib), c * i12, alpha=-2.0 * ib)
+        a11, a22 = torch.full_like(c, ia + ib), torch.full_like(c, ic + ib)
+        a12, a13, a23 = c * ib, sib * i2, sib * i1
+        a = torch.stack([a11, a12, a13, a12, a22, a23, a13, a23, s * t]).T.reshape(w, 3, 3)
+        return a, (r1, r2, c, i1, i2, i11, i22, i12, s, t, ia, ib, ic)
 
     def value_and_derivative(self, Q):
         """A and its closed-form derivative ``dA[w, i, j, k] = dA_ij / dQ_k`` (no automatic differentiation)."""
+        if Q.requires_grad or _is_dual(Q):
+            return self._value_and_derivative_tracked(Q)
+        a, (r1, r2, c, i1, i2, i11, i22, i12, s, t, ia, ib, ic) = self._terms(Q)
+        w = Q.shape[0]
+        z = torch.zeros_like(c)
+        ib_w = torch.full_like(c, ib)
+        cib2 = c * (-2.0 * ib)
+        d13 = (-s * ib * i22, cib2 * i2)  # d/dr2, d/dcos of A13 (d/dr1 = 0)
+        d23 = (-s * ib * i11, cib2 * i1)  # d/dr1, d/dcos of A23 (d/dr2 = 0)
+        two_cib = 2.0 * ib * c
+        d33 = (s * i1 * (i11 * (-2.0 * (ia + ib)) + two_cib * i12),
+               s * i2 * (i22 * (-2.0 * (ic + ib)) + two_cib * i12),
+               -2.0 * c * t - 2.0 * ib * s * i12)
+        entries = [z, z, z, z, z, ib_w, z, d13[0], d13[1],  # (i, j) = (0, 0), (0, 1), (0, 2); each d/dr1, d/dr2, d/dcos
+                   z, z, ib_w, z, z, z, d23[0], z, d23[1],  # (1, 0), (1, 1), (1, 2)
+                   z, d13[0], d13[1], d23[0], z, d23[1], *d33]  # (2, 0), (2, 1), (2, 2)
+        return a, torch.stack(entries).T.reshape(w, 3, 3, 3)
+
+    def _value_and_derivative_tracked(self, Q):
+        """:meth:`value_and_derivative` with torch operations that autograd and forward AD can follow."""
         key = (Q.dtype, Q.device)
         if key not in self._cast:
             self._cast[key] = self.inverse_masses.to(dtype=Q.dtype, device=Q.device)
