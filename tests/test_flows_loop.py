@@ -112,3 +112,12 @@ def test_simulate_data_starts_are_drawn_by_weight(loop, tmp_path):
     q0 = _starts_from_data(model, one, 8, 0)
     expected = model.cg_map(ds).map_frames(ds.positions[7:8])
     torch.testing.assert_close(q0, expected.expand(8, -1).to(q0.dtype))
+
+
+def test_flow_sample_without_forces_is_a_weighted_dataset_for_relative_entropy(loop, tmp_path):
+    from latentlab.data import load
+
+    out = str(tmp_path / "nf.h5")
+    assert main(["flow", "sample", loop["flow"], "--n", "200", "--out", out, "--no-forces"]) == 0
+    ds = load(out)
+    assert ds.n_frames == 200 and not ds.has_forces and ds.has_weights and ds.has_energies

@@ -4,7 +4,7 @@
 KL with tempering), checkpointing to ``FLOW.ckpt`` after every stage;
 ``--resume`` continues it bit for bit, Ctrl-C stops within a step and saves.
 ``flow sample FLOW --n N --out DATA`` writes a latentlab data set (positions,
-forces, energies, importance weights) that every other command reads.
+forces, energies, importance weights) that every other command reads (``--no-forces``: without forces).
 ``flow report FLOW [--reference DATA] [--json] [--plot PNG]`` compares
 reweighted state populations with exact or reference ones.
 """
@@ -56,6 +56,9 @@ def register(subparsers) -> None:
     s.add_argument("--batch", type=int, default=10000, help="samples per chunk")
     s.add_argument("--device", default="cpu", help="torch device")
     s.add_argument("--overwrite", action="store_true", help="replace an existing DATA")
+    s.add_argument("--no-forces", action="store_true",
+                   help="positions, energies and weights only (for training V by relative entropy, which needs no "
+                        "forces: force matching through a flow map needs second derivatives of the flow per frame)")
     s.set_defaults(func=run_sample)
 
     r = sub.add_parser("report", help="reweighted populations vs exact/reference, ESS, bond score",
@@ -147,7 +150,7 @@ def run_sample(args) -> int:
         fail("--n", f"got {args.n}", "ask for at least one sample")
     out = output_path(args.out, "data", overwrite=args.overwrite, inputs=[args.flow])
     trained = load_flow(args.flow, device=_device(args.device))
-    samples = trained.sample(args.n, forces=True, seed=args.seed, batch=args.batch)
+    samples = trained.sample(args.n, forces=not args.no_forces, seed=args.seed, batch=args.batch)
     ds = samples.to_dataset(trained.system, name=f"flow samples of {trained.system.name}",
                             metadata={"flow": str(args.flow), "seed": int(args.seed)})
     ds.save(out)

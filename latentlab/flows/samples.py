@@ -90,15 +90,16 @@ class FlowSamples:
         return {name: self.mean(v.numpy()) for name, v in values.items()}
 
     def to_dataset(self, system, name: str = "", metadata: dict | None = None):
-        """A :class:`latentlab.data.Dataset` with these positions, forces, energies and weights.
+        """A :class:`latentlab.data.Dataset` with these positions, forces (when drawn), energies and weights.
 
-        Frames with non-finite energies or forces are dropped (their weight is 0).
+        Frames with non-finite energies or forces are dropped (their weight is 0).  Samples drawn without
+        forces give a data set without forces (enough for relative-entropy training and histograms).
         """
         from latentlab.data import Dataset
 
-        if self.forces is None:
-            fail("samples", "have no forces", "draw them with forces=True")
-        ok = np.isfinite(self.energies) & np.isfinite(self.forces).all(axis=(1, 2)) & np.isfinite(self.log_weights)
+        ok = np.isfinite(self.energies) & np.isfinite(self.log_weights)
+        if self.forces is not None:
+            ok &= np.isfinite(self.forces).all(axis=(1, 2))
         if not ok.any():
             fail("samples", "have no frame with a finite energy", "train the flow longer")
         w = self.weights[ok]
@@ -107,7 +108,7 @@ class FlowSamples:
         meta = {"source": "flow samples", "ess_fraction": self.ess_fraction, "n_dropped": int((~ok).sum())}
         meta.update(metadata or {})
         is_molecule = hasattr(system, "frame")
-        return Dataset.from_arrays(self.positions[ok], self.forces[ok], masses=system.masses, temperature=system.temperature,
+        return Dataset.from_arrays(self.positions[ok], None if self.forces is None else self.forces[ok], masses=system.masses, temperature=system.temperature,
                                    energies=self.energies[ok], topology=system.topology, weights=w, name=name,
                                    check_units=is_molecule, metadata=meta, source="flow")
 
