@@ -135,7 +135,8 @@ class Dashboard(pn.viewable.Viewer):
     def _adapt_period(self) -> None:
         if self._callback is None:
             return
-        busy = self.s.train.running or self.s.simulation.running or self.s.map.checking or self.s.kinetics.calibrating
+        busy = self.s.train.running or self.s.simulation.running or self.s.map.checking or self.s.kinetics.calibrating \
+            or getattr(getattr(self.s, "flow", None), "running", False)
         period = self.period_ms if busy else self.idle_period_ms
         if self._callback.period != period:
             self._callback.period = period
