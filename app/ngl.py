@@ -47,10 +47,34 @@ class NGLViewer(JSComponent):
       div.style.height = '100%';
       div.style.minHeight = '300px';
       div.style.position = 'relative';
-      let stage = null, comp = null, hl = null, pending = false;
+      let stage = null, comp = null, hl = null, pending = false, wake = () => {};
+
+      // NGL runs two requestAnimationFrame loops 60 times a second even when nothing moves (the viewer's
+      // animation tick and the mouse observer's hover poll): with software WebGL that is ~6 % of a core per
+      // open tab.  Keep them only while something can change (a pointer or key event in the view, new data,
+      // an animation such as autoView) and for 2 s after.
+      function sleepWhenIdle() {
+        let until = performance.now() + 2000;
+        const loops = [[stage.viewer, 'animate'], [stage.mouseObserver, '_listen']].map(([obj, name]) => {
+          const loop = {run: obj[name], sleeping: false};  // the bound method; it re-requests obj[name]
+          obj[name] = () => {
+            if (performance.now() > until && stage.animationControls.paused) { loop.sleeping = true; return; }
+            loop.run();
+          };
+          return loop;
+        });
+        wake = () => {
+          until = performance.now() + 2000;
+          for (const loop of loops) if (loop.sleeping) { loop.sleeping = false; loop.run(); }
+        };
+        for (const type of ['pointerdown', 'pointermove', 'wheel', 'keydown', 'touchstart']) {
+          div.addEventListener(type, wake, {passive: true});
+        }
+      }
 
       function updateHighlight() {
         if (!comp) return;
+        wake();
         if (hl) { comp.removeRepresentation(hl); hl = null; }
         const atoms = model.highlight || [];
         if (atoms.length) {
@@ -64,11 +88,13 @@ class NGLViewer(JSComponent):
         for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
         const xyz = new Float32Array(bytes.buffer);
         if (xyz.length !== comp.structure.atomCount * 3) return;
+        wake();
         comp.structure.updatePosition(xyz);
         comp.updateRepresentations({position: true});
       }
       function loadPdb() {
         if (!stage || !model.pdb) return;
+        wake();
         stage.removeAllComponents();
         comp = null; hl = null;
         const blob = new Blob([model.pdb], {type: 'text/plain'});
@@ -94,7 +120,8 @@ class NGLViewer(JSComponent):
         stage.signals.clicked.add((proxy) => {
           if (proxy && proxy.atom) model.picked_event = [proxy.atom.index, Date.now()];
         });
-        new ResizeObserver(() => stage && stage.handleResize()).observe(div);
+        sleepWhenIdle();
+        new ResizeObserver(() => { if (stage) { wake(); stage.handleResize(); } }).observe(div);
         loadPdb();
       }
       model.on('pdb', loadPdb);
