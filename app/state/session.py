@@ -8,6 +8,7 @@ import uuid
 import param
 
 from .data import DEFAULT_SOURCE, AtomState, DataState
+from .flow import FlowState
 from .kinetics import KineticsState
 from .mapping import MapState
 from .reconstruct import ReconstructState
@@ -38,6 +39,7 @@ class Session(param.Parameterized):
         self.map = MapState(self)
         self.train = TrainState(self)
         self.kinetics = KineticsState(self)
+        self.flow = FlowState(self)
         self.simulation = SimulationState(self)
         self.reconstruct = ReconstructState(self)
         self.train.on_trained = self._after_training
