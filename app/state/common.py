@@ -56,6 +56,21 @@ class JobState(param.Parameterized):
         self.job = self.queue.submit(kind, payload, owner=self.session.id, **kwargs)
         return self.job
 
+    def stop(self) -> None:
+        """Ask the current job to stop (it ends at its next safe point; what it finished is kept)."""
+        if self.job is not None and self.job.active:
+            self.job.stop()
+
+    def event_kind(self, job, event: dict) -> str | None:
+        """The ``"event"`` of a trainer-style event of the current job (a ``"message"`` becomes the status);
+        None for an event of an older job (one that was replaced meanwhile)."""
+        if job is not self.job:
+            return None
+        what = event.get("event")
+        if what == "message":
+            self.status = str(event["message"])
+        return what
+
     def cannot_start(self, missing: str | None = None) -> bool:
         """True when this job runs already, or (with the error set) when ``missing`` names an input it lacks."""
         if self.running:

@@ -143,18 +143,11 @@ class FlowState(JobState):
             self.wait(timeout=3600)
         return True
 
-    def stop(self) -> None:
-        """Stop within a training step; the flow so far (if a stage has ended) is kept."""
-        if self.job is not None and self.job.active:
-            self.job.stop()
-
     def _event(self, job, kind, event) -> None:
-        if job is not self.job:
+        what = self.event_kind(job, event)
+        if what is None or what == "message":
             return
-        what = event.get("event")
-        if what == "message":
-            self.status = str(event["message"])
-        elif what == "step":
+        if what == "step":
             with self._lock:
                 self.progress = self.progress + [dict(event)]
             self.status = (f"stage {event['stage']}, step {event['step']}: beta {event['beta']:.4g} (of 1/kT), "

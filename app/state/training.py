@@ -76,18 +76,11 @@ class TrainState(JobState):
             self.wait()
         return True
 
-    def stop(self) -> None:
-        """Stop after the current batch; the best model so far is kept."""
-        if self.job is not None and self.job.active:
-            self.job.stop()
-
     def _event(self, job, kind, event) -> None:
-        if job is not self.job:
+        what = self.event_kind(job, event)
+        if what is None or what == "message":
             return
-        what = event.get("event")
-        if what == "message":
-            self.status = str(event["message"])
-        elif what == "batch":
+        if what == "batch":
             self.status = (f"epoch {event['epoch']}: batch {event['batch']}/{event['n_batches']}, "
                            f"train {event['train_loss']:.4g}")
         elif what == "epoch":
