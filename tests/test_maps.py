@@ -115,6 +115,24 @@ def test_encoder_map_runs_any_module():
     x = random_frames(7, 5)
     assert m(x).shape == (7, 2)
     assert effective_mass(m, x, torch.ones(5, dtype=torch.float64)).shape == (7, 2, 2)
+    assert m.periodic == [False, False] and m.bounds == [None, None]
+
+
+def test_encoder_map_takes_periodicity_and_bounds_from_the_module_or_the_caller():
+    class Bounded(torch.nn.Module):  # a tanh output is bounded, an atan2 output periodic
+        periodic, bounds = [False, True], [(-1.0, 1.0), None]
+
+        def forward(self, flat):
+            return torch.stack([torch.tanh(flat[:, 0]), torch.atan2(flat[:, 1], flat[:, 2])], dim=1)
+
+    m = EncoderMap(Bounded(), [0, 1], 2, n_atoms=3)
+    assert m.periodic == [False, True] and m.bounds[0] == (-1.0, 1.0) and m.bounds[1] is None
+    q = m(random_frames(50, 3))
+    assert q.dtype == torch.float64 and float(q[:, 0].abs().max()) < 1.0
+    m = EncoderMap(Bounded(), [0, 1], 2, n_atoms=3, periodic=[False, False], bounds=[None, (-4.0, 4.0)])
+    assert m.periodic == [False, False] and m.bounds == [None, (-4.0, 4.0)]
+    with pytest.raises(ValueError, match="bounds"):
+        EncoderMap(Bounded(), [0, 1], 2, n_atoms=3, bounds=[(1.0, -1.0), None])
 
 
 def test_position_dependent_masses():

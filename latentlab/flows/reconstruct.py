@@ -25,7 +25,6 @@ import os
 import numpy as np
 import torch
 
-from latentlab.maps.base import Coordinate
 from latentlab.maps.learned import EncoderMap
 from latentlab.validation import fail
 
@@ -83,9 +82,9 @@ class FlowSlowMap(EncoderMap):
         self.path = None if path is None else os.path.abspath(os.fspath(path))
         n = trained.system.n_atoms
         k = trained.flow.n_slow
-        super().__init__(encoder, range(n), k, n_atoms=n, names=[f"z{i}" for i in range(k)], units=["1"] * k, spec=spec)
-        b = float(trained.flow.bound)
-        self.coordinates = tuple(Coordinate(f"z{i}", "1", False, (-b, b)) for i in range(k))
+        b = float(trained.flow.bound)  # the slow latent lives in the box [-B, B]^k
+        super().__init__(encoder, range(n), k, n_atoms=n, names=[f"z{i}" for i in range(k)], units=["1"] * k, spec=spec,
+                         periodic=[False] * k, bounds=[(-b, b)] * k)
         self.trained = trained
 
     def evaluate(self, xs):

@@ -108,18 +108,35 @@ class EncoderMap(CGMap):
     atoms : sequence of int
     n_cg : int
     names, units : sequence of str, optional
+    periodic : sequence of bool, optional
+        Which outputs are angles that wrap to (-pi, pi] (default: the module's ``periodic`` attribute if
+        it has one, else none).
+    bounds : sequence of (low, high) or None, optional
+        Intervals the outputs cannot leave, e.g. a tanh or a bounded flow latent (default: the module's
+        ``bounds`` attribute if it has one, else unbounded); the sampler reflects there.
     """
 
     kind = "encoder"
     formula = "Q = E(x): a learned encoder of the selected atoms' positions"
 
     def __init__(self, module: torch.nn.Module, atoms: Sequence[int], n_cg: int, n_atoms: int | None = None,
-                 names: Sequence[str] | None = None, units: Sequence[str] | None = None, spec: str | None = None):
+                 names: Sequence[str] | None = None, units: Sequence[str] | None = None, spec: str | None = None,
+                 periodic: Sequence[bool] | None = None, bounds=None):
         names = list(names) if names is not None else [f"z{k}" for k in range(n_cg)]
         units = list(units) if units is not None else ["1"] * n_cg
+        periodic = list(periodic if periodic is not None else getattr(module, "periodic", None) or [False] * n_cg)
+        bounds = list(bounds if bounds is not None else getattr(module, "bounds", None) or [None] * n_cg)
         if len(names) != n_cg or len(units) != n_cg:
             fail("names", f"need {n_cg} names and units, got {len(names)} and {len(units)}", "give one per output")
-        super().__init__(atoms, [Coordinate(n, u) for n, u in zip(names, units)], n_atoms=n_atoms, spec=spec)
+        if len(periodic) != n_cg or len(bounds) != n_cg:
+            fail("periodic", f"need {n_cg} periodic flags and bounds, got {len(periodic)} and {len(bounds)}",
+                 "give one per output (None for an unbounded output)")
+        for b in bounds:
+            if b is not None and not (len(b) == 2 and float(b[0]) < float(b[1])):
+                fail("bounds", f"got {b!r}", "give (low, high) with low < high, or None")
+        coords = [Coordinate(n, u, bool(p), None if b is None else (float(b[0]), float(b[1])))
+                  for n, u, p, b in zip(names, units, periodic, bounds)]
+        super().__init__(atoms, coords, n_atoms=n_atoms, spec=spec)
         self.module = module
 
     def evaluate(self, xs):
