@@ -213,8 +213,8 @@ class FlowState(JobState):
             self.error = "no flow to save: train or load one"
             return False
         try:
-            if os.path.dirname(os.path.abspath(path or self.path)) == os.path.abspath(models_directory()):
-                os.makedirs(models_directory(), exist_ok=True)
+            if path is None or os.path.dirname(os.path.abspath(path)) == os.path.abspath(models_directory()):
+                os.makedirs(os.path.dirname(os.path.abspath(path or self.path)), exist_ok=True)  # made on first use
             target = output_path(path or self.path, "flow", overwrite=overwrite, argument="flow file")
             save_flow(target, self.trained)
         except Exception as err:

@@ -132,8 +132,8 @@ class TrainState(JobState):
             self.error = "no trained model to save"
             return False
         try:
-            if os.path.dirname(os.path.abspath(path or self.path)) == os.path.abspath(models_directory()):
-                os.makedirs(models_directory(), exist_ok=True)  # the default place is made on first use
+            if path is None or os.path.dirname(os.path.abspath(path)) == os.path.abspath(models_directory()):
+                os.makedirs(os.path.dirname(os.path.abspath(path or self.path)), exist_ok=True)  # made on first use
             target = output_path(path or self.path, "model", overwrite=overwrite,
                                  inputs=[self.session.data.load_source], argument="model file")
             self.model.save(target)
