@@ -1,4 +1,4 @@
-"""Mean-force estimators and force-matching targets against closed forms (THEORY.md section 3)."""
+"""Mean-force estimators and force-matching targets against closed forms (docs/theory.md section 3)."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Analytic test systems with exact answers (THEORY.md, "Analytic systems for tests").
+"""Analytic test systems with exact answers (docs/theory.md, "Analytic systems for tests").
 
 Like pymbar's ``testsystems``, they ship with the library so that users and
 tests can check samplers and estimators against closed forms.

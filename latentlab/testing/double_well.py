@@ -1,4 +1,4 @@
-"""A 2-D double well with exact answers (THEORY.md, "Analytic systems for tests").
+"""A 2-D double well with exact answers (docs/theory.md, "Analytic systems for tests").
 
 One particle in 3-D; the physics lives in (x, y), z is an independent stiff
 harmonic coordinate so that the data look like any other data set

@@ -1,4 +1,4 @@
-"""A 2-D Gaussian mixture with exact answers (THEORY.md, "Analytic systems for tests").
+"""A 2-D Gaussian mixture with exact answers (docs/theory.md, "Analytic systems for tests").
 
 One particle in 3-D with positions ``(n_frames, 1, 3)``.  The (x, y)
 Boltzmann density *is* the mixture ``p(x, y) = sum_k w_k N((x, y); mu_k, S_k)``,

@@ -1,4 +1,4 @@
-"""Three atoms with two harmonic bonds and a cos^2 angle term (THEORY.md section 2).
+"""Three atoms with two harmonic bonds and a cos^2 angle term (docs/theory.md section 2).
 
     U = 1/2 k_bond (r1 - r0)^2 + 1/2 k_bond (r2 - r0)^2 + 1/2 k_cos cos^2
 
@@ -26,7 +26,7 @@ from latentlab.validation import check_positive, fail
 
 
 def _default_k_cos() -> float:
-    # 20 kT cos^2 at 300 K, i.e. 1/2 k_cos cos^2 with k_cos = 40 kT (THEORY.md's reference run).
+    # 20 kT cos^2 at 300 K, i.e. 1/2 k_cos cos^2 with k_cos = 40 kT (the reference run of docs/theory.md section 2).
     return 40.0 * KB * 300.0
 
 
@@ -125,7 +125,7 @@ class ThreeAtomSystem(AnalyticSystem):
         def w(r):
             return r**2 * np.exp(-0.5 * beta * self.k_bond * (r - self.r0) ** 2)
 
-        # Integrate over all r > 0 (no truncation: see THEORY.md); split at r0 for accuracy.
+        # Integrate over all r > 0 (no truncation: see docs/theory.md section 2); split at r0 for accuracy.
         hi = self.r0 + 40 * sigma
         z = integrate.quad(w, 0, self.r0, epsabs=0, epsrel=1e-13)[0] + integrate.quad(w, self.r0, hi, epsabs=0, epsrel=1e-13)[0]
         m = integrate.quad(lambda r: r**power * w(r), 0, self.r0, epsabs=0, epsrel=1e-13)[0] \
