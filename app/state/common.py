@@ -56,6 +56,23 @@ class JobState(param.Parameterized):
         self.job = self.queue.submit(kind, payload, owner=self.session.id, **kwargs)
         return self.job
 
+    def save_file(self, write, kind: str, path: str | None = None, overwrite: bool = False, **checks) -> bool:
+        """Write this state's result with ``write(target)`` to ``path`` (default: the session's ``self.path``,
+        whose folder is made on first use): an existing file is refused unless ``overwrite``; an error is a
+        message (``error``), never an exception.  ``checks`` go to :func:`latentlab.io.output_path`."""
+        from latentlab.io import output_path
+
+        try:
+            if path is None or os.path.dirname(os.path.abspath(path)) == os.path.abspath(models_directory()):
+                os.makedirs(os.path.dirname(os.path.abspath(path or self.path)), exist_ok=True)
+            target = output_path(path or self.path, kind, overwrite=overwrite, argument=f"{kind} file", **checks)
+            write(target)
+        except Exception as err:
+            self.error = f"cannot save the {kind}: {message(err)}"
+            return False
+        self.param.update(status=f"saved to {target}", error="", path=target)
+        return True
+
     def stop(self) -> None:
         """Ask the current job to stop (it ends at its next safe point; what it finished is kept)."""
         if self.job is not None and self.job.active:

@@ -207,21 +207,11 @@ class FlowState(JobState):
     def save(self, path: str | None = None, overwrite: bool = False) -> bool:
         """Write the flow (default: this session's file); an existing file is refused unless ``overwrite``."""
         from latentlab.flows import save_flow
-        from latentlab.io import output_path
 
         if self.trained is None:
             self.error = "no flow to save: train or load one"
             return False
-        try:
-            if path is None or os.path.dirname(os.path.abspath(path)) == os.path.abspath(models_directory()):
-                os.makedirs(os.path.dirname(os.path.abspath(path or self.path)), exist_ok=True)  # made on first use
-            target = output_path(path or self.path, "flow", overwrite=overwrite, argument="flow file")
-            save_flow(target, self.trained)
-        except Exception as err:
-            self.error = f"cannot save the flow: {message(err)}"
-            return False
-        self.param.update(status=f"saved to {target}", error="", path=target)
-        return True
+        return self.save_file(lambda target: save_flow(target, self.trained), "flow", path, overwrite)
 
     # ------------------------------------------------------------------ samples, populations, structures
     def draw(self, n: int | None = None, seed: int = 0) -> bool:

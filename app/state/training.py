@@ -126,22 +126,10 @@ class TrainState(JobState):
     # ------------------------------------------------------------------ files and exact models
     def save(self, path: str | None = None, overwrite: bool = False) -> bool:
         """Write the model (default: this session's file); an existing file is refused unless ``overwrite``."""
-        from latentlab.io import output_path
-
         if self.model is None:
             self.error = "no trained model to save"
             return False
-        try:
-            if path is None or os.path.dirname(os.path.abspath(path)) == os.path.abspath(models_directory()):
-                os.makedirs(os.path.dirname(os.path.abspath(path or self.path)), exist_ok=True)  # made on first use
-            target = output_path(path or self.path, "model", overwrite=overwrite,
-                                 inputs=[self.session.data.load_source], argument="model file")
-            self.model.save(target)
-        except Exception as err:
-            self.error = f"cannot save the model: {message(err)}"
-            return False
-        self.param.update(status=f"saved to {target}", error="", path=target)
-        return True
+        return self.save_file(self.model.save, "model", path, overwrite, inputs=[self.session.data.load_source])
 
     def load(self, path: str | None = None) -> bool:
         from latentlab.model import CGModel

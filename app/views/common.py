@@ -38,3 +38,17 @@ def changed_since_drawn(view, state) -> str | None:
         return None
     view._version = state.version
     return waiting
+
+
+class FileControls:
+    """A file path with Save (refuses an existing file unless "overwrite" is ticked) and Load buttons, wired to
+    a state's ``save(path, overwrite=)`` and ``load(path)``; :attr:`layout` is the path above the buttons."""
+
+    def __init__(self, state, label: str):
+        self.path = pn.widgets.TextInput(label=label, value=state.path, width=260)
+        self.overwrite = pn.widgets.Checkbox(label="overwrite", value=False, width=90)
+        self.save = pn.widgets.Button(label="Save", width=70)
+        self.load = pn.widgets.Button(label="Load", width=70)
+        self.save.on_click(lambda e: state.save(self.path.value, overwrite=self.overwrite.value))
+        self.load.on_click(lambda e: state.load(self.path.value))
+        self.layout = pn.Column(self.path, pn.Row(self.save, self.load, self.overwrite), margin=0)

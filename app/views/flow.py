@@ -10,7 +10,7 @@ from bokeh.models import ColumnDataSource
 from latentlab_app.ngl import NGLViewer
 from latentlab_app.state.flow import flow_state
 
-from .common import COLORS, alert, fmt, make_figure, show_error
+from .common import COLORS, FileControls, alert, fmt, make_figure, show_error
 
 #: Samples drawn as points over the density (the histograms use all of them).
 SCATTER_POINTS = 2000
@@ -30,18 +30,13 @@ class FlowPane(pn.viewable.Viewer):
         self.start = pn.widgets.Button(label="Train flow", color="primary", width=100)
         self.stop = pn.widgets.Button(label="Stop", color="danger", width=80)
         self.draw = pn.widgets.Button(label="Draw samples", width=110)
-        self.path = pn.widgets.TextInput(label="flow file (this session's)", value=f.path, width=260)
-        self.overwrite = pn.widgets.Checkbox(label="overwrite", value=False, width=90)
-        self.save = pn.widgets.Button(label="Save", width=70)
-        self.load = pn.widgets.Button(label="Load", width=70)
+        self.files = FileControls(f, "flow file (this session's)")
         self.status = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.table = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.error = alert()
         self.start.on_click(lambda e: self.f.start())
         self.stop.on_click(lambda e: self.f.stop())
         self.draw.on_click(lambda e: self.f.draw())
-        self.save.on_click(lambda e: self.f.save(self.path.value, overwrite=self.overwrite.value))
-        self.load.on_click(lambda e: self.f.load(self.path.value))
         self.z0 = pn.widgets.FloatSlider(label="z0", start=-5.0, end=5.0, step=0.05, value=0.0, width=260)
         self.z1 = pn.widgets.FloatSlider(label="z1", start=-5.0, end=5.0, step=0.05, value=0.0, width=260)
         self.rebuild = pn.widgets.Button(label="Structure at (z0, z1)", width=170)
@@ -167,8 +162,8 @@ class FlowPane(pn.viewable.Viewer):
 
     def __panel__(self):
         return pn.Row(
-            pn.Column(self.params, pn.Row(self.start, self.stop), self.draw, self.status, self.error, self.path,
-                      pn.Row(self.save, self.load, self.overwrite), width=320),
+            pn.Column(self.params, pn.Row(self.start, self.stop), self.draw, self.status, self.error,
+                      self.files.layout, width=320),
             pn.Column(pn.Row(self.beta_fig, self.ess_fig, self.loss_fig),
                       pn.Row(self.density_fig, self.slow_fig), self.table, self.structure_box,
                       sizing_mode="stretch_width"))

@@ -8,7 +8,7 @@ import numpy as np
 import panel as pn
 from bokeh.models import ColumnDataSource
 
-from .common import COLORS, alert, changed_since_drawn, make_figure, show_error
+from .common import COLORS, FileControls, alert, changed_since_drawn, make_figure, show_error
 
 
 class TrainPane(pn.viewable.Viewer):
@@ -28,10 +28,7 @@ class TrainPane(pn.viewable.Viewer):
         self.start = pn.widgets.Button(label="Train", color="primary", width=90)
         self.stop = pn.widgets.Button(label="Stop", color="danger", width=90)
         self.exact = pn.widgets.Button(label="Use exact PMF", width=120)
-        self.path = pn.widgets.TextInput(label="model file (this session's)", value=t.path, width=260)
-        self.overwrite = pn.widgets.Checkbox(label="overwrite", value=False, width=90)
-        self.save = pn.widgets.Button(label="Save", width=70)
-        self.load = pn.widgets.Button(label="Load", width=70)
+        self.files = FileControls(t, "model file (this session's)")
         self.download = pn.widgets.FileDownload(callback=self._model_bytes, filename=f"latentlab-model-{session.id}.pt",
                                                 label="Download model", color="light", width=150)
         self.status = pn.pane.Markdown("", sizing_mode="stretch_width")
@@ -39,8 +36,6 @@ class TrainPane(pn.viewable.Viewer):
         self.start.on_click(lambda e: self.s.train.start())
         self.stop.on_click(lambda e: self.s.train.stop())
         self.exact.on_click(lambda e: self.s.train.use_exact())
-        self.save.on_click(lambda e: self.s.train.save(self.path.value, overwrite=self.overwrite.value))
-        self.load.on_click(lambda e: self.s.train.load(self.path.value))
         self._build_plots()
         self._version = -1
         self._n = 0
@@ -80,8 +75,8 @@ class TrainPane(pn.viewable.Viewer):
         self.start.disabled = t.running
         self.stop.disabled = not t.running
         self.download.disabled = t.model is None
-        if self.path.value != t.path and not self.path.value:
-            self.path.value = t.path
+        if self.files.path.value != t.path and not self.files.path.value:
+            self.files.path.value = t.path
 
     def _draw_history(self, hist: list) -> None:
         if len(hist) < self._n:
@@ -109,5 +104,5 @@ class TrainPane(pn.viewable.Viewer):
     def __panel__(self):
         return pn.Row(
             pn.Column(self.params, self.cuda, pn.Row(self.start, self.stop, self.exact), self.status, self.error,
-                      self.path, pn.Row(self.save, self.load, self.overwrite), self.download, width=320),
+                      self.files.layout, self.download, width=320),
             pn.Column(self.loss, self.parity))
