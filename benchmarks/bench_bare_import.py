@@ -34,8 +34,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import write_results  # noqa: E402
-from heldout_scores import train_and_score  # noqa: E402
+from heldout_scores import add_protocol_options, save_rows, train_and_score  # noqa: E402
 
 from latentlab.data import load  # noqa: E402
 from latentlab.training import ForceMatching, Trainer  # noqa: E402
@@ -66,10 +65,7 @@ def import_arrays(ds, atoms, folder: str, name: str) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--walkers", type=int, default=500)
-    parser.add_argument("--steps", type=int, default=5000)
-    parser.add_argument("--holdout", type=float, default=0.2)
-    parser.add_argument("--out", default=os.path.join("benchmarks", "results", "bench_bare_import.json"))
+    add_protocol_options(parser, "bench_bare_import")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     builtin = load("alanine-dipeptide")
@@ -87,7 +83,7 @@ def main(argv=None) -> int:
                 rows.append(row)
                 print(f"{variant:26s} seed {seed}: estimator {row['method']}, ratio {row['ratio']:.3f} "
                       f"(train {row['train_seconds']:.0f} s)", flush=True)
-    write_results({"rows": rows, "settings": vars(args), "load_average": os.getloadavg()}, args.out)
+    save_rows(rows, args)
     print()
     print(f"{'data':<26} {'atoms':>5} {'estimator':<16} {'ratios (held out)':<20} {'mean':>6}")
     for variant in VARIANTS:

@@ -67,15 +67,26 @@ def train_and_score(fit, ds, seed: int, walkers: int, steps: int) -> tuple:
     return model, {**row, "simulate_seconds": time.perf_counter() - t1}
 
 
+def add_protocol_options(parser, name: str) -> None:
+    """The options of this scoring protocol (also bench_bare_import's): ``--walkers``, ``--steps`` of the latent
+    Langevin run, the ``--holdout`` fraction, and ``--out`` (default ``benchmarks/results/NAME.json``)."""
+    parser.add_argument("--walkers", type=int, default=500)
+    parser.add_argument("--steps", type=int, default=5000)
+    parser.add_argument("--holdout", type=float, default=0.2)
+    parser.add_argument("--out", default=os.path.join("benchmarks", "results", f"{name}.json"))
+
+
+def save_rows(rows: list, args) -> str:
+    """Write the scored rows with the run's settings and the load average as JSON to ``args.out``."""
+    return write_results({"rows": rows, "settings": vars(args), "load_average": os.getloadavg()}, args.out)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS))
     parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES))
-    parser.add_argument("--walkers", type=int, default=500)
-    parser.add_argument("--steps", type=int, default=5000)
-    parser.add_argument("--holdout", type=float, default=0.2)
-    parser.add_argument("--out", default=os.path.join("benchmarks", "results", "heldout_scores.json"))
+    add_protocol_options(parser, "heldout_scores")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     rows = []
@@ -94,7 +105,7 @@ def main(argv=None) -> int:
                 rows.append(row)
                 print(f"{name:18s} {objective:34s} seed {seed}: ratio {row['ratio']:.3f} "
                       f"(train {row['train_seconds']:.0f} s, simulate {row['simulate_seconds']:.0f} s)", flush=True)
-                write_results({"rows": rows, "settings": vars(args), "load_average": os.getloadavg()}, args.out)
+                save_rows(rows, args)
     print()
     print(f"{'system':<18} {'objective':<34} {'seeds':>5} {'ratio mean':>10} {'min':>6} {'max':>6}")
     for name in args.systems:
