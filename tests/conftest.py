@@ -2,6 +2,7 @@
 and more threads slow down badly when the 2 cores are shared."""
 
 import os
+import time
 
 import pytest
 import torch
@@ -29,3 +30,31 @@ def alanine_topology():
 
     path = os.path.join(ROOT, "latentlab", "data", "structures", "alanine-dipeptide.pdb")
     return md.load_pdb(path)
+
+
+@pytest.fixture
+def model_dir(tmp_path, monkeypatch):
+    """``$LATENTLAB_MODELS`` in the test's own folder: the dashboard writes no model or flow file elsewhere."""
+    monkeypatch.setenv("LATENTLAB_MODELS", str(tmp_path / "models"))
+
+
+@pytest.fixture(scope="module")
+def queue(request):
+    """The dashboard's job queue that a test module's tests share: ``QUEUE_WORKERS`` worker processes (a global
+    of the module, default 1), warmed up, 2 s stop grace; shut down after the module."""
+    from latentlab_app.jobs import JobQueue
+
+    q = JobQueue(workers=getattr(request.module, "QUEUE_WORKERS", 1), stop_grace=2.0)
+    q.warm_up()
+    yield q
+    q.shutdown()
+
+
+def wait_until(condition, seconds: float, step: float = 0.05) -> bool:
+    """Poll ``condition()`` every ``step`` s: True as soon as it holds, else its value after ``seconds`` s."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(step)
+    return condition()

@@ -8,31 +8,12 @@ import pytest
 
 pytest.importorskip("param")
 
-from latentlab_app.jobs import JobQueue  # noqa: E402
+from conftest import wait_until  # noqa: E402
 from latentlab_app.state import Session  # noqa: E402
 from latentlab_app.state.flow import flow_state  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def queue():
-    q = JobQueue(workers=1, stop_grace=2.0)
-    q.warm_up()
-    yield q
-    q.shutdown()
-
-
-@pytest.fixture(autouse=True)
-def model_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("LATENTLAB_MODELS", str(tmp_path / "models"))
-
-
-def wait_until(condition, seconds: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(step)
-    return condition()
+pytestmark = pytest.mark.usefixtures("model_dir")  # model and flow files stay in the test's folder
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import pytest
 
 pytest.importorskip("param")
 
+from conftest import wait_until  # noqa: E402
 from latentlab.maps import spec_for_atoms  # noqa: E402
 from latentlab_app.jobs import JobQueue  # noqa: E402
 from latentlab_app.state import Session  # noqa: E402
@@ -21,31 +22,13 @@ from latentlab_app.state import Session  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="module")
-def queue():
-    q = JobQueue(workers=2, stop_grace=2.0)
-    q.warm_up()
-    yield q
-    q.shutdown()
-
-
-@pytest.fixture(autouse=True)
-def model_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("LATENTLAB_MODELS", str(tmp_path / "models"))
+pytestmark = pytest.mark.usefixtures("model_dir")  # model and flow files stay in the test's folder
+QUEUE_WORKERS = 2  # of the module's job queue (the fixture ``queue``)
 
 
 @pytest.fixture(scope="module")
 def three_atom(queue):
     return Session("three-atom", queue=queue)
-
-
-def wait_until(condition, seconds: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(step)
-    return condition()
 
 
 def alive(pid: int) -> bool:
