@@ -52,7 +52,7 @@ class JobState(param.Parameterized):
         return self.session.queue
 
     def submit(self, kind: str, payload, **kwargs):
-        """Queue a job of this session; its events go to ``on_<kind>_event`` and its end to ``on_<kind>_done``."""
+        """Queue a job of this session; its events go to ``on_event(job, kind, data)``, its end to ``on_done(job)``."""
         self.job = self.queue.submit(kind, payload, owner=self.session.id, **kwargs)
         return self.job
 
@@ -78,15 +78,45 @@ class JobState(param.Parameterized):
         if self.job is not None and self.job.active:
             self.job.stop()
 
-    def event_kind(self, job, event: dict) -> str | None:
-        """The ``"event"`` of a trainer-style event of the current job (a ``"message"`` becomes the status);
-        None for an event of an older job (one that was replaced meanwhile)."""
+    def on_trainer_event(self, job, kind, event: dict) -> None:
+        """``on_event`` of a job that sends trainer-style events (dicts with an ``"event"``): a ``"message"``
+        becomes the status, the others go to :meth:`trainer_event` and the views are redrawn; events of an
+        older job (one that was replaced meanwhile), and dicts without an ``"event"``, are ignored."""
         if job is not self.job:
-            return None
+            return
         what = event.get("event")
         if what == "message":
             self.status = str(event["message"])
-        return what
+        elif what is not None:
+            self.trainer_event(what, event)
+            self.bump()
+
+    def trainer_event(self, what: str, event: dict) -> None:
+        """One trainer-style event ``what`` of the current job (see :meth:`on_trainer_event`); none by default."""
+
+    def finish(self, job, what: str, handle, flag: str = "running", failed_status: str = "failed",
+               stopped: str | None = None) -> None:
+        """The end of ``job`` (an ``on_done`` callback), ignored unless it is the current job.
+
+        A result goes to ``handle(result)``; a job that ended without one says so in ``status`` (``stopped``, by
+        default "stopped" or "cancelled before it started"); a failed job, or a damaged result that ``handle``
+        cannot read, becomes the message "WHAT failed: ..." with ``status`` ``failed_status``, never a dead
+        session.  In every case the parameter ``flag`` (queued or running) is cleared and the views redrawn.
+        """
+        if job is not self.job:  # detached: its data set, map or model was replaced meanwhile
+            return
+        try:
+            if job.state == "failed":
+                self.param.update(error=f"{what} failed: {job.error}", status=failed_status)
+            elif job.result is None:  # cancelled while queued, or terminated
+                self.status = stopped or ("stopped" if job.state != "cancelled" else "cancelled before it started")
+            else:
+                handle(job.result)
+        except Exception as err:  # a damaged result is a message, never a dead session
+            self.param.update(error=f"{what} failed: {message(err)}", status=failed_status)
+        finally:
+            setattr(self, flag, False)
+            self.bump()
 
     def cannot_start(self, missing: str | None = None) -> bool:
         """True when this job runs already, or (with the error set) when ``missing`` names an input it lacks."""

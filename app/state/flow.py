@@ -137,16 +137,13 @@ class FlowState(JobState):
         self.param.update(running=True, progress=[], history=[], error="", status="queued")
         self.submit("flow-train", {"system": self.system, "slow_dims": self.slow_dims or None, "seed": self.seed,
                                    "settings": self.overrides(), "every": 10},
-                    on_event=self._event, on_done=self._done)
+                    on_event=self.on_trainer_event, on_done=self._done)
         self.bump()
         if blocking:
             self.wait(timeout=3600)
         return True
 
-    def _event(self, job, kind, event) -> None:
-        what = self.event_kind(job, event)
-        if what is None or what == "message":
-            return
+    def trainer_event(self, what: str, event: dict) -> None:
         if what == "step":
             with self._lock:
                 self.progress = self.progress + [dict(event)]
@@ -155,33 +152,20 @@ class FlowState(JobState):
         elif what == "stage" or "beta" in event:
             with self._lock:
                 self.history = self.history + [dict(event)]
-        self.bump()
 
     def _done(self, job) -> None:
-        if job is not self.job:
+        self.finish(job, "flow training", self._flow_trained)
+
+    def _flow_trained(self, r: dict) -> None:
+        if r["flow"] is None:
+            self.status = "stopped before the first stage ended"
             return
-        try:
-            if job.state == "failed":
-                self.param.update(error=f"flow training failed: {job.error}", status="failed")
-                return
-            r = job.result
-            if r is None:
-                self.status = "stopped" if job.state != "cancelled" else "cancelled before it started"
-                return
-            if r["flow"] is None:
-                self.status = "stopped before the first stage ended"
-                return
-            trained = flow_from_bytes(r["flow"])
-            done = "finished" if r["finished"] else "stopped"
-            self._set_flow(trained, f"trained {trained.system.name} ({done}, {r['steps']} steps, {r['seconds']:.0f} s)")
-            self.history = list(r["history"])
-            self.status = f"{done} after {r['steps']} steps in {r['seconds']:.1f} s; drawing samples"
-            self.draw()
-        except Exception as err:  # a damaged result is a message, never a dead session
-            self.param.update(error=f"flow training failed: {message(err)}", status="failed")
-        finally:
-            self.running = False
-            self.bump()
+        trained = flow_from_bytes(r["flow"])
+        done = "finished" if r["finished"] else "stopped"
+        self._set_flow(trained, f"trained {trained.system.name} ({done}, {r['steps']} steps, {r['seconds']:.0f} s)")
+        self.history = list(r["history"])
+        self.status = f"{done} after {r['steps']} steps in {r['seconds']:.1f} s; drawing samples"
+        self.draw()
 
     # ------------------------------------------------------------------ files
     def _set_flow(self, trained, label: str) -> None:

@@ -17,7 +17,7 @@ from collections import OrderedDict
 
 import param
 
-from .common import JobState, message
+from .common import JobState
 
 #: Reference analyses of this server, by (data file, map): at most :data:`CACHE_SIZE`.
 REFERENCE_CACHE: "OrderedDict[tuple, dict]" = OrderedDict()
@@ -139,31 +139,25 @@ class KineticsState(JobState):
                            f"step {event['step']}")
 
     def _calibration_done(self, job) -> None:
+        self.finish(job, "calibration", self._calibrated, flag="calibrating", failed_status="",
+                    stopped="calibration stopped")
+
+    def _calibrated(self, r: dict) -> None:
         from latentlab_app.worker import model_from_bytes
 
-        if job is not self.job:
+        result = r["result"]
+        if result is None:
+            self.status = "calibration stopped"
             return
-        try:
-            if job.state == "failed":
-                self.param.update(error=f"calibration failed: {job.error}", status="")
-            elif job.result is None or job.result["result"] is None:
-                self.status = "calibration stopped"
-            else:
-                result = job.result["result"]
-                self.calibration = result
-                if job.result["model"] is not None:
-                    train = self.session.train
-                    model = model_from_bytes(job.result["model"])
-                    train.param.update(model=model, model_label=f"{train.model_label} + calibrated friction "
-                                                                f"{model.friction:.4g} amu/ps")
-                    self.status = f"calibrated: gamma = {result['gamma']:.4g} amu/ps (used by the next simulation)"
-                else:
-                    self.status = f"no friction fits: {result.get('message')}"
-        except Exception as err:
-            self.param.update(error=f"calibration failed: {message(err)}", status="")
-        finally:
-            self.calibrating = False
-            self.bump()
+        self.calibration = result
+        if r["model"] is not None:
+            train = self.session.train
+            model = model_from_bytes(r["model"])
+            train.param.update(model=model, model_label=f"{train.model_label} + calibrated friction "
+                                                        f"{model.friction:.4g} amu/ps")
+            self.status = f"calibrated: gamma = {result['gamma']:.4g} amu/ps (used by the next simulation)"
+        else:
+            self.status = f"no friction fits: {result.get('message')}"
 
     # ------------------------------------------------------------------ tables
     def mfpt_rows(self) -> list[dict]:

@@ -70,16 +70,13 @@ class TrainState(JobState):
             return False
         self.param.update(running=True, history=[], error="", status="queued", parity=None)
         self.submit("train", {"source": self.session.data.load_source, "map": map_info(cg_map),
-                              "settings": self.settings()}, on_event=self._event, on_done=self._done)
+                              "settings": self.settings()}, on_event=self.on_trainer_event, on_done=self._done)
         self.bump()
         if blocking:
             self.wait()
         return True
 
-    def _event(self, job, kind, event) -> None:
-        what = self.event_kind(job, event)
-        if what is None or what == "message":
-            return
+    def trainer_event(self, what: str, event: dict) -> None:
         if what == "batch":
             self.status = (f"epoch {event['epoch']}: batch {event['batch']}/{event['n_batches']}, "
                            f"train {event['train_loss']:.4g}")
@@ -89,39 +86,26 @@ class TrainState(JobState):
             val = event.get("val_loss")
             self.status = f"epoch {event['epoch']}: train {event['train_loss']:.4g}" + (
                 "" if val is None else f", val {val:.4g}")
-        self.bump()
 
     def _done(self, job) -> None:
+        self.finish(job, "training", self._trained)
+
+    def _trained(self, r: dict) -> None:
         from latentlab_app.worker import model_from_bytes
 
-        if job is not self.job:  # detached: a new data set was loaded meanwhile
+        self.result = r
+        if r["model"] is None:
+            self.status = "stopped before the first epoch"
             return
-        try:
-            if job.state == "failed":
-                self.param.update(error=f"training failed: {job.error}", status="failed")
-                return
-            r = job.result
-            if r is None:  # cancelled while queued, or terminated
-                self.status = "stopped" if job.state != "cancelled" else "cancelled before it started"
-                return
-            self.result = r
-            if r["model"] is None:
-                self.status = "stopped before the first epoch"
-                return
-            model = model_from_bytes(r["model"])
-            stopped = r["stopped"] == "callback"
-            n = len(r["history"])
-            self.param.update(history=list(r["history"]), parity=r["parity"], model=model,
-                              model_label=f"trained ({self.convention}, {n} epochs)",
-                              status=("stopped" if stopped else "finished") +
-                              f" after {n} epochs; best val loss {r['best_val_loss']:.4g}")
-            if not stopped and self.on_trained is not None:
-                self.on_trained()
-        except Exception as err:  # a damaged result is a message, never a dead session
-            self.param.update(error=f"training failed: {message(err)}", status="failed")
-        finally:
-            self.running = False
-            self.bump()
+        model = model_from_bytes(r["model"])
+        stopped = r["stopped"] == "callback"
+        n = len(r["history"])
+        self.param.update(history=list(r["history"]), parity=r["parity"], model=model,
+                          model_label=f"trained ({self.convention}, {n} epochs)",
+                          status=("stopped" if stopped else "finished") +
+                          f" after {n} epochs; best val loss {r['best_val_loss']:.4g}")
+        if not stopped and self.on_trained is not None:
+            self.on_trained()
 
     # ------------------------------------------------------------------ files and exact models
     def save(self, path: str | None = None, overwrite: bool = False) -> bool:
