@@ -219,6 +219,11 @@ def _finite_frames(x: np.ndarray, f, e, drop_nonfinite: bool, metadata):
     return keep, metadata
 
 
+def _is_set(name: str) -> property:
+    """A read-only ``has_...`` property of a :class:`Dataset`: whether its optional field ``name`` is set."""
+    return property(lambda self: getattr(self, name) is not None, doc=f"True when ``{name}`` is not None.")
+
+
 @dataclass
 class Dataset:
     """A data set of configurations with forces.
@@ -289,25 +294,11 @@ class Dataset:
         """Thermal energy in kJ/mol."""
         return KB * self.temperature
 
-    @property
-    def has_forces(self) -> bool:
-        return self.forces is not None
-
-    @property
-    def has_energies(self) -> bool:
-        return self.energies is not None
-
-    @property
-    def has_topology(self) -> bool:
-        return self.topology is not None
-
-    @property
-    def has_allatom(self) -> bool:
-        return self.allatom_path is not None
-
-    @property
-    def has_weights(self) -> bool:
-        return self.weights is not None
+    has_forces = _is_set("forces")
+    has_energies = _is_set("energies")
+    has_topology = _is_set("topology")
+    has_allatom = _is_set("allatom_path")
+    has_weights = _is_set("weights")
 
     @property
     def n_replicas(self) -> int:
