@@ -20,10 +20,15 @@ through Playwright's Python client), as people would.  Sections (``--sections``,
     cross-talk (a tab showing another's coordinates or loss history), UI updates/s in every tab,
     peak memory, and the memory after all tabs are closed.
 ``open``
-    ``--open`` (20) tabs opened at once on the default data set: seconds until every tab is interactive
-    (an atom selection typed in the page is answered) and until every molecule is drawn, the CPU time
-    the server and the browser spent meanwhile, then every tab presses Train: how many show their place
-    in the queue, and how long until every worker is gone once the tabs are closed.
+    ``--open`` (20) sessions opened at once on the default data set, twice over:
+
+    * by Bokeh's Python client (websocket sessions, no browser), as a class whose browsers run on their
+      own machines loads the server: seconds until every session is interactive (an atom selection
+      typed in the page is answered), on the idle server and again while 20 training jobs run and wait;
+    * by 20 headless Chromium tabs on this same machine: seconds until every tab is interactive and
+      every molecule is drawn, the CPU time the server and the browser spent meanwhile (on a 2-core
+      machine the browser's own work dominates), then every tab presses Train: how many show their
+      place in the queue, and how long until every worker is gone once the tabs are closed.
 
 Prints a table and writes JSON (default ``benchmarks/results/bench_dashboard.json``)::
 
@@ -576,6 +581,72 @@ def queue_places(pages, seconds: float) -> dict:
         time.sleep(0.5)
 
 
+SELECTION, ANSWER = "name CA and resid 0", re.compile(r"0: \w+\d+ CA")
+
+
+def page_and_assets(url: str) -> int:
+    """GET the page and every script/style sheet it links from this server, as a browser with an empty cache
+    does; returns the bytes received."""
+    from urllib.parse import urljoin
+
+    html = urllib.request.urlopen(url, timeout=120).read()
+    total = len(html)
+    for ref in re.findall(rb'(?:src|href)="([^"]+\.(?:js|css)[^"]*)"', html):
+        target = urljoin(url, ref.decode())
+        if target.startswith(url.rstrip("/")):
+            total += len(urllib.request.urlopen(target, timeout=120).read())
+    return total
+
+
+def websocket_sessions(url: str, n: int, server_pid: int) -> dict:
+    """``n`` sessions opened at once by Bokeh's Python client (one thread each, no browser): each fetches the
+    page and every script and style sheet it names (as a browser with an empty cache), pulls the page's
+    document over the server's websocket, types an atom selection and waits for the server's answer.
+    What the server needs for ``n`` users whose browsers run on their own machines.
+    """
+    from bokeh.client import pull_session
+    from bokeh.models import TextInput
+
+    import latentlab_app.ngl  # noqa: F401  (the dashboard's own Bokeh model, so that the document decodes)
+    import panel  # noqa: F401  (Panel's Bokeh models)
+
+    done, sessions, errors = {}, [], []
+
+    def user(i, t0):
+        try:
+            fetched = page_and_assets(url)
+            session = pull_session(url=url)
+            sessions.append(session)
+            pulled = time.perf_counter() - t0
+            models = session.document.models
+            box = next(m for m in models if isinstance(m, TextInput) and "selection" in (m.title or ""))
+            box.value = SELECTION
+            while time.perf_counter() - t0 < 120:
+                if any(ANSWER.search(str(getattr(m, "text", ""))) for m in list(session.document.models)):
+                    done[i] = (round(pulled, 2), round(time.perf_counter() - t0, 2), fetched)
+                    return
+                time.sleep(0.02)
+            errors.append(f"session {i}: no answer in 120 s")
+        except Exception as exc:  # a failed session is a result, not a crash of the benchmark
+            errors.append(f"session {i}: {type(exc).__name__}: {exc}")
+
+    cpu0, t0 = cpu_seconds([server_pid]), time.perf_counter()
+    threads = [threading.Thread(target=user, args=(i, t0), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(150)
+    cpu = round(cpu_seconds([server_pid]) - cpu0, 2)
+    for session in sessions:
+        session.close()
+    ready = sorted(v[1] for v in done.values())
+    return {"sessions": n, "interactive": len(ready), "all_interactive_s": max(ready) if len(ready) == n else None,
+            "median_interactive_s": ready[len(ready) // 2] if ready else None,
+            "all_documents_pulled_s": max((v[0] for v in done.values()), default=None),
+            "server_cpu_s": cpu, "bytes_served_per_session": max((v[2] for v in done.values()), default=None),
+            "errors": errors[:5]}
+
+
 def section_open(args, browser) -> dict:
     proc, url, _ = start_server(args.open_data)
     server = app_server_pid(proc)
@@ -583,6 +654,8 @@ def section_open(args, browser) -> dict:
     try:
         time.sleep(10.0)  # the fork server has imported torch and the library
         idle = memory_breakdown(server)
+        # the server alone: 20 users whose browsers run on their own machines, as in a class
+        server_only = websocket_sessions(url, args.open, server)
         get_s = []  # the server's share of a new session: the page (session and document built), no browser
         for _ in range(5):
             t_get = time.perf_counter()
@@ -601,9 +674,9 @@ def section_open(args, browser) -> dict:
             page.wait_for_selector("div.latentlab-ngl", timeout=180000)
             loaded.append(round(time.perf_counter() - t0, 1))
             # every user types at once (20 people, 20 tabs), not one after the other
-            set_field(page, "mdtraj selection (or indices)", "name CA and resid 0")
+            set_field(page, "mdtraj selection (or indices)", SELECTION)
         for page in pages:  # the time at which each answer was seen (an upper bound: the pages are polled in turn)
-            page.get_by_text(re.compile(r"0: \w+\d+ CA")).first.wait_for(timeout=180000)
+            page.get_by_text(ANSWER).first.wait_for(timeout=180000)
             ready.append(round(time.perf_counter() - t0, 1))
         cpu = {k: round(cpu_seconds([server] if k == "server" else browser_pids()) - v, 1) for k, v in cpu0.items()}
         for page in pages:
@@ -613,6 +686,8 @@ def section_open(args, browser) -> dict:
             tab(page, "Train")
             page.get_by_role("button", name="Train", exact=True).click()
         placed = queue_places(pages, 30.0)
+        # and again while those tabs' jobs run and wait in the queue
+        server_only_queued = websocket_sessions(url, args.open, server)
         with_work = memory_breakdown(server)
         t_close = time.perf_counter()
         for page in pages:
@@ -630,7 +705,8 @@ def section_open(args, browser) -> dict:
             "tabs_showing_their_place": placed["places"], "tabs_training": placed["training"],
             "queue_places_seen_s": round(placed["seconds"], 1), "memory_idle_mb": idle,
             "memory_with_20_sessions_mb": with_work, "all_workers_gone_after_close_s": gone_s,
-            "memory_5s_after_close_mb": after, "page_errors": errors[:5]}
+            "memory_5s_after_close_mb": after, "page_errors": errors[:5],
+            "server_only": server_only, "server_only_with_jobs_queued": server_only_queued}
 
 
 # ---------------------------------------------------------------------------- main
@@ -664,7 +740,12 @@ def rows_of(result: dict) -> list[tuple[str, object]]:
                   f"{c['memory_10s_after_close_mb']['server']:.0f}")]
     o = result.get("open")
     if o:
-        rows += [(f"{o['tabs']} tabs opened at once: all interactive (s)", o["all_interactive_s"]),
+        for key, label in (("server_only", "idle server"), ("server_only_with_jobs_queued", "jobs queued")):
+            w = o.get(key)
+            if w:
+                rows.append((f"{w['sessions']} sessions opened at once ({label}, websocket clients): all interactive (s)",
+                             f"{w['all_interactive_s']} ({w['interactive']}/{w['sessions']}; server CPU {w['server_cpu_s']} s)"))
+        rows += [(f"{o['tabs']} Chromium tabs opened at once on this machine: all interactive (s)", o["all_interactive_s"]),
                  ("  tabs showing their place in the queue / training", f"{o['tabs_showing_their_place']} / {o['tabs_training']}"),
                  ("  all tabs opened by the test browser (s)", o["tabs_opened_s"]),
                  ("  first / last page loaded (s)", f"{min(o['pages_loaded_s'])} / {max(o['pages_loaded_s'])}"),
@@ -684,9 +765,10 @@ def rows_of(result: dict) -> list[tuple[str, object]]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sections", default="plotting,single,concurrent,open")
+    p.add_argument("--sections", default="plotting,single,concurrent,open",
+                   help="comma-separated sections to run (default all: plotting,single,concurrent,open)")
     p.add_argument("--data", default="three-atom", help="data set of 'single' (default three-atom: exact PMF)")
-    p.add_argument("--walkers", type=int, default=1024)
+    p.add_argument("--walkers", type=int, default=1024, help="walkers simulated in 'single' (default 1024)")
     p.add_argument("--minutes", type=float, default=10.0, help="length of the memory session (default 10)")
     p.add_argument("--sample", type=float, default=15.0, help="seconds between memory samples")
     p.add_argument("--rate-seconds", type=float, default=10.0, help="window for the UI update rate")
@@ -696,7 +778,7 @@ def main(argv=None) -> int:
     p.add_argument("--time-slice", type=float, default=10.0, help="the server's time slice in 'concurrent' (s)")
     p.add_argument("--open", type=int, default=20, help="tabs of 'open'")
     p.add_argument("--open-data", default="chignolin", help="data set of 'open'")
-    p.add_argument("--plot-period-ms", type=int, default=100)
+    p.add_argument("--plot-period-ms", type=int, default=100, help="'plotting': ms between pushed updates (default 100)")
     p.add_argument("--serve-plots", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "bench_dashboard.json"))
     args = p.parse_args(argv)
