@@ -17,6 +17,7 @@ import math
 import threading
 import time
 from array import array
+from operator import attrgetter
 
 import numpy as np
 import torch
@@ -142,21 +143,10 @@ class Simulation:
         self._steps_requested = 0
 
     # ------------------------------------------------------------------ properties
-    @property
-    def n_walkers(self) -> int:
-        return self.state.n_walkers
-
-    @property
-    def dt(self) -> float:
-        return self.integrator.dt
-
-    @property
-    def gamma(self) -> float:
-        return self.integrator.gamma
-
-    @property
-    def kT(self) -> float:
-        return self.integrator.kT
+    n_walkers = property(attrgetter("state.n_walkers"), doc="Number of walkers.")
+    dt = property(attrgetter("integrator.dt"), doc="Time step, ps.")
+    gamma = property(attrgetter("integrator.gamma"), doc="Friction in amu/ps, as resolved ('auto' or the model's).")
+    kT = property(attrgetter("integrator.kT"), doc="Thermal energy k_B T, kJ/mol.")
 
     @property
     def step_count(self) -> int:
