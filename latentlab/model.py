@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from latentlab.conventions import canonical
+from latentlab.dynamics.langevin import check_friction_model
 from latentlab.io import atomic_output
 from latentlab.maps.base import Coordinate, LatentCoordinates
 from latentlab.maps.mass_model import MassModel, mass_model_from_dict
@@ -91,7 +92,7 @@ class CGModel(LatentCoordinates):
         Latent states (from data) to start walkers from.
     temperatures : list of float or None
         Training temperatures of a temperature-conditioned V.
-    friction : float or None, amu/ps
+    friction : float or None, amu/ps (1/ps for atomic friction)
         Calibrated friction (used by simulations unless another one is asked for).
     training : dict
         The training record: ``kind``, ``settings``, ``history``, ``best_val_loss``, ``stopped``, ``method``,
@@ -99,6 +100,11 @@ class CGModel(LatentCoordinates):
     consistency : dict or None
         The map's consistency score (level-set and binned spread of A).
     versions : dict
+    dynamics : {"langevin", "brownian"}
+        The dynamics the friction belongs to (underdamped latent Langevin or its overdamped limit).
+    friction_model : {"coordinate", "atomic"}
+        Friction ``-gamma dQ/dt`` (gamma in amu/ps) or the same collision rate on every atom (1/ps)
+        (:mod:`latentlab.dynamics.langevin`).
     """
 
     potential: torch.nn.Module
@@ -114,11 +120,16 @@ class CGModel(LatentCoordinates):
     training: dict = field(default_factory=dict)
     consistency: dict | None = None
     versions: dict = field(default_factory=versions)
+    dynamics: str = "langevin"
+    friction_model: str = "coordinate"
 
     def __post_init__(self):
         self.coordinates = tuple(self.coordinates)
         self.temperature = check_positive(self.temperature, "temperature", "K")
         self.convention = canonical(self.convention, warn=False)
+        check_friction_model(self.friction_model)
+        if self.dynamics not in ("langevin", "brownian"):
+            fail("dynamics", f"got {self.dynamics!r}", "use 'langevin' or 'brownian'")
         if self.start_points is not None:
             self.start_points = as_tensor(self.start_points, "start_points", dtype=torch.float64).reshape(-1, self.n_cg)
         self.potential.eval()
@@ -193,7 +204,8 @@ class CGModel(LatentCoordinates):
         return {"kind": self.kind, "map": self.map_spec, "coordinates": self.names, "units": self.units,
                 "periodic": self.periodic, "temperature": self.temperature, "temperatures": self.temperatures,
                 "convention": self.convention, "mass_model": self.mass.describe(), "consistency": self.consistency,
-                "friction": self.friction, "method": t.get("method"), "dataset": t.get("dataset"),
+                "friction": self.friction, "friction_model": self.friction_model, "dynamics": self.dynamics,
+                "method": t.get("method"), "dataset": t.get("dataset"),
                 "epochs": len(t.get("history") or []), "best_val_loss": t.get("best_val_loss"),
                 "stopped": t.get("stopped"), "frames": t.get("frames"),
                 "start_points": 0 if self.start_points is None else int(self.start_points.shape[0]),
@@ -216,7 +228,8 @@ class CGModel(LatentCoordinates):
         return {"format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION, "potential": potential,
                 "map": {"spec": self.map_spec, "coordinates": coords, "definition": self.map_definition},
                 "mass_model": self.mass.to_dict(), "temperature": self.temperature, "temperatures": self.temperatures,
-                "convention": self.convention, "friction": self.friction,
+                "convention": self.convention, "friction": self.friction, "friction_model": self.friction_model,
+                "dynamics": self.dynamics,
                 "start_points": None if self.start_points is None else self.start_points.detach().cpu(),
                 "training": self.training, "consistency": self.consistency, "versions": self.versions}
 
@@ -248,7 +261,8 @@ class CGModel(LatentCoordinates):
             return cls(potential, mass, coords, payload["temperature"], payload.get("convention", "consistent"),
                        payload["map"].get("spec"), payload["map"].get("definition"), payload.get("start_points"),
                        payload.get("temperatures"), payload.get("friction"), dict(payload.get("training") or {}),
-                       payload.get("consistency"), dict(payload.get("versions") or {}))
+                       payload.get("consistency"), dict(payload.get("versions") or {}),
+                       payload.get("dynamics", "langevin"), payload.get("friction_model", "coordinate"))
         except (KeyError, TypeError, RuntimeError, IndexError) as err:
             fail("model", f"{source} is damaged: its configuration and weights do not fit ({type(err).__name__}: {err})",
                  "re-train or re-save the model")

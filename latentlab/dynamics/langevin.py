@@ -3,14 +3,27 @@
 With ``H(Q, P) = 1/2 P^T A(Q) P + V(Q)`` (docs/theory.md section 4)::
 
     dQ = A(Q) P dt
-    dP = -grad V dt - 1/2 grad_Q (P^T A(Q) P) dt - gamma A(Q) P dt + sqrt(2 gamma kT) dW
+    dP = -grad V dt - 1/2 grad_Q (P^T A(Q) P) dt - G(Q) A(Q) P dt + sqrt(2 kT G(Q)) dW
 
-whose stationary density is ``exp(-H / kT)``.  One step is the symmetric
-splitting ``O(h/2) H(h) O(h/2)``:
+whose stationary density is ``exp(-H / kT)`` for any friction tensor ``G``.  Two
+friction models (``friction_model``):
+
+* ``"coordinate"`` (default): ``G = gamma I``, a friction force ``-gamma dQ/dt``
+  alike for every coordinate; gamma in amu/ps (for Q in nm), and the momentum
+  of A's eigen-direction ``i`` relaxes at the rate ``gamma w_i``.
+* ``"atomic"``: ``G = gamma A(Q)^-1``, what a Langevin thermostat with the same
+  collision rate ``gamma`` (1/ps) on every atom (OpenMM's LangevinIntegrator)
+  becomes under the map: every eigen-direction's momentum relaxes at the rate
+  ``gamma``, i.e. one friction ``gamma / w_i`` per eigen-direction of A, and the
+  overdamped diffusion tensor is ``kT A(Q) / gamma`` (the atoms' diffusion
+  ``kT / (m gamma)`` carried through the map's Jacobian).
+
+One step is the symmetric splitting ``O(h/2) H(h) O(h/2)``:
 
 * ``O``: the friction/noise part at fixed Q, solved exactly in the eigenbasis
-  ``A = U diag(w) U^T``:
-  ``P <- U [exp(-gamma w t) U^T P + sqrt(kT (1 - exp(-2 gamma w t)) / w) xi]``.
+  ``A = U diag(w) U^T``, with the relaxation rates ``r_i = gamma w_i``
+  (coordinate) or ``gamma`` (atomic):
+  ``P <- U [exp(-r t) U^T P + sqrt(kT (1 - exp(-2 r t)) / w) xi]``.
 * ``H``: the implicit generalized leapfrog (Stormer-Verlet for non-separable
   H, as in Riemannian-manifold HMC): a fixed-point solve for the half-step
   momentum, a fixed-point solve for the new position, an explicit half kick.
@@ -27,8 +40,8 @@ re-seeded (fresh position from their start or from a healthy walker, fresh
 momentum) and counted.
 
 Units: Q in its own units (nm, rad, 1), P conjugate to Q, time ps, energies
-kJ/mol, ``kT`` in kJ/mol.  ``gamma`` multiplies ``A P`` and so has units of
-amu/ps; the friction rates are ``gamma`` times the eigenvalues of A.
+kJ/mol, ``kT`` in kJ/mol.  ``gamma``: amu/ps (coordinate friction; the
+friction rates are ``gamma`` times the eigenvalues of A) or 1/ps (atomic).
 
 Costs per step: one batched evaluation of V and grad V and of A and dA/dQ at
 the new position (re-used by the next step), plus one or two evaluations of A
@@ -55,6 +68,9 @@ from latentlab.conventions import logdet_coefficient
 from latentlab.dynamics.eigen import symmetric_eigh
 from latentlab.validation import as_tensor, check_finite, check_nonnegative, check_positive, fail
 
+#: Units of gamma in each friction model.
+FRICTION_UNITS = {"coordinate": "amu/ps", "atomic": "1/ps"}
+
 Potential = Callable[[torch.Tensor], torch.Tensor]  # (W, N) -> (W,)
 MassFunction = Callable[[torch.Tensor], torch.Tensor]  # (W, N) -> (W, N, N)
 
@@ -78,6 +94,14 @@ def latent_potential(pmf: Potential, effective_mass: MassFunction, kT: float, co
         return pmf(Q) + c * kT * torch.logdet(effective_mass(Q))
 
     return potential
+
+
+def check_friction_model(name: str) -> str:
+    """``name`` if it is a friction model (``"coordinate"`` or ``"atomic"``), else a clear error."""
+    if name not in FRICTION_UNITS:
+        fail("friction_model", f"got {name!r}", "use 'coordinate' (gamma in amu/ps, friction -gamma dQ/dt) or "
+             "'atomic' (gamma in 1/ps, the same collision rate on every atom)")
+    return name
 
 
 @dataclass
@@ -141,8 +165,10 @@ class LatentLangevin:
         (its Q-derivative is taken with ``torch.func.jacfwd`` under ``vmap``).
     kT : float, kJ/mol
     dt : float, ps
-    gamma : float, amu/ps
+    gamma : float, amu/ps ("coordinate") or 1/ps ("atomic")
         Friction; 0 gives Hamiltonian dynamics (for energy-drift checks).
+    friction_model : {"coordinate", "atomic"}
+        ``G = gamma I`` or ``G = gamma A(Q)^-1`` (see the module docstring).
     periodic : sequence of bool, optional
         Coordinates wrapped to (-pi, pi].
     bounds : sequence of (lo, hi) or None, optional
@@ -164,15 +190,19 @@ class LatentLangevin:
         Seed of the sampler's own random generator.
     """
 
+    #: The momenta carry dynamics (the kinetic temperature checks the time step).
+    has_inertia = True
+
     def __init__(self, potential: Potential, effective_mass: MassFunction, kT: float, dt: float, gamma: float,
                  periodic: Sequence[bool] | None = None, bounds: Sequence | None = None, metropolis: bool = False,
                  max_iterations: int = 20, tolerance: float | None = None, blowup_kT: float = 1000.0,
-                 device=None, dtype=torch.float64, seed: int | None = None):
+                 device=None, dtype=torch.float64, seed: int | None = None, friction_model: str = "coordinate"):
         self.potential = potential
         self.effective_mass = effective_mass
         self.kT = check_positive(kT, "kT", "kJ/mol")
         self.dt = check_positive(dt, "dt", "ps")
-        self.gamma = check_nonnegative(gamma, "gamma", "amu/ps")
+        self.friction_model = check_friction_model(friction_model)
+        self.gamma = check_nonnegative(gamma, "gamma", FRICTION_UNITS[self.friction_model])
         self.metropolis = bool(metropolis)
         if int(max_iterations) < 1:
             fail("max_iterations", f"got {max_iterations}", "use at least 1 fixed-point iteration")
@@ -308,8 +338,8 @@ class LatentLangevin:
         state.kinetic_cache = (state.P, state.A, (state.P._version, state.A._version), kinetic)
 
     def _ou_coefficients(self, w: torch.Tensor, t: float):
-        """``exp(-gamma w t)``, ``sqrt(kT (1 - exp(-2 gamma w t)) / w)`` and ``w / 2``, each ``(W, N, 1)``, for
-        the eigenvalues ``w (W, N)``.
+        """``exp(-r t)``, ``sqrt(kT (1 - exp(-2 r t)) / w)`` and ``w / 2``, each ``(W, N, 1)``, for the
+        eigenvalues ``w (W, N)`` and the relaxation rates ``r = gamma w`` (coordinate) or ``gamma`` (atomic).
 
         Kept for the eigenvalues they were computed from: the O half-step closing one step and the one
         opening the next act at the same Q.
@@ -319,7 +349,8 @@ class LatentLangevin:
         if cached is not None and cached[0] is w and cached[1] == key:
             return cached[2]
         w3, rate = w[:, :, None], self.gamma * t
-        out = (torch.exp(w3 * -rate), torch.sqrt(torch.expm1(w3 * (-2.0 * rate)).mul_(-self.kT) / w3), 0.5 * w3)
+        decay = w3 * rate if self.friction_model == "coordinate" else torch.full_like(w3, rate)  # r t
+        out = (torch.exp(-decay), torch.sqrt(torch.expm1(decay * -2.0).mul_(-self.kT) / w3), 0.5 * w3)
         self._ou = (w, key, out)
         return out
 

@@ -22,12 +22,16 @@ from operator import attrgetter
 import numpy as np
 import torch
 
-from latentlab.dynamics.langevin import LangevinState, LatentLangevin
+from latentlab.dynamics.brownian import BrownianDynamics
+from latentlab.dynamics.langevin import FRICTION_UNITS, LangevinState, LatentLangevin, check_friction_model
 from latentlab.units import KB
 from latentlab.validation import as_tensor, check_positive, fail
 
 #: Friction rate (1/ps) that ``gamma="auto"`` aims at: gamma times the geometric mean eigenvalue of A.
 AUTO_FRICTION_RATE = 10.0
+
+#: The integrators ``Simulation(dynamics=...)`` builds.
+DYNAMICS = {"langevin": LatentLangevin, "brownian": BrownianDynamics}
 
 #: ``Simulation.problems`` thresholds: fraction of walker-steps re-seeded, relative kinetic-temperature error.
 MAX_RESEEDED_FRACTION = 0.01
@@ -86,9 +90,17 @@ class Simulation:
     n_walkers : int
         Independent walkers, advanced together as one batch.
     dt : float, ps
-    gamma : float (amu/ps), "auto" or None
+    gamma : float (amu/ps, or 1/ps for atomic friction), "auto" or None
         Friction.  ``None``: the model's calibrated friction when it has one, else "auto";
-        ``"auto"``: :func:`auto_gamma` at the starting points (friction rate ~10/ps).
+        ``"auto"``: a friction rate of ~10/ps (:func:`auto_gamma` at the starting points for coordinate
+        friction, 10/ps itself for atomic friction).
+    dynamics : {"langevin", "brownian"} or None
+        Underdamped latent Langevin (:class:`~latentlab.dynamics.langevin.LatentLangevin`) or its
+        overdamped limit (:class:`~latentlab.dynamics.brownian.BrownianDynamics`).  ``None``: the model's
+        (set by calibration), else "langevin".
+    friction_model : {"coordinate", "atomic"} or None
+        Friction ``-gamma dQ/dt`` or the same collision rate ``gamma`` on every atom carried through the
+        map (docs/theory.md section 4).  ``None``: the model's, else "coordinate".
     temperature : float, K, optional
         Default: the model's.  A temperature-conditioned V is evaluated at it; an exact potential is
         rebuilt for it; any other V stays the potential of its training temperature.
@@ -109,7 +121,8 @@ class Simulation:
 
     def __init__(self, model, *, n_walkers: int = 256, dt: float = 0.002, gamma: float | str | None = None,
                  temperature: float | None = None, device="cpu", seed: int | None = 0, start="data",
-                 metropolis: bool = False, dtype=torch.float64, potential_dtype=None, reporters=()):
+                 metropolis: bool = False, dtype=torch.float64, potential_dtype=None, reporters=(),
+                 dynamics: str | None = None, friction_model: str | None = None):
         if int(n_walkers) < 1:
             fail("n_walkers", f"got {n_walkers}", "use at least 1 walker")
         self.temperature = check_positive(temperature if temperature is not None else model.temperature,
@@ -123,16 +136,21 @@ class Simulation:
         potential = _frozen(energy, self.device, potential_dtype)
         q0 = _inside_bounds(start_points(model, int(n_walkers), start, seed), model.bounds, model.periodic)
         self.gamma_requested = gamma
+        dynamics = dynamics or model.dynamics
+        friction_model = check_friction_model(friction_model or model.friction_model)
+        if dynamics not in DYNAMICS:
+            fail("dynamics", f"got {dynamics!r}", f"use one of {', '.join(DYNAMICS)}")
         if gamma is None:
             gamma = model.friction if model.friction is not None else "auto"
         if isinstance(gamma, str):
             if gamma != "auto":
-                fail("gamma", f"got {gamma!r}", "give a friction in amu/ps or 'auto'")
-            gamma = auto_gamma(model.mass, q0)
-        self.integrator = LatentLangevin(_Cast(potential, dtype) if potential_dtype not in (None, dtype) else potential,
-                                         model.mass, KB * self.temperature, dt, gamma, periodic=model.periodic,
-                                         bounds=model.bounds, metropolis=metropolis, device=self.device, dtype=dtype,
-                                         seed=seed)
+                fail("gamma", f"got {gamma!r}", f"give a friction in {FRICTION_UNITS[friction_model]} or 'auto'")
+            gamma = auto_gamma(model.mass, q0) if friction_model == "coordinate" else AUTO_FRICTION_RATE
+        self.integrator = DYNAMICS[dynamics](
+            _Cast(potential, dtype) if potential_dtype not in (None, dtype) else potential, model.mass,
+            KB * self.temperature, dt, gamma, periodic=model.periodic, bounds=model.bounds, metropolis=metropolis,
+            device=self.device, dtype=dtype, seed=seed, friction_model=friction_model)
+        self.dynamics = dynamics
         self.state: LangevinState = self.integrator.init(q0.to(device=self.device, dtype=dtype))
         self.seed = seed
         self.reporters = list(reporters)
@@ -145,7 +163,8 @@ class Simulation:
     # ------------------------------------------------------------------ properties
     n_walkers = property(attrgetter("state.n_walkers"), doc="Number of walkers.")
     dt = property(attrgetter("integrator.dt"), doc="Time step, ps.")
-    gamma = property(attrgetter("integrator.gamma"), doc="Friction in amu/ps, as resolved ('auto' or the model's).")
+    gamma = property(attrgetter("integrator.gamma"),
+                     doc="Friction (amu/ps; 1/ps for atomic friction), as resolved ('auto' or the model's).")
     kT = property(attrgetter("integrator.kT"), doc="Thermal energy k_B T, kJ/mol.")
 
     @property
@@ -238,6 +257,8 @@ class Simulation:
                        f"{max_reseeded_fraction:.1%}): the time step {self.dt:g} ps is too large. Fix: use --dt "
                        f"{self.dt / 4:.2g} or smaller")
         ratio = d["kinetic_temperature_ratio"]
+        if not self.integrator.has_inertia:  # Brownian dynamics: momenta drawn at equilibrium, nothing to check
+            return out
         if not abs(ratio - 1.0) <= max_temperature_error + 3.0 * self.kinetic_temperature_error():
             out.append(f"the kinetic temperature is {ratio:.3f} x the target (allowed +-{max_temperature_error:.0%}): "
                        f"the time step {self.dt:g} ps is too large for this model. Fix: use --dt {self.dt / 2:.2g} "
@@ -247,6 +268,9 @@ class Simulation:
     def summary(self) -> dict:
         """JSON-ready description of the run (the metadata of a SIM file)."""
         out = {"temperature": self.temperature, "dt": self.dt, "gamma": self.gamma,
+               "gamma_units": FRICTION_UNITS[self.integrator.friction_model],
+               "dynamics": "langevin" if self.integrator.has_inertia else "brownian",
+               "friction_model": self.integrator.friction_model,
                "gamma_requested": self.gamma_requested, "walkers": self.n_walkers,
                "steps_requested": self._steps_requested, "steps_done": self.step_count, "simulated_ps": self.time_ps,
                "metropolis": self.integrator.metropolis, "device": str(self.device), "seed": self.seed,
@@ -268,6 +292,7 @@ class Simulation:
         sim.model, sim.integrator, sim.state = model, integrator, state
         sim.temperature = integrator.kT / KB
         sim.device, sim.seed, sim.gamma_requested = integrator.device, None, integrator.gamma
+        sim.dynamics = "langevin" if integrator.has_inertia else "brownian"
         sim.reporters, sim.interrupted, sim.seconds = list(reporters), False, 0.0
         sim._stop, sim._kinetic, sim._steps_requested = threading.Event(), array("d"), 0
         return sim
