@@ -198,6 +198,15 @@ class CGModel(LatentCoordinates):
         pot = copy.deepcopy(self.potential).to(device=device, dtype=dtype)
         return replace(self, potential=pot)
 
+    def with_dynamics(self, dynamics: str | None = None, friction_model: str | None = None) -> "CGModel":
+        """The model set to other dynamics (``"langevin"``/``"brownian"``) or friction model
+        (``"coordinate"``/``"atomic"``); None keeps the model's.  A friction in other units is dropped."""
+        dynamics, friction_model = dynamics or self.dynamics, friction_model or self.friction_model
+        if (dynamics, friction_model) == (self.dynamics, self.friction_model):
+            return self
+        friction = self.friction if friction_model == self.friction_model else None
+        return replace(self, dynamics=dynamics, friction_model=friction_model, friction=friction)
+
     def describe(self) -> dict:
         """A JSON-ready summary (``latentlab info MODEL``)."""
         t = self.training

@@ -16,6 +16,10 @@ KCAL_TO_KJ = 4.184
 #: 1 Angstrom = 0.1 nm (exact).
 ANGSTROM_TO_NM = 0.1
 
+#: Units of the latent friction gamma in each friction model (docs/theory.md section 4): ``-gamma dQ/dt``
+#: (amu/ps for Q in nm) or the same collision rate on every atom (1/ps, as OpenMM's LangevinIntegrator).
+FRICTION_UNITS = {"coordinate": "amu/ps", "atomic": "1/ps"}
+
 
 def kT(temperature: float) -> float:
     """Thermal energy ``k_B T`` in kJ/mol for ``temperature`` in K."""

@@ -287,3 +287,26 @@ def test_cli_bad_inputs_exit_2_with_a_clear_message(three_atom_files, capsys, ar
     assert rc == 2
     assert re.search(message, err), err
     assert "Traceback" not in err and "Fix:" in err
+
+
+def test_brownian_atomic_friction_is_recovered_from_its_own_trajectories():
+    # a reference simulated by Brownian dynamics with atomic friction at a known gamma (1/ps): calibrating
+    # the same dynamics finds it within the calibration's own 95 % interval, and the model stores all three
+    from latentlab.kinetics.calibration import calibrate
+    from latentlab.testing import ThreeAtomSystem
+
+    system = ThreeAtomSystem()
+    model = CGModel.exact(system, start_points=system.sample_cg(500, seed=1))
+    gamma_true = 20.0  # tau_int of r1 ~ 0.16 ps, recorded every 0.01 ps
+    reference, _ = simulate_trajectories(model.with_dynamics("brownian", "atomic"), gamma_true,
+                                         model.start_points[:32], dt=0.002, record_every=5, n_records=800, seed=7)
+    # (32 walkers x 8 ps: the 95 % interval is about +-20 %)
+    result = calibrate(model, reference, "acf", coordinates=["r1", "r2"], n_walkers=32, length_ps=4.0, dt=0.002,
+                       gamma_start=8.0, max_evaluations=6, check=False, dynamics="brownian", friction_model="atomic")
+    assert result.converged, result.message
+    lo, hi = result.gamma_interval
+    assert lo < gamma_true < hi, (result.gamma, lo, hi)
+    assert result.settings["gamma_units"] == "1/ps" and result.settings["gamma_dt_limit"] == math.inf
+    calibrated = result.apply(model)
+    assert (calibrated.dynamics, calibrated.friction_model) == ("brownian", "atomic")
+    assert calibrated.friction == pytest.approx(result.gamma)

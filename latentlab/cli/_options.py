@@ -28,3 +28,14 @@ def add_run_options(parser, *, device=None, threads=None, json=None, progress=No
         parser.add_argument("--json", action="store_true", help=_text(json, "json"))
     if progress is not None:
         parser.add_argument("--no-progress", action="store_true", help=_text(progress, "progress"))
+
+
+def add_dynamics_options(parser) -> None:
+    """Add ``--dynamics`` and ``--friction-model`` (default: the model's, which calibration sets)."""
+    parser.add_argument("--dynamics", default=None, choices=["langevin", "brownian"],
+                        help="latent Langevin (inertia; default) or its overdamped limit, Brownian dynamics on "
+                             "F = V + kT/2 ln det A (large frictions at large steps) (default: the model's)")
+    parser.add_argument("--friction-model", default=None, choices=["coordinate", "atomic"],
+                        help="friction -gamma dQ/dt with gamma in amu/ps (coordinate; default), or the same collision "
+                             "rate gamma (1/ps) on every atom carried through the map: one friction per "
+                             "eigen-direction of A, diffusion kT A / gamma (atomic) (default: the model's)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from latentlab.cli._options import add_run_options
+from latentlab.cli._options import add_dynamics_options, add_run_options
 
 TARGET_HELP = ("kinetic observable to match: slowest-timescale (default: the slowest MSM implied timescale at the "
                "reference's lag, on the reference's states), mfpt (mean first-passage times between --basins, "
@@ -15,7 +15,8 @@ TARGET_HELP = ("kinetic observable to match: slowest-timescale (default: the slo
 def register(sub) -> None:
     p = sub.add_parser(
         "calibrate", help="calibrate the friction gamma so that the model's kinetics match a reference's",
-        description="Find the friction gamma (amu/ps) at which MODEL's latent Langevin dynamics reproduce a kinetic "
+        description="Find the friction gamma (amu/ps; 1/ps for atomic friction) at which MODEL's latent dynamics "
+                    "(Langevin, or Brownian with --dynamics brownian) reproduce a kinetic "
                     "observable of the reference trajectory: short simulations at several frictions (same seed and "
                     "start points: common random numbers), a bracketing root search on ln gamma and its standard "
                     "error (reference error and simulation noise).  In the overdamped regime the observable grows "
@@ -54,9 +55,10 @@ def register(sub) -> None:
                         "the calibrated gamma belongs to it)")
     p.add_argument("--seed", type=int, default=0, help="start points and noise of every simulation (default 0)")
     p.add_argument("--gamma-start", type=float, default=None,
-                   help="first friction tried, amu/ps (default: the model's friction, else auto)")
+                   help="first friction tried, amu/ps (1/ps for atomic friction) (default: the model's friction, "
+                        "else auto)")
     p.add_argument("--gamma-range", default=None, metavar="LO,HI",
-                   help="frictions searched, amu/ps (default: a factor 1024 either side of the start)")
+                   help="frictions searched, in gamma's units (default: a factor 1024 either side of the start)")
     p.add_argument("--branch", default="overdamped", choices=["overdamped", "underdamped"],
                    help="side of the Kramers turnover to take the root on (default overdamped)")
     p.add_argument("--max-evaluations", type=int, default=12, help="simulations at most for the search (default 12)")
@@ -66,6 +68,7 @@ def register(sub) -> None:
                    help="ps per walker of that run (default 2 x --length)")
     p.add_argument("--clusters", type=int, default=50, help="k-means states of the reference MSM (default 50)")
     p.add_argument("--samples", type=int, default=100, help="Bayesian MSM samples (default 100)")
+    add_dynamics_options(p)
     add_run_options(p, device=True, threads=True, json=True, progress="no progress bars")
     p.set_defaults(func=run)
 
@@ -141,7 +144,7 @@ def run(args) -> int:
         except ValueError:
             gamma_range = []
         if len(gamma_range) != 2 or not 0 < gamma_range[0] < gamma_range[1]:
-            fail("--gamma-range", f"got {args.gamma_range!r}", "give LO,HI in amu/ps with 0 < LO < HI, e.g. 0.01,10")
+            fail("--gamma-range", f"got {args.gamma_range!r}", "give LO,HI in gamma's units with 0 < LO < HI, e.g. 0.01,10")
     out = None
     if args.out:
         out = output_path(args.out, "model", overwrite=args.overwrite, inputs=[args.model, args.reference])
@@ -157,7 +160,7 @@ def run(args) -> int:
         if event.get("event") == "evaluation" and not progress and not args.json:
             vals = ", ".join("nan" if v is None else f"{v:.4g}" for v in event["values_ps"])
             f, s = (float("nan") if event[k] is None else event[k] for k in ("f", "sigma_f"))
-            print(f"gamma {event['gamma']:10.5g} amu/ps: ln(model/reference) {f:+.3f} +- {s:.3f}; observables "
+            print(f"gamma {event['gamma']:10.5g}: ln(model/reference) {f:+.3f} +- {s:.3f}; observables "
                   f"{vals} ps ({event['seconds']:.0f} s)", file=sys.stderr, flush=True)
 
     try:
@@ -166,7 +169,8 @@ def run(args) -> int:
                            length_ps=args.length, dt=args.dt, seed=args.seed, gamma_start=args.gamma_start,
                            gamma_range=gamma_range, branch=args.branch, max_evaluations=args.max_evaluations,
                            check=not args.no_check, check_length_ps=args.check_length, n_clusters=args.clusters,
-                           n_samples=args.samples, device=device, progress=progress, callback=log)
+                           n_samples=args.samples, device=device, progress=progress, callback=log,
+                           dynamics=args.dynamics, friction_model=args.friction_model)
     except (KeyboardInterrupt, CalibrationCancelled):
         print("latentlab calibrate: interrupted; nothing written", file=sys.stderr)
         return 130
@@ -199,9 +203,11 @@ def print_result(result, args, written) -> None:
     extra = f" at lag {tgt.lag_ps:g} ps" if tgt.kind == "slowest-timescale" else ""
     print(f"target {tgt.kind}{extra}: {obs}")
     s = result.settings
+    units = s["gamma_units"]
     print(f"search: {s['n_walkers']} walkers x {s['length_ps']:g} ps (+{s['burn_in_ps']:g} ps burn-in), "
-          f"dt {s['dt']:g} ps, seed {s['seed']}, {result.branch} branch")
-    print(f"{'gamma (amu/ps)':>15s}  {'ln(model/ref)':>13s}  {'+-':>6s}  observables (ps)")
+          f"{s['dynamics']} dynamics, {s['friction_model']} friction, dt {s['dt']:g} ps, seed {s['seed']}, "
+          f"{result.branch} branch")
+    print(f"{'gamma (' + units + ')':>15s}  {'ln(model/ref)':>13s}  {'+-':>6s}  observables (ps)")
     for e in sorted(result.evaluations, key=lambda e: e["gamma"]):
         vals = ", ".join(f"{v:.4g}" for v in e["values_ps"])
         print(f"{e['gamma']:15.5g}  {e['f']:+13.3f}  {e['sigma_f']:6.3f}  {vals}")
@@ -209,7 +215,7 @@ def print_result(result, args, written) -> None:
         print(f"no calibration: {result.message}")
     else:
         lo, hi = result.gamma_interval
-        print(f"gamma = {result.gamma:.5g} +- {result.gamma_stderr:.2g} amu/ps (95 %: {lo:.4g} - {hi:.4g}); "
+        print(f"gamma = {result.gamma:.5g} +- {result.gamma_stderr:.2g} {units} (95 %: {lo:.4g} - {hi:.4g}); "
               f"d ln(observable) / d ln(gamma) = {result.sensitivity:.2f}")
     chk = result.check
     if chk:
@@ -233,6 +239,7 @@ def print_result(result, args, written) -> None:
     for w in result.warnings:
         print(f"note: {w}")
     if written:
-        print(f"wrote {written}: friction {result.gamma:.5g} amu/ps ('latentlab simulate' uses it by default)")
+        print(f"wrote {written}: friction {result.gamma:.5g} {units}, {s['dynamics']} dynamics, {s['friction_model']} "
+              "friction ('latentlab simulate' uses them by default)")
     elif result.converged:
         print("nothing written (pass --out MODEL2 to store the calibrated friction)")

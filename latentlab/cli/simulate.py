@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from latentlab.cli._options import add_dynamics_options
+
 
 def register(sub) -> None:
     p = sub.add_parser("simulate", help="latent Langevin dynamics with a trained potential",
@@ -20,14 +22,15 @@ def register(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace SIM if it exists (it is refused otherwise)")
     p.add_argument("--dt", type=float, default=0.002, help="time step in ps (default 0.002)")
     p.add_argument("--gamma", default=None,
-                   help="friction in amu/ps, or auto: a friction rate of ~10/ps for the map's typical A (default: "
-                        "the model's calibrated friction when it has one, else auto)")
+                   help="friction in amu/ps (1/ps with --friction-model atomic), or auto: a friction rate of ~10/ps "
+                        "(default: the model's calibrated friction when it has one, else auto)")
     p.add_argument("--temperature", type=float, default=None, help="K (default: the model's training temperature)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--record-every", type=int, default=10, help="record Q every N steps (default 10)")
     p.add_argument("--data", default=None, help="data set for starting points (default: frames stored in the model)")
     p.add_argument("--metropolis", action="store_true", help="Metropolis-corrected (GHMC) steps")
+    add_dynamics_options(p)
     p.add_argument("--max-reseeded", type=float, default=0.01,
                    help="largest fraction of walker-steps that may blow up and be re-seeded (default 0.01)")
     p.add_argument("--max-temperature-error", type=float, default=0.05,
@@ -62,13 +65,14 @@ def run(args) -> int:
         try:
             gamma = float(gamma)
         except ValueError:
-            fail("--gamma", f"got {args.gamma!r}", "give a number in amu/ps or 'auto'")
+            fail("--gamma", f"got {args.gamma!r}", "give a number (amu/ps, or 1/ps for atomic friction) or 'auto'")
     model = CGModel.load(args.model)
     start = "data"
     if args.data:
         start = _starts_from_data(model, args.data, args.walkers, args.seed)
     sim = Simulation(model, n_walkers=args.walkers, dt=args.dt, gamma=gamma, temperature=args.temperature,
-                     device=device, seed=args.seed, start=start, metropolis=args.metropolis)
+                     device=device, seed=args.seed, start=start, metropolis=args.metropolis, dynamics=args.dynamics,
+                     friction_model=args.friction_model)
     sim.reporters.append(SimFileReporter(out, every=args.record_every, metadata={"model": args.model}))
     if not args.no_progress and not args.json and sys.stderr.isatty():
         sim.reporters.append(ProgressReporter(args.steps, every=args.record_every))
@@ -80,7 +84,8 @@ def run(args) -> int:
     else:
         d = summary["diagnostics"]
         print(f"wrote {out}: {summary['steps_done']} steps x {args.walkers} walkers "
-              f"({summary['simulated_ps']:.3g} ps each, gamma {summary['gamma']:.3g} amu/ps) in {summary['seconds']:.1f} s; "
+              f"({summary['simulated_ps']:.3g} ps each, {summary['dynamics']}, gamma {summary['gamma']:.3g} "
+              f"{summary['gamma_units']}) in {summary['seconds']:.1f} s; "
               f"kinetic T / T = {d['kinetic_temperature_ratio']:.3f}, re-seeded {d['reseeded']} "
               f"({d['reseeded_fraction']:.2%} of walker-steps)"
               + (" (interrupted: partial run saved)" if summary["interrupted"] else ""))

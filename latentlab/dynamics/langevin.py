@@ -66,10 +66,8 @@ import torch
 
 from latentlab.conventions import logdet_coefficient
 from latentlab.dynamics.eigen import symmetric_eigh
+from latentlab.units import FRICTION_UNITS
 from latentlab.validation import as_tensor, check_finite, check_nonnegative, check_positive, fail
-
-#: Units of gamma in each friction model.
-FRICTION_UNITS = {"coordinate": "amu/ps", "atomic": "1/ps"}
 
 Potential = Callable[[torch.Tensor], torch.Tensor]  # (W, N) -> (W,)
 MassFunction = Callable[[torch.Tensor], torch.Tensor]  # (W, N) -> (W, N, N)

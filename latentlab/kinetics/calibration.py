@@ -39,7 +39,10 @@ diffusion ~ ``kT A dt / 2`` that no longer depends on gamma, so the discrete dyn
 friction makes them slower (for a harmonic oscillator, tau_int tends to ``2 / (A dt k)`` instead of
 ``gamma / k``; checked in the tests' harmonic system).  The default search range therefore ends at
 ``DT_LIMIT_FACTOR / (w_max dt)``, a calibrated gamma above ``0.5 / (w_max dt)`` comes with a warning,
-and the friction belongs to the time step it was calibrated with (recorded with it).
+and the friction belongs to the time step it was calibrated with (recorded with it).  With atomic friction
+(``friction_model="atomic"``, gamma in 1/ps) every direction relaxes at the rate gamma and the limit is
+``DT_LIMIT_FACTOR / dt``.  Brownian dynamics (``dynamics="brownian"``, the overdamped limit) has no such
+saturation: large frictions, where the Langevin integrator would need tiny steps, cost nothing extra.
 
 **Uncertainty.**  Two independent parts, carried to ``ln gamma`` through the local slope
 ``b = df/d ln gamma`` of the final bracket: the reference's own error of ``f``,
@@ -77,6 +80,7 @@ import numpy as np
 from latentlab.kinetics.analysis import KineticsResult, _jsonable, analyze, lag_frames
 from latentlab.kinetics.basins import BasinSet, resolve_basins
 from latentlab.kinetics.trajectories import Trajectories
+from latentlab.units import FRICTION_UNITS
 from latentlab.validation import fail
 
 TARGETS = ("slowest-timescale", "mfpt", "acf")
@@ -471,12 +475,15 @@ class CalibrationResult:
         return _jsonable(out)
 
     def apply(self, model):
-        """The model with the calibrated friction and the calibration record (a new :class:`CGModel`)."""
+        """The model with the calibrated friction, the dynamics and friction model it belongs to, and the
+        calibration record (a new :class:`CGModel`)."""
         if not self.converged or self.gamma is None:
             fail("calibration", self.message or "did not converge", "inspect the evaluations; no friction fits")
         training = dict(model.training)
         training["calibration"] = self.record()
-        return replace(model, friction=float(self.gamma), training=training)
+        return replace(model, friction=float(self.gamma), training=training,
+                       dynamics=self.settings.get("dynamics", model.dynamics),
+                       friction_model=self.settings.get("friction_model", model.friction_model))
 
 
 # ---------------------------------------------------------------------- simulation
@@ -615,25 +622,30 @@ def _calibration_start(model, reference: Trajectories, n_walkers: int, seed: int
 
 
 def _friction_range(model, q0, dt: float, gamma_start, gamma_range) -> dict:
-    """The frictions searched (amu/ps) and the time step's limit on them.
+    """The frictions searched (in the model's friction units) and the time step's limit on them.
 
-    Returns ``gamma_start``, ``low``, ``high``, ``gamma_dt_limit`` (``1 / (w_max dt)``), ``w_max`` (the
-    median over ``q0`` of A's largest eigenvalue, 1/amu) and ``dt_limited`` (the default range was cut there).
+    Returns ``gamma_start``, ``low``, ``high``, ``gamma_dt_limit`` (``1 / (w_max dt)`` for coordinate
+    friction, ``1 / dt`` for atomic friction, infinite for Brownian dynamics), ``w_max`` (the median over
+    ``q0`` of A's largest eigenvalue) and ``dt_limited`` (the default range was cut there).
     """
     import torch
 
-    from latentlab.simulation import auto_gamma
+    from latentlab.simulation import AUTO_FRICTION_RATE, auto_gamma
 
+    units = FRICTION_UNITS[model.friction_model]
     if gamma_start is None:
-        gamma_start = model.friction if model.friction is not None else auto_gamma(model.mass, q0)
+        gamma_start = model.friction if model.friction is not None else (
+            auto_gamma(model.mass, q0) if model.friction_model == "coordinate" else AUTO_FRICTION_RATE)
     gamma_start = float(gamma_start)
     if not (gamma_start > 0 and math.isfinite(gamma_start)):
-        fail("gamma_start", f"got {gamma_start}", "give a positive friction in amu/ps")
+        fail("gamma_start", f"got {gamma_start}", f"give a positive friction in {units}")
     # Largest friction rate per step the integrator resolves: past gamma w_max dt ~ 1 the O-step refreshes the
     # momenta of the stiffest latent direction every step, the splitting's diffusion tends to kT A dt / 2 whatever
     # gamma is, and more friction no longer slows the dynamics down (its timescales saturate).
     w_max = float(torch.linalg.eigvalsh(model.mass(q0.to(torch.float64)))[:, -1].median())
-    gamma_dt_limit = 1.0 / (w_max * float(dt))
+    gamma_dt_limit = {"coordinate": 1.0 / (w_max * float(dt)), "atomic": 1.0 / float(dt)}[model.friction_model]
+    if model.dynamics == "brownian":  # no momenta to refresh: nothing saturates
+        gamma_dt_limit = math.inf
     dt_limited = False
     if gamma_range is None:
         lo, hi = gamma_start / 1024.0, gamma_start * 1024.0
@@ -642,7 +654,7 @@ def _friction_range(model, q0, dt: float, gamma_start, gamma_range) -> dict:
     else:
         lo, hi = (float(v) for v in gamma_range)
         if not (0 < lo < hi and math.isfinite(hi)):
-            fail("gamma_range", f"got {gamma_range}", "give two frictions 0 < low < high in amu/ps")
+            fail("gamma_range", f"got {gamma_range}", f"give two frictions 0 < low < high in {units}")
         gamma_start = min(max(gamma_start, lo), hi)
     return {"gamma_start": gamma_start, "low": lo, "high": hi, "gamma_dt_limit": gamma_dt_limit, "w_max": w_max,
             "dt_limited": dt_limited}
@@ -676,7 +688,7 @@ class _Evaluations:
     warnings: list = field(default_factory=list)
 
     def simulate(self, gamma: float, n_records: int, seed: int, desc: str):
-        """:func:`simulate_trajectories` from ``q0`` at ``gamma`` (amu/ps), with a tqdm bar when asked."""
+        """:func:`simulate_trajectories` from ``q0`` at ``gamma`` (the model's friction units), with a tqdm bar."""
         bar = None
         if self.progress:
             from tqdm.auto import tqdm
@@ -706,7 +718,7 @@ class _Evaluations:
             from tqdm.auto import tqdm
 
             vals = ", ".join(f"{n} {v:.4g} ps" for n, v in zip(self.target.names, p["values_ps"]))
-            tqdm.write(f"gamma {gamma:10.4g} amu/ps: {vals}; ln(model/reference) {p['f']:+.3f} "
+            tqdm.write(f"gamma {gamma:10.4g} {FRICTION_UNITS[self.model.friction_model]}: {vals}; ln(model/reference) {p['f']:+.3f} "
                        f"+- {p['sigma_f']:.3f}  ({p['seconds']:.0f} s)")
         for text in info["problems"]:
             self.warnings.append(f"at gamma {gamma:.4g}: {text}")
@@ -775,8 +787,9 @@ def calibrate(model, reference, target: str = "slowest-timescale", *, basins="au
               burn_in: float = 0.1, dt: float = 0.002, seed: int = 0, gamma_start=None, gamma_range=None,
               branch: str = "overdamped", max_evaluations: int = 12, check: bool = True,
               check_length_ps: float | None = None, n_clusters: int = 50, n_samples: int = 100,
-              device="cpu", progress: bool = False, callback=None, reference_analysis=None) -> CalibrationResult:
-    """Find the friction gamma (amu/ps) at which the model's chosen kinetic observable matches the reference's.
+              device="cpu", progress: bool = False, callback=None, reference_analysis=None, dynamics=None,
+              friction_model=None) -> CalibrationResult:
+    """Find the friction gamma at which the model's chosen kinetic observable matches the reference's.
 
     Parameters
     ----------
@@ -821,6 +834,12 @@ def calibrate(model, reference, target: str = "slowest-timescale", *, basins="au
         and every record (``"progress"``); returning True stops with :class:`CalibrationCancelled`.
     reference_analysis : KineticsResult, optional
         A full analysis of ``reference`` to reuse.
+    dynamics : {"langevin", "brownian"}, optional
+        The dynamics to calibrate (default the model's): underdamped latent Langevin or its overdamped limit.
+    friction_model : {"coordinate", "atomic"}, optional
+        Friction ``-gamma dQ/dt`` (gamma in amu/ps) or the same collision rate on every atom (1/ps) (default
+        the model's; :mod:`latentlab.dynamics.langevin`).  The model's own friction is the first one tried
+        only when the friction model is unchanged.
 
     Returns
     -------
@@ -835,7 +854,7 @@ def calibrate(model, reference, target: str = "slowest-timescale", *, basins="au
                            process=process, n_clusters=n_clusters, n_samples=n_samples, seed=seed,
                            analysis=reference_analysis)
     n_records, burn_records = _record_counts(tgt, reference.dt_ps, length_ps, burn_in)
-    model = tabulated(model)
+    model = tabulated(model.with_dynamics(dynamics, friction_model))
     q0 = _calibration_start(model, reference, int(n_walkers), seed)
     fr = _friction_range(model, q0, dt, gamma_start, gamma_range)
     lo, hi = fr["low"], fr["high"]
@@ -843,21 +862,25 @@ def calibrate(model, reference, target: str = "slowest-timescale", *, basins="au
                 "burn_in_ps": burn_records * reference.dt_ps, "dt": float(dt), "record_every": record_every,
                 "seed": int(seed), "gamma_start": fr["gamma_start"], "gamma_range": [lo, hi], "branch": branch,
                 "max_evaluations": int(max_evaluations), "device": str(device), "jackknife_groups": JACKKNIFE_GROUPS,
-                "gamma_dt_limit": fr["gamma_dt_limit"], "largest_mass_eigenvalue": fr["w_max"]}
+                "gamma_dt_limit": fr["gamma_dt_limit"], "largest_mass_eigenvalue": fr["w_max"],
+                "dynamics": model.dynamics, "friction_model": model.friction_model,
+                "gamma_units": FRICTION_UNITS[model.friction_model]}
     d = 1.0 if branch == "overdamped" else -1.0  # search in y = d ln(gamma): f increases with y on the branch
     ev = _Evaluations(model, tgt, q0, dt, record_every, n_records, burn_records, reference.dt_ps, d,
                       fr["gamma_dt_limit"], int(max_evaluations), seed, device, progress, callback)
     points, warnings = ev.points, ev.warnings
     y_lo, y_hi = sorted((d * math.log(lo), d * math.log(hi)))
     message = search(ev, d * math.log(fr["gamma_start"]), (y_lo, y_hi), int(max_evaluations), tgt.sigma_reference,
-                     points=points, label=_label(tgt), to_gamma=lambda y: math.exp(d * y))
+                     points=points, label=_label(tgt), to_gamma=lambda y: math.exp(d * y),
+                     units=FRICTION_UNITS[model.friction_model])
     if message.startswith("no root in the friction range") and fr["dt_limited"] and d > 0 \
             and max(points, key=lambda q: q["y"])["f"] < 0:
         message = _saturation_message(tgt, points, dt, fr["w_max"])
     bracket = _bracket(points)
     monotonic, turnover = _monotonic(points, d)
     if not monotonic:
-        warnings.append(f"the {_label(tgt)} is not monotonic in gamma: smallest near gamma {turnover:.4g} amu/ps "
+        warnings.append(f"the {_label(tgt)} is not monotonic in gamma: smallest near gamma {turnover:.4g} "
+                        f"{FRICTION_UNITS[model.friction_model]} "
                         f"(Kramers turnover); the {branch} branch was used")
     result = CalibrationResult(False, None, None, None, branch, tgt, points, monotonic, turnover, message,
                                settings=settings, warnings=warnings)
@@ -872,7 +895,7 @@ def calibrate(model, reference, target: str = "slowest-timescale", *, basins="au
 
 
 def search(evaluate, y_start: float, y_range, max_evaluations: int, sigma_reference: float = 0.0, *, points=None,
-           label: str = "observable", to_gamma=math.exp) -> str:
+           label: str = "observable", to_gamma=math.exp, units: str = "amu/ps") -> str:
     """Bracket and narrow the root of a noisy increasing function ``f(y)``, ``y = +-ln gamma``.
 
     ``evaluate(y)`` runs one simulation and appends (or returns) a point ``{"y", "f", "sigma_f", ...}``;
@@ -899,6 +922,8 @@ def search(evaluate, y_start: float, y_range, max_evaluations: int, sigma_refere
         Name of the observable, for messages.
     to_gamma : callable
         ``y -> gamma`` for messages.
+    units : str
+        Units of gamma, for messages.
 
     Returns
     -------
@@ -939,7 +964,7 @@ def search(evaluate, y_start: float, y_range, max_evaluations: int, sigma_refere
             if y_new is None:
                 best = min(pts, key=lambda q: q["f"])
                 return (f"no friction makes the model's {label} as short as the reference's: the shortest reached is "
-                        f"{math.exp(best['f']):.3g} x the reference's, at gamma {to_gamma(best['y']):.4g} amu/ps (the "
+                        f"{math.exp(best['f']):.3g} x the reference's, at gamma {to_gamma(best['y']):.4g} {units} (the "
                         "Kramers turnover); the model's barriers or its free-energy surface are too high for this "
                         "reference")
         if y_new is not None and not y_lo - 1e-9 <= y_new <= y_hi + 1e-9:
@@ -950,7 +975,7 @@ def search(evaluate, y_start: float, y_range, max_evaluations: int, sigma_refere
         if not y_lo - 1e-9 <= y_new <= y_hi + 1e-9:
             closest = min(points, key=lambda q: abs(q["f"]))
             lo, hi = sorted((to_gamma(y_lo), to_gamma(y_hi)))
-            return (f"no root in the friction range [{lo:.4g}, {hi:.4g}] amu/ps: the model's {label} stays "
+            return (f"no root in the friction range [{lo:.4g}, {hi:.4g}] {units}: the model's {label} stays "
                     + ("shorter" if pts[-1]["f"] < 0 else "longer") + " than the reference's (closest: "
                     f"{math.exp(closest['f']):.3g} x at gamma {to_gamma(closest['y']):.4g}); widen the range or check "
                     "the model")
