@@ -228,7 +228,8 @@ def run_calibration(payload: dict, ctx: JobContext) -> dict:
 
     try:
         result = calibrate(model, reference, payload["target"], dt=payload["dt"], seed=payload.get("seed", 0),
-                           callback=callback)
+                           callback=callback, dynamics=payload.get("dynamics"),
+                           friction_model=payload.get("friction_model"))
     except CalibrationCancelled:
         return {"result": None, "model": None}
     calibrated = result.apply(model) if result.converged else None

@@ -250,6 +250,19 @@ def test_simulation_and_calibration_without_model_or_time_axis_explain_themselve
         assert not t.kinetics.calibrating and "no time axis" in t.kinetics.error  # a message, not a dead session
 
 
+def test_calibration_job_carries_the_chosen_dynamics_and_friction_model(queue):
+    t = Session("three-atom", queue=queue)
+    assert t.train.use_exact()
+    sent = []
+    t.kinetics.submit = lambda kind, payload, **kw: sent.append((kind, payload))
+    t.kinetics.param.update(dynamics="brownian", friction_model="atomic")
+    assert t.kinetics.calibrate()
+    assert sent[0][0] == "calibrate"
+    assert (sent[0][1]["dynamics"], sent[0][1]["friction_model"]) == ("brownian", "atomic")
+    with pytest.raises(ValueError):
+        t.kinetics.dynamics = "verlet"
+
+
 @pytest.mark.slow
 def test_simulation_starts_by_itself_when_training_finishes(queue):
     s = Session("three-atom", queue=queue)

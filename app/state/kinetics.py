@@ -17,6 +17,8 @@ from collections import OrderedDict
 
 import param
 
+from latentlab.units import FRICTION_UNITS
+
 from .common import JobState
 
 #: Reference analyses of this server, by (data file, map): at most :data:`CACHE_SIZE`.
@@ -41,6 +43,10 @@ class KineticsState(JobState):
     model = param.Dict(default=None, allow_None=True, doc="the model's latest live analysis")
     target = param.Selector(default="slowest-timescale", objects=["slowest-timescale", "mfpt", "acf"],
                             doc="what calibration matches (latentlab.kinetics.calibrate)")
+    dynamics = param.Selector(default="langevin", objects=["langevin", "brownian"],
+                              doc="dynamics calibrated: latent Langevin or its overdamped limit (docs/theory.md section 4)")
+    friction_model = param.Selector(default="coordinate", objects=["coordinate", "atomic"],
+                                    doc="friction -gamma dQ/dt (amu/ps) or one collision rate on every atom (1/ps)")
     calibrating = param.Boolean(default=False)
     calibration = param.Dict(default=None, allow_None=True, doc="CalibrationResult.to_dict() of the last run")
     evaluations = param.List(default=[], doc="the running calibration's simulations so far")
@@ -117,7 +123,8 @@ class KineticsState(JobState):
         sim = self.session.simulation
         self.param.update(calibrating=True, error="", status="calibration queued", evaluations=[])
         self.submit("calibrate", {"source": self.session.data.load_source, "model": model_to_bytes(model),
-                                  "target": self.target, "dt": sim.dt, "seed": sim.seed},
+                                  "target": self.target, "dt": sim.dt, "seed": sim.seed, "dynamics": self.dynamics,
+                                  "friction_model": self.friction_model},
                     on_event=self._calibration_event, on_done=self._calibration_done)
         if blocking:
             self.wait(3600)
@@ -130,12 +137,13 @@ class KineticsState(JobState):
     def _calibration_event(self, job, kind, event) -> None:
         if job is not self.job:
             return
+        units = FRICTION_UNITS[self.friction_model]
         if event.get("event") == "evaluation":
             self.evaluations = self.evaluations + [event]
-            self.status = (f"calibrating: {len(self.evaluations)} simulations; last gamma {event['gamma']:.4g} amu/ps, "
+            self.status = (f"calibrating: {len(self.evaluations)} simulations; last gamma {event['gamma']:.4g} {units}, "
                            f"ln(model/reference) {event['f']:+.3f} ± {event['sigma_f']:.3f}")
         elif event.get("event") == "progress":
-            self.status = (f"calibrating: simulation {len(self.evaluations) + 1} at gamma {event['gamma']:.4g} amu/ps, "
+            self.status = (f"calibrating: simulation {len(self.evaluations) + 1} at gamma {event['gamma']:.4g} {units}, "
                            f"step {event['step']}")
 
     def _calibration_done(self, job) -> None:
@@ -153,9 +161,11 @@ class KineticsState(JobState):
         if r["model"] is not None:
             train = self.session.train
             model = model_from_bytes(r["model"])
+            units = FRICTION_UNITS[model.friction_model]
             train.param.update(model=model, model_label=f"{train.model_label} + calibrated friction "
-                                                        f"{model.friction:.4g} amu/ps")
-            self.status = f"calibrated: gamma = {result['gamma']:.4g} amu/ps (used by the next simulation)"
+                                                        f"{model.friction:.4g} {units} ({model.dynamics})")
+            self.status = (f"calibrated: gamma = {result['gamma']:.4g} {units}, {model.dynamics} dynamics, "
+                           f"{model.friction_model} friction (used by the next simulation)")
         else:
             self.status = f"no friction fits: {result.get('message')}"
 

@@ -58,6 +58,12 @@ class KineticsPane(pn.viewable.Viewer):
         self.target = pn.widgets.Select(label="calibrate on", options=list(k.param.target.objects), value=k.target,
                                         width=160, disabled=not available)
         self.target.param.watch(lambda e: setattr(k, "target", e.new), "value")
+        self.dynamics = pn.widgets.Select(label="dynamics", options=list(k.param.dynamics.objects), value=k.dynamics,
+                                          width=110, disabled=not available)
+        self.dynamics.param.watch(lambda e: setattr(k, "dynamics", e.new), "value")
+        self.friction_model = pn.widgets.Select(label="friction", options=list(k.param.friction_model.objects),
+                                                value=k.friction_model, width=110, disabled=not available)
+        self.friction_model.param.watch(lambda e: setattr(k, "friction_model", e.new), "value")
         self.calibrate = pn.widgets.Button(label="Calibrate friction", disabled=True, width=150,
                                            description=CALIBRATE_HELP if available else CALIBRATE_MISSING)
         self.stop_calibration = pn.widgets.Button(label="Stop calibration", disabled=True, width=130)
@@ -185,7 +191,8 @@ class KineticsPane(pn.viewable.Viewer):
         if c:
             if c.get("converged"):
                 iv = c.get("gamma_interval_95") or [None, None]
-                lines.append(f"**calibrated friction {fmt(c['gamma'], '.4g')} amu/ps** (95 % {fmt(iv[0], '.3g')}"
+                units = (c.get("settings") or {}).get("gamma_units", "amu/ps")
+                lines.append(f"**calibrated friction {fmt(c['gamma'], '.4g')} {units}** (95 % {fmt(iv[0], '.3g')}"
                              f"-{fmt(iv[1], '.3g')}) on {(c.get('target') or {}).get('kind', '')}")
             else:
                 lines.append(f"**no friction fits:** {c.get('message', '')}")
@@ -197,7 +204,8 @@ class KineticsPane(pn.viewable.Viewer):
         return "\n".join(lines)
 
     def __panel__(self):
-        calibration = pn.Column(pn.Row(self.target, self.calibrate, self.stop_calibration), self.calibration_text)
+        calibration = pn.Column(pn.Row(self.target, self.dynamics, self.friction_model),
+                                pn.Row(self.calibrate, self.stop_calibration), self.calibration_text)
         return pn.Column(self.header, self.info, self.error,
                          pn.Row(self.acf_holder, self.its, pn.Column(self.tables, calibration)),
                          sizing_mode="stretch_width")
