@@ -43,6 +43,8 @@ import time
 import numpy as np
 import torch
 
+from latentlab.units import FRICTION_UNITS
+
 
 def load_average() -> list:
     try:
@@ -110,8 +112,9 @@ def coarse_grained(model, n_walkers: int, seconds: float, dt: float, record_ps: 
     tr = Trajectories.from_arrays(q, record_ps, names=model.names, periodic=model.periodic, units=model.units)
     n_tr = transitions(tr, basins, pairs)
     sim_ns = n_records * every * dt * n_walkers / 1000.0
-    return {"kind": "CG latent Langevin (calibrated)", "walkers": n_walkers, "platform": device,
+    return {"kind": f"CG latent {sim.dynamics} dynamics (calibrated)", "walkers": n_walkers, "platform": device,
             "simulated_ns": sim_ns, "wall_seconds": wall, "kinetic_ratio": ratio, "gamma": sim.gamma, "dt": dt,
+            "gamma_units": FRICTION_UNITS[model.friction_model], "friction_model": model.friction_model,
             "reference_ns_per_second": sim_ns / ratio / wall, "transitions": n_tr,
             "transitions_per_second": n_tr / wall, "problems": sim.problems()}
 
@@ -169,7 +172,7 @@ def main() -> None:
         r["speedup_transitions"] = (r["transitions_per_second"] / base["transitions_per_second"]
                                     if base["transitions_per_second"] > 0 else None)
 
-    print(f"{args.system}: friction {model.friction:.4g} amu/ps, kinetic ratio model/reference {ratio:.3f} "
+    print(f"{args.system}: {model.dynamics} dynamics, friction {model.friction:.4g} {FRICTION_UNITS[model.friction_model]}, kinetic ratio model/reference {ratio:.3f} "
           f"(calibration check), pairs {', '.join(a + '->' + b for a, b in pairs)}; load {load_average()}")
     print(f"{'run':40s} {'walkers':>7s} {'ref-equiv ns/s':>15s} {'x all-atom':>10s} {'transitions/s':>14s} "
           f"{'x all-atom':>10s}")
