@@ -126,6 +126,9 @@ def test_simulation_builds_and_the_model_stores_the_dynamics(tmp_path):
     # asked for explicitly, the other dynamics win over the model's; atomic "auto" is a rate of 10/ps
     sim = Simulation(calibrated, n_walkers=16, gamma="auto", dynamics="langevin", seed=0)
     assert type(sim.integrator) is LatentLangevin and sim.gamma == 10.0
+    # the model's 50 /ps is no friction in amu/ps: another friction model starts from "auto"
+    sim = Simulation(calibrated, n_walkers=16, dynamics="langevin", friction_model="coordinate", seed=0)
+    assert sim.gamma != 50.0 and sim.integrator.friction_model == "coordinate"
 
 
 @pytest.mark.parametrize("kwargs, match", [

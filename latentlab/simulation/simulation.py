@@ -91,7 +91,8 @@ class Simulation:
         Independent walkers, advanced together as one batch.
     dt : float, ps
     gamma : float (amu/ps, or 1/ps for atomic friction), "auto" or None
-        Friction.  ``None``: the model's calibrated friction when it has one, else "auto";
+        Friction.  ``None``: the model's calibrated friction when it has one (for the model's own friction
+        model), else "auto";
         ``"auto"``: a friction rate of ~10/ps (:func:`auto_gamma` at the starting points for coordinate
         friction, 10/ps itself for atomic friction).
     dynamics : {"langevin", "brownian"} or None
@@ -140,8 +141,9 @@ class Simulation:
         friction_model = check_friction_model(friction_model or model.friction_model)
         if dynamics not in DYNAMICS:
             fail("dynamics", f"got {dynamics!r}", f"use one of {', '.join(DYNAMICS)}")
-        if gamma is None:
-            gamma = model.friction if model.friction is not None else "auto"
+        if gamma is None:  # the model's friction, unless it is in the units of another friction model
+            same_units = friction_model == model.friction_model
+            gamma = model.friction if model.friction is not None and same_units else "auto"
         if isinstance(gamma, str):
             if gamma != "auto":
                 fail("gamma", f"got {gamma!r}", f"give a friction in {FRICTION_UNITS[friction_model]} or 'auto'")
