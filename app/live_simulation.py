@@ -52,7 +52,9 @@ def run(payload: dict, ctx) -> dict:
     segment = 0 if resume is None else int(resume["segment"])
     sim = Simulation(model, n_walkers=s["n_walkers"], dt=s["dt"], temperature=s["temperature"],
                      gamma=s["gamma"] if resume is None else resume["gamma"], seed=int(s.get("seed", 0)) + segment,
-                     start="data" if resume is None else resume["Q"])
+                     start="data" if resume is None else resume["Q"],
+                     dynamics=(s if resume is None else resume).get("dynamics"),
+                     friction_model=(s if resume is None else resume).get("friction_model"))
     hist = HistogramReporter(reference, edges, cg_map.periodic, every=s["steps_per_record"], names=cg_map.names)
     ref_tr, ref_error = reference_trajectories(ds, cg_map)
     kin = LiveKinetics(sim.dt, cg_map.names, cg_map.periodic, cg_map.units, None if ref_tr is None else ref_tr.dt_ps)
@@ -60,6 +62,7 @@ def run(payload: dict, ctx) -> dict:
         _restore(sim, hist, kin, resume)
     ctx.emit("setup", {"names": list(cg_map.names), "units": list(cg_map.units), "edges": [e.tolist() for e in edges],
                        "reference": [d.tolist() for d in hist.reference_density], "gamma": sim.gamma,
+                       "dynamics": sim.dynamics, "friction_model": sim.integrator.friction_model,
                        "record_every_ps": kin.spacing_ps})
     background = _reference_kinetics(payload.get("kinetics_reference"), ref_tr, ref_error, kin, ctx)
     loop = _Loop(ctx, sim, hist, kin, float(s.get("kinetics_every", 5.0)))
@@ -143,7 +146,8 @@ def _state(sim, hist, kin: LiveKinetics, segment: int) -> dict:
     """What the next run needs to continue this one."""
     st = sim.state
     return {"Q": st.Q.detach().cpu().numpy(), "P": st.P.detach().cpu().numpy(), "step": int(st.step),
-            "counters": dict(st.counters), "gamma": float(sim.gamma), "segment": segment,
+            "counters": dict(st.counters), "gamma": float(sim.gamma), "segment": segment, "dynamics": sim.dynamics,
+            "friction_model": sim.integrator.friction_model,
             "histograms": {"counts": [c.copy() for c in hist.counts],
                            **{k: getattr(hist, k) for k in _HISTOGRAM_FIELDS},
                            **{k: list(getattr(hist, k)) for k in _HISTOGRAM_DEQUES}},

@@ -238,6 +238,18 @@ def test_simulation_fills_histograms_pauses_within_a_second_resumes_and_resets(t
     assert sim.snapshot()["n_samples"] == 0 and sim.resume is None
 
 
+def test_simulation_runs_brownian_dynamics_with_atomic_friction_when_asked(queue):
+    s = Session("three-atom", queue=queue)
+    assert s.train.use_exact()
+    sim = s.simulation
+    sim.param.update(n_walkers=64, dynamics="brownian", friction_model="atomic", gamma=50.0)
+    assert sim.start(), sim.error
+    assert wait_until(lambda: (sim.snapshot() or {}).get("n_samples", 0) > 0, 60), sim.error
+    sim.pause()
+    assert (sim.setup["dynamics"], sim.setup["friction_model"], sim.setup["gamma"]) == ("brownian", "atomic", 50.0)
+    assert sim.resume["dynamics"] == "brownian" and sim.snapshot()["reseeded"] == 0
+
+
 def test_simulation_and_calibration_without_model_or_time_axis_explain_themselves(queue):
     s = Session("alanine-dipeptide", queue=queue)
     assert not s.simulation.start()

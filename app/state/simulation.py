@@ -36,7 +36,12 @@ class SimulationState(JobState):
     n_walkers = param.Integer(default=_simulation_default("n_walkers"), bounds=(1, 1 << 20))
     dt = param.Number(default=_simulation_default("dt"), bounds=(1e-6, 1.0), doc="time step, ps")
     gamma = param.Number(default=None, allow_None=True, bounds=(0.0, None),
-                         doc="friction, amu/ps (empty: the model's calibrated friction, else automatic)")
+                         doc="friction, amu/ps or 1/ps for atomic friction (empty: the model's calibrated friction, "
+                             "else automatic)")
+    dynamics = param.Selector(default="model", objects=["model", "langevin", "brownian"],
+                              doc="latent Langevin or its overdamped limit ('model': the model's, set by calibration)")
+    friction_model = param.Selector(default="model", objects=["model", "coordinate", "atomic"],
+                                    doc="friction -gamma dQ/dt or one collision rate on every atom ('model': the model's)")
     temperature = param.Number(default=None, allow_None=True, bounds=(1.0, 5000.0),
                                doc="K (empty: the model's temperature)")
     steps_per_record = param.Integer(default=_histogram_default("every"), bounds=(1, 10000),
@@ -85,6 +90,8 @@ class SimulationState(JobState):
 
     def settings(self) -> dict:
         return {"n_walkers": self.n_walkers, "dt": self.dt, "gamma": self.gamma, "temperature": self.temperature,
+                "dynamics": None if self.dynamics == "model" else self.dynamics,
+                "friction_model": None if self.friction_model == "model" else self.friction_model,
                 "steps_per_record": self.steps_per_record, "seed": self.seed, "kinetics_every": self.kinetics_every}
 
     def pause(self, wait: bool = True, timeout: float = 10.0) -> None:

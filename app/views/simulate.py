@@ -17,8 +17,8 @@ class SimulatePane(pn.viewable.Viewer):
         super().__init__(**params)
         self.s = session
         sim = session.simulation
-        self.params = pn.Param(sim, parameters=["n_walkers", "dt", "gamma", "temperature", "steps_per_record",
-                                                "after_training"], show_name=False, width=260,
+        self.params = pn.Param(sim, parameters=["n_walkers", "dt", "gamma", "dynamics", "friction_model", "temperature",
+                                                "steps_per_record", "after_training"], show_name=False, width=260,
                                widgets={"n_walkers": pn.widgets.IntInput, "dt": pn.widgets.FloatInput,
                                         "gamma": pn.widgets.FloatInput, "temperature": pn.widgets.FloatInput,
                                         "steps_per_record": pn.widgets.IntInput})
