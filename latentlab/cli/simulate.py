@@ -86,7 +86,8 @@ def run(args) -> int:
         print(f"wrote {out}: {summary['steps_done']} steps x {args.walkers} walkers "
               f"({summary['simulated_ps']:.3g} ps each, {summary['dynamics']}, gamma {summary['gamma']:.3g} "
               f"{summary['gamma_units']}) in {summary['seconds']:.1f} s; "
-              f"kinetic T / T = {d['kinetic_temperature_ratio']:.3f}, re-seeded {d['reseeded']} "
+              + (f"kinetic T / T = {d['kinetic_temperature_ratio']:.3f}, " if summary["dynamics"] == "langevin" else "")
+              + f"re-seeded {d['reseeded']} "
               f"({d['reseeded_fraction']:.2%} of walker-steps)"
               + (" (interrupted: partial run saved)" if summary["interrupted"] else ""))
     if summary["interrupted"]:
