@@ -39,12 +39,13 @@ import torch
 
 from latentlab.dynamics.eigen import symmetric_eigh
 from latentlab.dynamics.langevin import LangevinState, LatentLangevin
+from latentlab.validation import fail
 
 
 class BrownianDynamics(LatentLangevin):
     """Overdamped latent dynamics (see the module docstring); the arguments are those of
-    :class:`~latentlab.dynamics.langevin.LatentLangevin` (``metropolis`` and the fixed-point settings are
-    not used).
+    :class:`~latentlab.dynamics.langevin.LatentLangevin` (``metropolis`` is refused, the fixed-point
+    settings are not used).
 
     ``gamma`` must be positive: amu/ps (``friction_model="coordinate"``) or 1/ps (``"atomic"``).
     """
@@ -55,12 +56,8 @@ class BrownianDynamics(LatentLangevin):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self.gamma <= 0.0:
-            from latentlab.validation import fail
-
             fail("gamma", "is 0", "Brownian dynamics needs a positive friction (the time scale is 1/gamma)")
         if self.metropolis:
-            from latentlab.validation import fail
-
             fail("metropolis", "is not available for Brownian dynamics", "drop --metropolis or use the Langevin integrator")
 
     def free_energy_gradient(self, state: LangevinState) -> torch.Tensor:
@@ -101,10 +98,13 @@ class BrownianDynamics(LatentLangevin):
             healthy = (torch.isfinite(v1) & torch.isfinite(gv1).all(1) & torch.isfinite(q1).all(1)
                        & (w1.amin(1) > 0) & ((v1 - state.V).abs() <= self.blowup_kT * self.kT))
             m1, m2 = healthy[:, None], healthy[:, None, None]
-            state.Q, state.V, state.grad_V = torch.where(m1, q1, state.Q), torch.where(healthy, v1, state.V), \
-                torch.where(m1, gv1, state.grad_V)
-            state.A, state.dA = torch.where(m2, a1, state.A), torch.where(healthy[:, None, None, None], da1, state.dA)
-            state.eigvals, state.eigvecs = torch.where(m1, w1, state.eigvals), torch.where(m2, u1, state.eigvecs)
+            state.Q = torch.where(m1, q1, state.Q)
+            state.V = torch.where(healthy, v1, state.V)
+            state.grad_V = torch.where(m1, gv1, state.grad_V)
+            state.A = torch.where(m2, a1, state.A)
+            state.dA = torch.where(healthy[:, None, None, None], da1, state.dA)
+            state.eigvals = torch.where(m1, w1, state.eigvals)
+            state.eigvecs = torch.where(m2, u1, state.eigvecs)
             if not bool(healthy.all()):
                 self._reseed(state, ~healthy)
             state.P = self._momenta(state.eigvals, state.eigvecs)
