@@ -718,7 +718,8 @@ class _Evaluations:
             from tqdm.auto import tqdm
 
             vals = ", ".join(f"{n} {v:.4g} ps" for n, v in zip(self.target.names, p["values_ps"]))
-            tqdm.write(f"gamma {gamma:10.4g} {FRICTION_UNITS[self.model.friction_model]}: {vals}; ln(model/reference) {p['f']:+.3f} "
+            units = FRICTION_UNITS[self.model.friction_model]
+            tqdm.write(f"gamma {gamma:10.4g} {units}: {vals}; ln(model/reference) {p['f']:+.3f} "
                        f"+- {p['sigma_f']:.3f}  ({p['seconds']:.0f} s)")
         for text in info["problems"]:
             self.warnings.append(f"at gamma {gamma:.4g}: {text}")
