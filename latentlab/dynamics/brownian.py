@@ -97,15 +97,10 @@ class BrownianDynamics(LatentLangevin):
             w1, u1 = symmetric_eigh(a1)
             healthy = (torch.isfinite(v1) & torch.isfinite(gv1).all(1) & torch.isfinite(q1).all(1)
                        & (w1.amin(1) > 0) & ((v1 - state.V).abs() <= self.blowup_kT * self.kT))
-            m1, m2 = healthy[:, None], healthy[:, None, None]
-            state.Q = torch.where(m1, q1, state.Q)
-            state.V = torch.where(healthy, v1, state.V)
-            state.grad_V = torch.where(m1, gv1, state.grad_V)
-            state.A = torch.where(m2, a1, state.A)
-            state.dA = torch.where(healthy[:, None, None, None], da1, state.dA)
-            state.eigvals = torch.where(m1, w1, state.eigvals)
-            state.eigvecs = torch.where(m2, u1, state.eigvecs)
-            if not bool(healthy.all()):
+            if bool(healthy.all()):
+                state.take(None, q1, v1, gv1, a1, da1, w1, u1)
+            else:
+                state.take(healthy, q1, v1, gv1, a1, da1, w1, u1)
                 self._reseed(state, ~healthy)
             state.P = self._momenta(state.eigvals, state.eigvecs)
             state.kinetic_cache = None

@@ -149,6 +149,22 @@ class LangevinState:
         """``H = 1/2 P^T A P + V`` per walker, ``(n_walkers,)`` kJ/mol."""
         return self.kinetic_energy() + self.V
 
+    def take(self, accept: torch.Tensor | None, Q, V, grad_V, A, dA, eigvals, eigvecs) -> None:
+        """Move the walkers where ``accept`` (``(n_walkers,)`` bool; None: all of them) to the new position
+        and its cached quantities (shapes as the attributes).  P is the caller's."""
+        if accept is None:  # the common case: no masking needed
+            self.Q, self.V, self.grad_V, self.A, self.dA = Q, V, grad_V, A, dA
+            self.eigvals, self.eigvecs = eigvals, eigvecs
+            return
+        m1, m2 = accept[:, None], accept[:, None, None]
+        self.Q = torch.where(m1, Q, self.Q)
+        self.V = torch.where(accept, V, self.V)
+        self.grad_V = torch.where(m1, grad_V, self.grad_V)
+        self.A = torch.where(m2, A, self.A)
+        self.dA = torch.where(accept[:, None, None, None], dA, self.dA)
+        self.eigvals = torch.where(m1, eigvals, self.eigvals)
+        self.eigvecs = torch.where(m2, eigvecs, self.eigvecs)
+
 
 class LatentLangevin:
     """Batched Langevin sampler for ``H = 1/2 P^T A(Q) P + V(Q)``.
@@ -505,20 +521,13 @@ class LatentLangevin:
                 accept = healthy & (log_u <= -(h1 - h0) / self.kT)
                 state.counters["proposals"] += state.n_walkers
                 state.counters["accepted"] += int(accept.sum())
-            if bool(accept.all()):  # the common case: no masking needed
-                state.Q, state.P, state.V, state.grad_V, state.A, state.dA = q1, p1, v1, gv1, a1, da1
-                state.eigvals, state.eigvecs = w1, u1
+            if bool(accept.all()):
+                state.P = p1
+                state.take(None, q1, v1, gv1, a1, da1, w1, u1)
             else:
                 reject = ~accept if self.metropolis else torch.zeros_like(accept)
-                m1, m2, m3 = accept[:, None], accept[:, None, None], accept[:, None, None, None]
-                state.Q = torch.where(m1, q1, state.Q)
-                state.P = torch.where(m1, p1, torch.where(reject[:, None], -state.P, state.P))
-                state.V = torch.where(accept, v1, state.V)
-                state.grad_V = torch.where(m1, gv1, state.grad_V)
-                state.A = torch.where(m2, a1, state.A)
-                state.dA = torch.where(m3, da1, state.dA)
-                state.eigvals = torch.where(m1, w1, state.eigvals)
-                state.eigvecs = torch.where(m2, u1, state.eigvecs)
+                state.P = torch.where(accept[:, None], p1, torch.where(reject[:, None], -state.P, state.P))
+                state.take(accept, q1, v1, gv1, a1, da1, w1, u1)
                 sick = ~healthy
                 state.counters["not_converged"] += int((~converged & finite).sum())
                 if bool(sick.any()):
