@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from latentlab.conventions import canonical
+from latentlab.dynamics import check_dynamics
 from latentlab.dynamics.langevin import check_friction_model
 from latentlab.io import atomic_output
 from latentlab.maps.base import Coordinate, LatentCoordinates
@@ -128,8 +129,7 @@ class CGModel(LatentCoordinates):
         self.temperature = check_positive(self.temperature, "temperature", "K")
         self.convention = canonical(self.convention, warn=False)
         check_friction_model(self.friction_model)
-        if self.dynamics not in ("langevin", "brownian"):
-            fail("dynamics", f"got {self.dynamics!r}", "use 'langevin' or 'brownian'")
+        check_dynamics(self.dynamics)
         if self.start_points is not None:
             self.start_points = as_tensor(self.start_points, "start_points", dtype=torch.float64).reshape(-1, self.n_cg)
         self.potential.eval()

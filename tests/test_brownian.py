@@ -106,7 +106,10 @@ def test_brownian_samples_the_free_energy_with_a_position_dependent_mass(frictio
     assert abs(m) > 10 * se  # exp(-V/kT) alone (mean 0) is excluded: the test sees the ln det A term
     m2, se2, _ = mean_and_stderr(q * q)
     var_exact = float((grid ** 2 * weight).sum() / weight.sum())
-    assert abs(m2 - var_exact) < 4 * se2 + 2 * (k * dt / gamma) * var_exact, (m2, var_exact, se2)
+    # Euler-Maruyama's own bias of the variance: c dt / 2 relative for a harmonic well with rate c, here
+    # c <= max(A) k / gamma = e k / gamma (0.7 % of the variance here), allowed on top of the statistical error
+    em_bias = 0.5 * math.e * k * dt / gamma * var_exact
+    assert abs(m2 - var_exact) < 4 * se2 + em_bias, (m2, var_exact, se2, em_bias)
 
 
 def test_simulation_builds_and_the_model_stores_the_dynamics(tmp_path):

@@ -3,6 +3,17 @@
 from latentlab.dynamics.brownian import BrownianDynamics
 from latentlab.dynamics.langevin import FRICTION_UNITS, LangevinState, LatentLangevin, latent_potential
 from latentlab.dynamics.statistics import integrated_autocorrelation_time, mean_and_stderr
+from latentlab.validation import fail
 
-__all__ = ["BrownianDynamics", "FRICTION_UNITS", "LangevinState", "LatentLangevin", "latent_potential",
+#: The integrators by the name of their dynamics.
+INTEGRATORS = {cls.dynamics: cls for cls in (LatentLangevin, BrownianDynamics)}
+
+
+def check_dynamics(name: str) -> str:
+    """``name`` if it names dynamics latentlab integrates (``"langevin"`` or ``"brownian"``), else a clear error."""
+    if name not in INTEGRATORS:
+        fail("dynamics", f"got {name!r}", f"use one of {', '.join(repr(k) for k in INTEGRATORS)}")
+    return name
+
+__all__ = ["INTEGRATORS", "check_dynamics", "BrownianDynamics", "FRICTION_UNITS", "LangevinState", "LatentLangevin", "latent_potential",
            "integrated_autocorrelation_time", "mean_and_stderr"]

@@ -50,8 +50,8 @@ class BrownianDynamics(LatentLangevin):
     ``gamma`` must be positive: amu/ps (``friction_model="coordinate"``) or 1/ps (``"atomic"``).
     """
 
-    #: Momenta carry no dynamics (the kinetic temperature checks nothing).
-    has_inertia = False
+    #: Name of these dynamics; the momenta carry none (the kinetic temperature checks nothing).
+    dynamics = "brownian"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -204,8 +204,8 @@ class LatentLangevin:
         Seed of the sampler's own random generator.
     """
 
-    #: The momenta carry dynamics (the kinetic temperature checks the time step).
-    has_inertia = True
+    #: Name of these dynamics (``Simulation(dynamics=...)``); the momenta carry dynamics here.
+    dynamics = "langevin"
 
     def __init__(self, potential: Potential, effective_mass: MassFunction, kT: float, dt: float, gamma: float,
                  periodic: Sequence[bool] | None = None, bounds: Sequence | None = None, metropolis: bool = False,

@@ -22,16 +22,13 @@ from operator import attrgetter
 import numpy as np
 import torch
 
-from latentlab.dynamics.brownian import BrownianDynamics
+from latentlab.dynamics import INTEGRATORS, check_dynamics
 from latentlab.dynamics.langevin import FRICTION_UNITS, LangevinState, LatentLangevin, check_friction_model
 from latentlab.units import KB
 from latentlab.validation import as_tensor, check_positive, fail
 
 #: Friction rate (1/ps) that ``gamma="auto"`` aims at: gamma times the geometric mean eigenvalue of A.
 AUTO_FRICTION_RATE = 10.0
-
-#: The integrators ``Simulation(dynamics=...)`` builds.
-DYNAMICS = {"langevin": LatentLangevin, "brownian": BrownianDynamics}
 
 #: ``Simulation.problems`` thresholds: fraction of walker-steps re-seeded, relative kinetic-temperature error.
 MAX_RESEEDED_FRACTION = 0.01
@@ -137,10 +134,8 @@ class Simulation:
         potential = _frozen(energy, self.device, potential_dtype)
         q0 = _inside_bounds(start_points(model, int(n_walkers), start, seed), model.bounds, model.periodic)
         self.gamma_requested = gamma
-        dynamics = dynamics or model.dynamics
+        dynamics = check_dynamics(dynamics or model.dynamics)
         friction_model = check_friction_model(friction_model or model.friction_model)
-        if dynamics not in DYNAMICS:
-            fail("dynamics", f"got {dynamics!r}", f"use one of {', '.join(DYNAMICS)}")
         if gamma is None:  # the model's friction, unless it is in the units of another friction model
             same_units = friction_model == model.friction_model
             gamma = model.friction if model.friction is not None and same_units else "auto"
@@ -148,11 +143,10 @@ class Simulation:
             if gamma != "auto":
                 fail("gamma", f"got {gamma!r}", f"give a friction in {FRICTION_UNITS[friction_model]} or 'auto'")
             gamma = auto_gamma(model.mass, q0) if friction_model == "coordinate" else AUTO_FRICTION_RATE
-        self.integrator = DYNAMICS[dynamics](
+        self.integrator = INTEGRATORS[dynamics](
             _Cast(potential, dtype) if potential_dtype not in (None, dtype) else potential, model.mass,
             KB * self.temperature, dt, gamma, periodic=model.periodic, bounds=model.bounds, metropolis=metropolis,
             device=self.device, dtype=dtype, seed=seed, friction_model=friction_model)
-        self.dynamics = dynamics
         self.state: LangevinState = self.integrator.init(q0.to(device=self.device, dtype=dtype))
         self.seed = seed
         self.reporters = list(reporters)
@@ -168,6 +162,7 @@ class Simulation:
     gamma = property(attrgetter("integrator.gamma"),
                      doc="Friction (amu/ps; 1/ps for atomic friction), as resolved ('auto' or the model's).")
     kT = property(attrgetter("integrator.kT"), doc="Thermal energy k_B T, kJ/mol.")
+    dynamics = property(attrgetter("integrator.dynamics"), doc="'langevin' or 'brownian'.")
 
     @property
     def step_count(self) -> int:
@@ -259,7 +254,7 @@ class Simulation:
                        f"{max_reseeded_fraction:.1%}): the time step {self.dt:g} ps is too large. Fix: use --dt "
                        f"{self.dt / 4:.2g} or smaller")
         ratio = d["kinetic_temperature_ratio"]
-        if not self.integrator.has_inertia:  # Brownian dynamics: momenta drawn at equilibrium, nothing to check
+        if self.dynamics == "brownian":  # momenta drawn at equilibrium: nothing to check
             return out
         if not abs(ratio - 1.0) <= max_temperature_error + 3.0 * self.kinetic_temperature_error():
             out.append(f"the kinetic temperature is {ratio:.3f} x the target (allowed +-{max_temperature_error:.0%}): "
@@ -271,7 +266,7 @@ class Simulation:
         """JSON-ready description of the run (the metadata of a SIM file)."""
         out = {"temperature": self.temperature, "dt": self.dt, "gamma": self.gamma,
                "gamma_units": FRICTION_UNITS[self.integrator.friction_model],
-               "dynamics": "langevin" if self.integrator.has_inertia else "brownian",
+               "dynamics": self.dynamics,
                "friction_model": self.integrator.friction_model,
                "gamma_requested": self.gamma_requested, "walkers": self.n_walkers,
                "steps_requested": self._steps_requested, "steps_done": self.step_count, "simulated_ps": self.time_ps,
@@ -294,7 +289,6 @@ class Simulation:
         sim.model, sim.integrator, sim.state = model, integrator, state
         sim.temperature = integrator.kT / KB
         sim.device, sim.seed, sim.gamma_requested = integrator.device, None, integrator.gamma
-        sim.dynamics = "langevin" if integrator.has_inertia else "brownian"
         sim.reporters, sim.interrupted, sim.seconds = list(reporters), False, 0.0
         sim._stop, sim._kinetic, sim._steps_requested = threading.Event(), array("d"), 0
         return sim
