@@ -272,7 +272,7 @@ def test_sim_file_walkers_restarts_and_burn_in(tmp_path):
             "record_every": 250, "map": "dihedrals:phi-psi", "dataset": "alanine-dipeptide"}
     save_simulation(path, q, 0.5 * np.arange(1, 101), meta, restarts=np.array([[60, 1]]))
     tr = Trajectories.from_simulation(path, burn_in=0.2)
-    assert tr.dt_ps == pytest.approx(0.5) and tr.names == ("phi", "psi") and tr.periodic == (True, True)
+    assert tr.dt_ps == pytest.approx(0.5) and tr.names == ["phi", "psi"] and tr.periodic == [True, True]
     # walkers 0 and 2 whole after burn-in (80 records); walker 1 cut at record 60 -> 40 + 40
     assert sorted(len(s) for s in tr.segments) == [40, 40, 80, 80]
     np.testing.assert_allclose(tr.segments[0][0], q[20, 0], atol=1e-6)

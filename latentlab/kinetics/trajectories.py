@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from latentlab.maps.base import Coordinate, LatentCoordinates
 from latentlab.validation import fail
 
 #: Relative tolerance on the time step: a larger jump in ``time`` is a restart (a new trajectory).
@@ -21,7 +22,7 @@ TIME_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
-class Trajectories:
+class Trajectories(LatentCoordinates):
     """Independent trajectories in Q sharing one frame spacing.
 
     Build it with :meth:`from_arrays`, :meth:`from_dataset` or :meth:`from_simulation`.
@@ -33,10 +34,9 @@ class Trajectories:
         frames in time order, spacing ``dt_ps``.  Periodic coordinates in rad.
     dt_ps : float
         Time between consecutive frames, ps.
-    names : tuple of str, length n_cg
-    periodic : tuple of bool, length n_cg
-        Periodic coordinates have period 2 pi (dihedrals, rad).
-    units : tuple of str, length n_cg
+    coordinates : tuple of :class:`~latentlab.maps.Coordinate`, length n_cg
+        Name, unit and periodicity of each coordinate (``names``, ``units``, ``periodic``); periodic
+        coordinates have period 2 pi (dihedrals, rad).
     source : str
         Where the frames came from (for reports).
     map_spec : str or None
@@ -49,19 +49,13 @@ class Trajectories:
 
     segments: tuple
     dt_ps: float
-    names: tuple
-    periodic: tuple
-    units: tuple
+    coordinates: tuple
     source: str = ""
     map_spec: str | None = None
     dataset: str | None = None
     warnings: tuple = field(default_factory=tuple)
 
     # ------------------------------------------------------------------ properties
-    @property
-    def n_cg(self) -> int:
-        return len(self.names)
-
     @property
     def n_trajectories(self) -> int:
         return len(self.segments)
@@ -154,7 +148,8 @@ class Trajectories:
             fail("trajectories", f"no trajectory has at least {min_frames} finite frames",
                  "pass longer trajectories")
         kept = [_wrap(p, periodic) for p in kept]
-        return cls(tuple(kept), dt_ps, names, periodic, units, source=source, map_spec=map_spec, dataset=dataset,
+        coordinates = tuple(Coordinate(n, u, p) for n, u, p in zip(names, units, periodic))
+        return cls(tuple(kept), dt_ps, coordinates, source=source, map_spec=map_spec, dataset=dataset,
                    warnings=tuple(warnings))
 
     @classmethod
