@@ -209,3 +209,29 @@ def test_bad_starting_points_are_refused():
     with pytest.raises(ValueError, match="periodic"):
         LatentLangevin(lambda q: (q**2).sum(1), lambda q: torch.eye(2, dtype=q.dtype).expand(q.shape[0], 2, 2),
                        kT=2.5, dt=0.01, gamma=1.0, periodic=[True]).init(torch.zeros(2), n_walkers=2)
+
+
+def test_coordinate_friction_step_is_the_exact_ou_update():
+    # At fixed Q, dP = -gamma A P dt + sqrt(2 gamma kT) dW: after t the mean is exp(-gamma A t) P0 and the
+    # covariance kT A^-1 (I - exp(-2 gamma A t)); N(0, kT A^-1) maps to itself.
+    kT, t, n, gamma = 2.5, 0.05, 40000, 6.0
+    a = torch.tensor([[2.0, 0.6], [0.6, 1.0]], dtype=torch.float64)
+    sampler = LatentLangevin(lambda q: 0.5 * (q * q).sum(1), lambda q: a.expand(q.shape[0], 2, 2), kT=kT,
+                             dt=2 * t, gamma=gamma, seed=3)
+    state = sampler.init(torch.zeros(2), n_walkers=n)
+    p0 = torch.tensor([3.0, -2.0], dtype=torch.float64)
+    state.P = p0.expand(n, 2).clone()
+    sampler._friction(state, t)
+    w, u = torch.linalg.eigh(a)
+    decay = u @ torch.diag(torch.exp(-gamma * t * w)) @ u.T
+    eye = torch.eye(2, dtype=torch.float64)
+    cov = kT * torch.linalg.inv(a) @ (eye - decay @ decay)
+    p = state.P
+    se_mean = (torch.diagonal(cov) / n).sqrt()
+    assert ((p.mean(0) - decay @ p0).abs() < 4 * se_mean).all(), (p.mean(0), decay @ p0)
+    d = p - p.mean(0)
+    for i, j in [(0, 0), (1, 1), (0, 1)]:
+        se = math.sqrt((cov[i, i] * cov[j, j] + cov[i, j] ** 2) / n)  # variance of a Gaussian product moment
+        assert abs(float((d[:, i] * d[:, j]).mean()) - float(cov[i, j])) < 4 * se, (i, j)
+    stationary = kT * torch.linalg.inv(a)
+    assert torch.allclose(decay @ stationary @ decay.T + cov, stationary, atol=1e-12)

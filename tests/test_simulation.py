@@ -230,7 +230,7 @@ def test_unhealthy_runs_say_what_is_wrong_and_how_to_fix_it(three_atom_model):
     sim = Simulation(three_atom_model, n_walkers=64, dt=0.002, seed=0)
     sim.run(20)
     assert sim.problems() == []
-    bad = Simulation(three_atom_model, n_walkers=64, dt=0.1, seed=0)
+    bad = Simulation(three_atom_model, n_walkers=64, dt=0.15, seed=0)
     bad.run(40)
     problems = bad.problems()
     assert problems and all("Fix: use --dt" in p for p in problems)

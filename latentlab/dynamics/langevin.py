@@ -477,8 +477,9 @@ class LatentLangevin:
         def rate():
             # a-priori contraction rate of the drift map: h/2 |dA/dQ . P_half| (max-row-sum norm) at Q, times 3
             # for the change of dA between Q and Q1 (the observed rates of trained models are at most ~1.1x of it)
-            jac = torch.bmm(state.dA.transpose(2, 3).reshape(w, n * n, n), ph)  # (W, N N, 1): sum_j dA_ij/dQ_k P_j
-            return 1.5 * h * jac.abs().reshape(w, n, n).sum(2).amax(1)
+            # sum_j dA_ij/dQ_k P_j = sum_j P_j dA_ji/dQ_k (A symmetric): one product with dA as stored, (W, 1, N N)
+            jac = torch.bmm(ph.transpose(1, 2), state.dA.reshape(w, n, n * n))
+            return 1.5 * h * jac.reshape(w, n, n).abs().sum(2).amax(1)
 
         q1, error = self._solve(drift, q1, tol, rate=rate)
         converged &= error <= 10 * tol
