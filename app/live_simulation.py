@@ -50,11 +50,11 @@ def run(payload: dict, ctx) -> dict:
     reference = latent_coordinates(cg_map, ds.positions)  # (F, N)
     edges = marginal_edges(reference, cg_map.periodic, cg_map.bounds)
     segment = 0 if resume is None else int(resume["segment"])
+    dynamics = s if resume is None else resume  # a resumed run keeps the friction and dynamics it ran with
     sim = Simulation(model, n_walkers=s["n_walkers"], dt=s["dt"], temperature=s["temperature"],
-                     gamma=s["gamma"] if resume is None else resume["gamma"], seed=int(s.get("seed", 0)) + segment,
-                     start="data" if resume is None else resume["Q"],
-                     dynamics=(s if resume is None else resume).get("dynamics"),
-                     friction_model=(s if resume is None else resume).get("friction_model"))
+                     gamma=dynamics["gamma"], seed=int(s.get("seed", 0)) + segment,
+                     start="data" if resume is None else resume["Q"], dynamics=dynamics.get("dynamics"),
+                     friction_model=dynamics.get("friction_model"))
     hist = HistogramReporter(reference, edges, cg_map.periodic, every=s["steps_per_record"], names=cg_map.names)
     ref_tr, ref_error = reference_trajectories(ds, cg_map)
     kin = LiveKinetics(sim.dt, cg_map.names, cg_map.periodic, cg_map.units, None if ref_tr is None else ref_tr.dt_ps)

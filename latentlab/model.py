@@ -28,8 +28,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from latentlab.conventions import canonical
-from latentlab.dynamics import check_dynamics
-from latentlab.dynamics.langevin import check_friction_model
+from latentlab.dynamics import check_dynamics, check_friction_model
 from latentlab.io import atomic_output
 from latentlab.maps.base import Coordinate, LatentCoordinates
 from latentlab.maps.mass_model import MassModel, mass_model_from_dict

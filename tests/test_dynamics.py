@@ -213,7 +213,7 @@ def test_bad_starting_points_are_refused():
 
 def test_coordinate_friction_step_is_the_exact_ou_update():
     # At fixed Q, dP = -gamma A P dt + sqrt(2 gamma kT) dW: after t the mean is exp(-gamma A t) P0 and the
-    # covariance kT A^-1 (I - exp(-2 gamma A t)); N(0, kT A^-1) maps to itself.
+    # covariance kT A^-1 (I - exp(-2 gamma A t)), against 40,000 walkers within 4 standard errors.
     kT, t, n, gamma = 2.5, 0.05, 40000, 6.0
     a = torch.tensor([[2.0, 0.6], [0.6, 1.0]], dtype=torch.float64)
     sampler = LatentLangevin(lambda q: 0.5 * (q * q).sum(1), lambda q: a.expand(q.shape[0], 2, 2), kT=kT,
@@ -233,5 +233,3 @@ def test_coordinate_friction_step_is_the_exact_ou_update():
     for i, j in [(0, 0), (1, 1), (0, 1)]:
         se = math.sqrt((cov[i, i] * cov[j, j] + cov[i, j] ** 2) / n)  # variance of a Gaussian product moment
         assert abs(float((d[:, i] * d[:, j]).mean()) - float(cov[i, j])) < 4 * se, (i, j)
-    stationary = kT * torch.linalg.inv(a)
-    assert torch.allclose(decay @ stationary @ decay.T + cov, stationary, atol=1e-12)

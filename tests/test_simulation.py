@@ -151,6 +151,8 @@ def test_auto_gamma_gives_the_target_friction_rate():
     gamma = auto_gamma(mass, q, rate=10.0)
     w = torch.linalg.eigvalsh(mass(q))
     assert gamma * float(torch.exp(torch.log(w).mean())) == pytest.approx(10.0)
+    # atomic friction: every direction relaxes at gamma itself (1/ps), whatever A is
+    assert auto_gamma(mass, q, rate=7.0, friction_model="atomic") == 7.0
 
 
 def test_simulation_starts_from_stored_data_frames_inside_the_bounds(three_atom_model):

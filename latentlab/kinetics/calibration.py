@@ -630,12 +630,12 @@ def _friction_range(model, q0, dt: float, gamma_start, gamma_range) -> dict:
     """
     import torch
 
-    from latentlab.simulation import AUTO_FRICTION_RATE, auto_gamma
+    from latentlab.simulation import auto_gamma
 
     units = FRICTION_UNITS[model.friction_model]
     if gamma_start is None:
-        gamma_start = model.friction if model.friction is not None else (
-            auto_gamma(model.mass, q0) if model.friction_model == "coordinate" else AUTO_FRICTION_RATE)
+        gamma_start = model.friction if model.friction is not None else auto_gamma(
+            model.mass, q0, friction_model=model.friction_model)
     gamma_start = float(gamma_start)
     if not (gamma_start > 0 and math.isfinite(gamma_start)):
         fail("gamma_start", f"got {gamma_start}", f"give a positive friction in {units}")

@@ -22,9 +22,9 @@ from operator import attrgetter
 import numpy as np
 import torch
 
-from latentlab.dynamics import INTEGRATORS, check_dynamics
-from latentlab.dynamics.langevin import FRICTION_UNITS, LangevinState, LatentLangevin, check_friction_model
-from latentlab.units import KB
+from latentlab.dynamics import INTEGRATORS, check_dynamics, check_friction_model
+from latentlab.dynamics.langevin import LangevinState, LatentLangevin
+from latentlab.units import FRICTION_UNITS, KB
 from latentlab.validation import as_tensor, check_positive, fail
 
 #: Friction rate (1/ps) that ``gamma="auto"`` aims at: gamma times the geometric mean eigenvalue of A.
@@ -35,8 +35,11 @@ MAX_RESEEDED_FRACTION = 0.01
 MAX_TEMPERATURE_ERROR = 0.05
 
 
-def auto_gamma(mass, Q: torch.Tensor, rate: float = AUTO_FRICTION_RATE) -> float:
-    """Friction ``gamma`` (amu/ps) giving the friction rate ``rate`` (1/ps) at the typical A of the points ``Q``.
+def auto_gamma(mass, Q: torch.Tensor, rate: float = AUTO_FRICTION_RATE, friction_model: str = "coordinate") -> float:
+    """Friction ``gamma`` giving the friction rate ``rate`` (1/ps) at the typical A of the points ``Q``.
+
+    Atomic friction: ``gamma`` is the rate itself (1/ps; every direction relaxes at it).  Coordinate friction
+    (amu/ps):
 
     The friction rates of latent Langevin are ``gamma`` times the eigenvalues of A
     (``dP = -gamma A P dt + ...``), and A's scale differs by orders of magnitude between maps
@@ -44,6 +47,8 @@ def auto_gamma(mass, Q: torch.Tensor, rate: float = AUTO_FRICTION_RATE) -> float
     overdamped or underdamped somewhere.  ``rate = 10/ps`` is near critical damping for typical latent
     vibrations (periods ~ 0.2-1 ps).
     """
+    if check_friction_model(friction_model) == "atomic":
+        return float(rate)
     w = torch.linalg.eigvalsh(mass(Q.to(torch.float64)))
     return float(rate / torch.exp(torch.log(w.clamp_min(1e-300)).mean()))
 
@@ -142,7 +147,7 @@ class Simulation:
         if isinstance(gamma, str):
             if gamma != "auto":
                 fail("gamma", f"got {gamma!r}", f"give a friction in {FRICTION_UNITS[friction_model]} or 'auto'")
-            gamma = auto_gamma(model.mass, q0) if friction_model == "coordinate" else AUTO_FRICTION_RATE
+            gamma = auto_gamma(model.mass, q0, friction_model=friction_model)
         self.integrator = INTEGRATORS[dynamics](
             _Cast(potential, dtype) if potential_dtype not in (None, dtype) else potential, model.mass,
             KB * self.temperature, dt, gamma, periodic=model.periodic, bounds=model.bounds, metropolis=metropolis,
