@@ -7,24 +7,25 @@ import os
 
 from latentlab.cli._options import add_dynamics_options, add_run_options
 
-TARGET_HELP = ("kinetic observable to match: slowest-timescale (default: the slowest MSM implied timescale at the "
-               "reference's lag, on the reference's states), mfpt (mean first-passage times between --basins, "
-               "--pairs), acf (integrated autocorrelation times of --coordinates)")
+TARGET_HELP = """
+    kinetic observable to match: slowest-timescale (default: the slowest MSM implied timescale at the
+    reference's lag, on the reference's states), mfpt (mean first-passage times between --basins, --pairs), acf
+    (integrated autocorrelation times of --coordinates)"""
 
 
 def register(sub) -> None:
     p = sub.add_parser(
         "calibrate", help="calibrate the friction gamma so that the model's kinetics match a reference's",
-        description="Find the friction gamma (amu/ps; 1/ps for atomic friction) at which MODEL's latent dynamics "
-                    "(Langevin, or Brownian with --dynamics brownian) reproduce a kinetic "
-                    "observable of the reference trajectory: short simulations at several frictions (same seed and "
-                    "start points: common random numbers), a bracketing root search on ln gamma and its standard "
-                    "error (reference error and simulation noise).  In the overdamped regime the observable grows "
-                    "with gamma; near and below the Kramers turnover it does not: --branch says which root to take.  "
-                    "Afterwards an independent run at the calibrated gamma is compared with the reference on every "
-                    "observable (implied timescales, MFPTs, tau_int), used for the calibration or not.  With --out "
-                    "the model is written with the calibrated friction, which 'latentlab simulate' then uses by "
-                    "default.  See docs/kinetics.md.")
+        description="""
+        Find the friction gamma (amu/ps; 1/ps for atomic friction) at which MODEL's latent dynamics (Langevin,
+        or Brownian with --dynamics brownian) reproduce a kinetic observable of the reference trajectory: short
+        simulations at several frictions (same seed and start points: common random numbers), a bracketing root
+        search on ln gamma and its standard error (reference error and simulation noise). In the overdamped
+        regime the observable grows with gamma; near and below the Kramers turnover it does not: --branch says
+        which root to take. Afterwards an independent run at the calibrated gamma is compared with the reference
+        on every observable (implied timescales, MFPTs, tau_int), used for the calibration or not. With --out
+        the model is written with the calibrated friction, which 'latentlab simulate' then uses by default. See
+        docs/kinetics.md.""")
     p.add_argument("model", metavar="MODEL", help="model file from 'latentlab train'")
     p.add_argument("--reference", metavar="DATA", required=True,
                    help="reference trajectory: data set with a time axis (built-in name or path) or a SIM file, "

@@ -8,15 +8,14 @@ import math
 
 def register(sub) -> None:
     p = sub.add_parser("compare", help="compare a latent simulation with reference data (JS divergence vs noise floor)",
-                       description="Histogram the simulated Q (after burn-in) and the reference's Q (the map stored "
-                                   "in SIM) on one grid and report the Jensen-Shannon divergence, the reference's own "
-                                   "noise floor (its first vs second half in time), their ratio, KL and 1-D "
-                                   "Wasserstein distances. A model trained with --holdout is scored against the frames "
-                                   "it never saw. A perfect model scores a ratio of about 1/4 (its samples are compared "
-                                   "with all N scored frames, the floor compares two halves of N/2); about 1 is as far "
-                                   "from the data as the data is from itself. Binning: the joint histogram for up to 3 "
-                                   "coordinates (10 bins per coordinate in 3-D, 30 in 2-D), the reference range +5 %, "
-                                   "one overflow bin.")
+                       description="""
+        Histogram the simulated Q (after burn-in) and the reference's Q (the map stored in SIM) on one grid and
+        report the Jensen-Shannon divergence, the reference's own noise floor (its first vs second half in
+        time), their ratio, KL and 1-D Wasserstein distances. A model trained with --holdout is scored against
+        the frames it never saw. A perfect model scores a ratio of about 1/4 (its samples are compared with all
+        N scored frames, the floor compares two halves of N/2); about 1 is as far from the data as the data is
+        from itself. Binning: the joint histogram for up to 3 coordinates (10 bins per coordinate in 3-D, 30 in
+        2-D), the reference range +5 %, one overflow bin.""")
     p.add_argument("sim", metavar="SIM", help="simulation file from 'latentlab simulate'")
     p.add_argument("--reference", required=True, metavar="DATA", help="built-in data set name or path")
     p.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -9,9 +9,10 @@ import json
 
 def register(sub) -> None:
     p = sub.add_parser("consistency", help="level-set consistency of A = J M^-1 J^T for a CG map",
-                       description="Measure how far the effective mass A(q) = J M^-1 J^T varies inside level sets "
-                                   "of the CG map (docs/theory.md section 1): binned over Q from the data, and by random "
-                                   "moves inside level sets. DATA is a built-in name (latentlab datasets) or a path.")
+                       description="""
+        Measure how far the effective mass A(q) = J M^-1 J^T varies inside level sets of the CG map
+        (docs/theory.md section 1): binned over Q from the data, and by random moves inside level sets. DATA is
+        a built-in name (latentlab datasets) or a path.""")
     add_data_arguments(p, block=False)
     p.add_argument("--map", dest="spec", default=None, help="map spec, e.g. 'triangle:0,1,2' (default: the data set's)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")

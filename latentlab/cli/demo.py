@@ -7,9 +7,9 @@ import json
 
 def register(sub) -> None:
     p = sub.add_parser("demo", help="run a built-in demonstration (three-atom: latent Langevin vs exact answers)",
-                       description="Sample the three-atom system's (r1, r2, cos) by latent Langevin dynamics with the "
-                                   "exact PMF, for V in the 'consistent' and the 'eq9' convention (eq. 9 of Bruce et "
-                                   "al.), and compare with exact moments.")
+                       description="""
+        Sample the three-atom system's (r1, r2, cos) by latent Langevin dynamics with the exact PMF, for V in
+        the 'consistent' and the 'eq9' convention (eq. 9 of Bruce et al.), and compare with exact moments.""")
     p.add_argument("name", choices=["three-atom"], help="which demonstration")
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
     p.add_argument("--walkers", type=int, default=2000, help="number of walkers (default 2000)")

@@ -16,8 +16,9 @@ SYSTEM_HELP = "double-well | gaussian-mixture | gaussian-mixture-20d | alanine-d
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("flow", help="data-free CG: train, sample and check structured normalizing flows",
-                              description="Structured-latent normalizing flows trained on the potential alone "
-                                          "(Stupp & Koutsourelakis, JCTC 2025); see docs/flows.md.")
+                              description="""
+        Structured-latent normalizing flows trained on the potential alone (Stupp & Koutsourelakis, JCTC 2025);
+        see docs/flows.md.""")
     sub = p.add_subparsers(dest="flow_command", metavar="ACTION")
 
     t = sub.add_parser("train", help="train a flow on a system's potential (no data)",

@@ -9,11 +9,12 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "import",
         help="convert positions (+ forces) from .npy/.npz or any mdtraj trajectory into a latentlab .h5",
-        description="Import positions (and forces, energies) into the latentlab HDF5 format, converting units and "
-                    "refusing inconsistent input: shapes, lengths, NaN/inf frames, nm/Angstrom mix-ups in the "
-                    "positions, and forces whose size does not match the positions at the stated temperature "
-                    "(a kcal/kJ or nm/Angstrom mistake; --no-check skips that test). Without --topology the bonds "
-                    "are inferred from the masses and distances and stored with the data.",
+        description="""
+        Import positions (and forces, energies) into the latentlab HDF5 format, converting units and refusing
+        inconsistent input: shapes, lengths, NaN/inf frames, nm/Angstrom mix-ups in the positions, and forces
+        whose size does not match the positions at the stated temperature (a kcal/kJ or nm/Angstrom mistake;
+        --no-check skips that test). Without --topology the bonds are inferred from the masses and distances and
+        stored with the data.""",
     )
     p.add_argument("--positions", required=True,
                    help="positions (n_frames, n_atoms, 3) as .npy/.npz, or any mdtraj-readable trajectory")

@@ -20,9 +20,10 @@ SIM_KEYS = ("model", "map", "names", "units", "temperature", "model_temperature"
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("info", help="summarise a data set, model or SIM file (built-in name or file)",
-                              description="Summarise a data set (frames, atoms, temperature, forces, energies, topology, "
-                                          "dropped frames, provenance), a model file (map, temperature, training) or a "
-                                          "SIM file (walkers, steps, time step, re-seeded walkers, kinetic temperature).")
+                              description="""
+        Summarise a data set (frames, atoms, temperature, forces, energies, topology, dropped frames,
+        provenance), a model file (map, temperature, training) or a SIM file (walkers, steps, time step,
+        re-seeded walkers, kinetic temperature).""")
     add_data_arguments(p, help="built-in data set name (see `latentlab datasets`), or a data set, model or SIM file")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)

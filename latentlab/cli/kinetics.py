@@ -5,22 +5,24 @@ from __future__ import annotations
 import json
 import os
 
-BASINS_HELP = ("named basins for first-passage times: 'auto' (built-in set when one fits the coordinates: "
-               "alanine-dipeptide for phi/psi, chignolin for its CA triangle), a built-in name, 'none', or a spec "
-               "NAME:COND[,COND];... with COND like a<x<b, x<b or x>a, numbers in the coordinate's unit or with "
-               "'deg' for angles, e.g. \"A:phi<-2.1;B:-2.1<phi<0\" or \"folded:r13<0.6;unfolded:r13>0.8\" "
-               "(r13: the first-to-third atom distance of a triangle map)")
+BASINS_HELP = """
+    named basins for first-passage times: 'auto' (built-in set when one fits the coordinates: alanine-dipeptide
+    for phi/psi, chignolin for its CA triangle), a built-in name, 'none', or a spec NAME:COND[,COND];... with
+    COND like a<x<b, x<b or x>a, numbers in the coordinate's unit or with 'deg' for angles, e.g.
+    "A:phi<-2.1;B:-2.1<phi<0" or "folded:r13<0.6;unfolded:r13>0.8" (r13: the first-to-third atom distance of a
+    triangle map)"""
 
 
 def register(sub) -> None:
     p = sub.add_parser(
         "kinetics", help="kinetics of a trajectory in Q: ACFs, tau_int, MSM implied timescales, CK test, MFPTs",
-        description="Analyse the kinetics of a trajectory in Q (a SIM file from 'latentlab simulate', or a data set: "
-                    "built-in name or path) on deeptime: autocorrelation functions and integrated autocorrelation "
-                    "times, a Bayesian MSM with implied timescales vs lag (95 % intervals), a Chapman-Kolmogorov "
-                    "test and mean first-passage times between named basins.  Walkers, replicas and restarts are "
-                    "separate trajectories, never joined.  With --reference, the model and the reference are "
-                    "analysed at one frame spacing on the reference's states, lag and basins.  See docs/kinetics.md.")
+        description="""
+        Analyse the kinetics of a trajectory in Q (a SIM file from 'latentlab simulate', or a data set: built-in
+        name or path) on deeptime: autocorrelation functions and integrated autocorrelation times, a Bayesian
+        MSM with implied timescales vs lag (95 % intervals), a Chapman-Kolmogorov test and mean first-passage
+        times between named basins. Walkers, replicas and restarts are separate trajectories, never joined. With
+        --reference, the model and the reference are analysed at one frame spacing on the reference's states,
+        lag and basins. See docs/kinetics.md.""")
     p.add_argument("traj", metavar="TRAJ", help="SIM file (.npz from 'latentlab simulate') or data set (name or path)")
     p.add_argument("--reference", metavar="DATA", default=None,
                    help="reference data set (name or path; a SIM file also works) to compare with")

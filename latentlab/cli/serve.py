@@ -12,9 +12,9 @@ import os
 
 def register(sub) -> None:
     p = sub.add_parser("serve", help="start the dashboard (Panel) and print its URL",
-                       description="Start the latentlab dashboard on a local port: structure and atom picking, "
-                                   "map consistency, training, live latent Langevin vs ground truth, "
-                                   "reconstruction. Nothing is fetched from the internet.")
+                       description="""
+        Start the latentlab dashboard on a local port: structure and atom picking, map consistency, training,
+        live latent Langevin vs ground truth, reconstruction. Nothing is fetched from the internet.""")
     p.add_argument("--port", type=int, default=5006, help="port (default 5006; 0 picks a free one)")
     p.add_argument("--data", default=None,
                    help="data set to open: a built-in name or a path (default chignolin, or alanine-dipeptide "

@@ -9,12 +9,12 @@ from latentlab.cli._options import add_dynamics_options
 
 def register(sub) -> None:
     p = sub.add_parser("simulate", help="latent Langevin dynamics with a trained potential",
-                       description="Run batched Langevin dynamics in the CG space with H = 1/2 P^T A(Q) P + V(Q): V "
-                                   "from MODEL, A(Q) from the model file (closed form, or the binned mean of A(q) from "
-                                   "the training data). Walkers start from data frames stored in the model. SIM is an "
-                                   ".npz file with Q (n_records, n_walkers, n_cg), time and metadata; Ctrl-C writes "
-                                   "what was done. The run fails (exit 2) when more than 1 % of the walker-steps "
-                                   "blew up or the kinetic temperature is off by more than 5 % (the file is kept).")
+                       description="""
+        Run batched Langevin dynamics in the CG space with H = 1/2 P^T A(Q) P + V(Q): V from MODEL, A(Q) from
+        the model file (closed form, or the binned mean of A(q) from the training data). Walkers start from data
+        frames stored in the model. SIM is an .npz file with Q (n_records, n_walkers, n_cg), time and metadata;
+        Ctrl-C writes what was done. The run fails (exit 2) when more than 1 % of the walker-steps blew up or
+        the kinetic temperature is off by more than 5 % (the file is kept).""")
     p.add_argument("model", metavar="MODEL", help="model file from 'latentlab train'")
     p.add_argument("--walkers", type=int, required=True, help="number of walkers")
     p.add_argument("--steps", type=int, required=True, help="number of steps")

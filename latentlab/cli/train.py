@@ -11,10 +11,11 @@ from latentlab.training.defaults import DEFAULTS
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train a CG potential V(Q) by force matching",
-                       description="Fit grad_Q V_theta to the frame-wise mean-force targets g(q) (docs/theory.md section 3) "
-                                   "with an MLP V_theta(Q); validation on held-out time blocks, Adam with cosine decay, "
-                                   "early stopping, a checkpoint after every epoch (MODEL.ckpt, --resume continues from "
-                                   "it). DATA is a built-in name (latentlab datasets) or a path.")
+                       description="""
+        Fit grad_Q V_theta to the frame-wise mean-force targets g(q) (docs/theory.md section 3) with an MLP
+        V_theta(Q); validation on held-out time blocks, Adam with cosine decay, early stopping, a checkpoint
+        after every epoch (MODEL.ckpt, --resume continues from it). DATA is a built-in name (latentlab datasets)
+        or a path.""")
     add_data_arguments(p, help="built-in data set name or path (with forces)", block=False)
     p.add_argument("--map", dest="spec", default=None, help="map spec (default: the data set's default map)")
     p.add_argument("--out", required=True, metavar="MODEL", help="model file to write (.pt is added when no extension is given)")

@@ -30,26 +30,15 @@ from latentlab.validation import fail
 
 @dataclass
 class DoubleWell2D(AnalyticSystem):
-    """The 2-D double well; parameters in OpenMM units.
+    """The 2-D double well; parameters in OpenMM units (each field's unit beside it)."""
 
-    Attributes
-    ----------
-    barrier : float, kJ/mol  (h)
-    s : float, nm             (minima of the untilted well at x = +-s)
-    tilt : float, kJ/mol/nm   (c)
-    k_y : float, kJ/mol/nm^2
-    k_z : float, kJ/mol/nm^2
-    temperature : float, K
-    mass : float, amu         (of the one particle; only needed for dynamics)
-    """
-
-    barrier: float = 12.0
-    s: float = 0.5
-    tilt: float = 2.0
-    k_y: float = 200.0
-    k_z: float = 1000.0
-    temperature: float = 300.0
-    mass: float = 12.0
+    barrier: float = 12.0      #: kJ/mol, h
+    s: float = 0.5             #: nm, minima of the untilted well at x = +-s
+    tilt: float = 2.0          #: kJ/mol/nm, c
+    k_y: float = 200.0         #: kJ/mol/nm^2
+    k_z: float = 1000.0        #: kJ/mol/nm^2
+    temperature: float = 300.0  #: K
+    mass: float = 12.0         #: amu, of the one particle (only needed for dynamics)
 
     n_atoms = 1
 

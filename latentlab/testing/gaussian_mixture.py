@@ -163,23 +163,16 @@ class ConditionalGaussianMixture(AnalyticSystem):
     standard normal (``RandomState(cond_seed)``; the authors draw it with JAX, so
     B differs from theirs).  The potential is ``U = -kT ln p`` with
     ``T = 1/k_B`` (``kT = 1`` kJ/mol, the authors' beta = 1).
-
-    Attributes
-    ----------
-    n_slow, n_fast, n_components : int
-    std, cond_std : float, nm
-    seed, cond_seed : int
-    temperature : float, K
     """
 
-    n_slow: int = 10
-    n_fast: int = 10
-    n_components: int = 3
-    std: float = 0.1
-    cond_std: float = 0.1
-    seed: int = 6
-    cond_seed: int = 1
-    temperature: float = 1.0 / KB
+    n_slow: int = 10              #: dimension of x_s
+    n_fast: int = 10              #: dimension of x_f (0: the mixture alone)
+    n_components: int = 3         #: K
+    std: float = 0.1              #: nm, of each component
+    cond_std: float = 0.1         #: nm, of x_f around B x_s
+    seed: int = 6                 #: of the means m_k
+    cond_seed: int = 1            #: of B
+    temperature: float = 1.0 / KB  #: K
 
     def __post_init__(self):
         self._check_counts(("n_slow", "n_components"))
