@@ -858,34 +858,23 @@ def calibrate(model, reference, target: str = "slowest-timescale", *, basins="au
     model = tabulated(model.with_dynamics(dynamics, friction_model))
     q0 = _calibration_start(model, reference, int(n_walkers), seed)
     fr = _friction_range(model, q0, dt, gamma_start, gamma_range)
-    lo, hi = fr["low"], fr["high"]
     settings = {"n_walkers": int(n_walkers), "length_ps": n_records * reference.dt_ps,
                 "burn_in_ps": burn_records * reference.dt_ps, "dt": float(dt), "record_every": record_every,
-                "seed": int(seed), "gamma_start": fr["gamma_start"], "gamma_range": [lo, hi], "branch": branch,
-                "max_evaluations": int(max_evaluations), "device": str(device), "jackknife_groups": JACKKNIFE_GROUPS,
-                "gamma_dt_limit": fr["gamma_dt_limit"], "largest_mass_eigenvalue": fr["w_max"],
-                "dynamics": model.dynamics, "friction_model": model.friction_model,
-                "gamma_units": FRICTION_UNITS[model.friction_model]}
+                "seed": int(seed), "branch": branch, "max_evaluations": int(max_evaluations), "device": str(device),
+                **_friction_settings(model, fr)}
     d = 1.0 if branch == "overdamped" else -1.0  # search in y = d ln(gamma): f increases with y on the branch
     ev = _Evaluations(model, tgt, q0, dt, record_every, n_records, burn_records, reference.dt_ps, d,
                       fr["gamma_dt_limit"], int(max_evaluations), seed, device, progress, callback)
     points, warnings = ev.points, ev.warnings
-    y_lo, y_hi = sorted((d * math.log(lo), d * math.log(hi)))
+    y_lo, y_hi = sorted((d * math.log(fr["low"]), d * math.log(fr["high"])))
     message = search(ev, d * math.log(fr["gamma_start"]), (y_lo, y_hi), int(max_evaluations), tgt.sigma_reference,
                      points=points, label=_label(tgt), to_gamma=lambda y: math.exp(d * y),
                      units=FRICTION_UNITS[model.friction_model])
-    if message.startswith("no root in the friction range") and fr["dt_limited"] and d > 0 \
-            and max(points, key=lambda q: q["y"])["f"] < 0:
-        message = _saturation_message(tgt, points, dt, fr["w_max"])
-    bracket = _bracket(points)
-    monotonic, turnover = _monotonic(points, d)
-    if not monotonic:
-        warnings.append(f"the {_label(tgt)} is not monotonic in gamma: smallest near gamma {turnover:.4g} "
-                        f"{FRICTION_UNITS[model.friction_model]} "
-                        f"(Kramers turnover); the {branch} branch was used")
+    message, monotonic, turnover = _search_outcome(message, points, tgt, fr, dt, d, branch, model.friction_model,
+                                                   warnings)
     result = CalibrationResult(False, None, None, None, branch, tgt, points, monotonic, turnover, message,
                                settings=settings, warnings=warnings)
-    if bracket is None:
+    if _bracket(points) is None:
         result.message = message or "no bracket of the root"
     else:
         _set_root(result, ev)
@@ -893,6 +882,28 @@ def calibrate(model, reference, target: str = "slowest-timescale", *, basins="au
             result.check = _check_run(result, ev, check_length_ps, n_samples, n_walkers)
     result.seconds = time.perf_counter() - t_start
     return result
+
+
+def _search_outcome(message: str, points: list, tgt, fr: dict, dt: float, d: float, branch: str,
+                    friction_model: str, warnings: list) -> tuple[str, bool, float | None]:
+    """The search's message (explaining a root beyond the time step's reach), whether the observable is
+    monotonic in gamma and where it turns over (a warning appended to ``warnings`` when it does)."""
+    if message.startswith("no root in the friction range") and fr["dt_limited"] and d > 0 \
+            and max(points, key=lambda q: q["y"])["f"] < 0:
+        message = _saturation_message(tgt, points, dt, fr["w_max"])
+    monotonic, turnover = _monotonic(points, d)
+    if not monotonic:
+        warnings.append(f"the {_label(tgt)} is not monotonic in gamma: smallest near gamma {turnover:.4g} "
+                        f"{FRICTION_UNITS[friction_model]} (Kramers turnover); the {branch} branch was used")
+    return message, monotonic, turnover
+
+
+def _friction_settings(model, fr: dict) -> dict:
+    """The friction part of a calibration's recorded settings (``fr`` from :func:`_friction_range`)."""
+    return {"gamma_start": fr["gamma_start"], "gamma_range": [fr["low"], fr["high"]],
+            "jackknife_groups": JACKKNIFE_GROUPS, "gamma_dt_limit": fr["gamma_dt_limit"],
+            "largest_mass_eigenvalue": fr["w_max"], "dynamics": model.dynamics,
+            "friction_model": model.friction_model, "gamma_units": FRICTION_UNITS[model.friction_model]}
 
 
 def search(evaluate, y_start: float, y_range, max_evaluations: int, sigma_reference: float = 0.0, *, points=None,
