@@ -139,7 +139,7 @@ def main() -> None:
 
     from latentlab.cli.calibrate import load_reference
     from latentlab.kinetics.basins import resolve_basins
-    from latentlab.kinetics.calibration import _pairs
+    from latentlab.kinetics.targets import mfpt_pairs
     from latentlab.model import CGModel
 
     model = CGModel.load(args.model)
@@ -151,7 +151,7 @@ def main() -> None:
     if basins is None:
         raise SystemExit("no basins for these coordinates: pass --basins")
     if args.pairs:
-        pairs = _pairs(args.pairs.split(","), basins.names, {})
+        pairs = mfpt_pairs(args.pairs.split(","), basins.names, {})
     elif cal["target"]["kind"] == "mfpt":
         pairs = [tuple(k.split("->")) for k in cal["target"]["observables"]]
     else:

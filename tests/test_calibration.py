@@ -17,8 +17,9 @@ import pytest
 import torch
 
 from latentlab.kinetics import Trajectories, analyze
-from latentlab.kinetics.calibration import (MIN_WIDTH, STEP, calibrate, reference_target, root_from_points, search,
-                                            simulate_trajectories)
+from latentlab.kinetics.calibration import calibrate, simulate_trajectories
+from latentlab.kinetics.root_search import MIN_WIDTH, STEP, root_from_points, search
+from latentlab.kinetics.targets import reference_target
 from latentlab.maps.base import Coordinate
 from latentlab.maps.mass_model import ConstantMass
 from latentlab.model import CGModel

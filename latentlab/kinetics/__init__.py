@@ -21,8 +21,8 @@ See docs/kinetics.md.
 from latentlab.kinetics.acf import acf_analysis, autocorrelation, integrated_time
 from latentlab.kinetics.analysis import KineticsComparison, KineticsResult, analyze, compare
 from latentlab.kinetics.basins import BUILTIN, BasinSet, parse_basins, resolve_basins
-from latentlab.kinetics.calibration import (CalibrationCancelled, CalibrationResult, CalibrationTarget, calibrate,
-                                            reference_target)
+from latentlab.kinetics.calibration import CalibrationCancelled, CalibrationResult, calibrate
+from latentlab.kinetics.targets import CalibrationTarget, reference_target
 from latentlab.kinetics.mfpt import mfpt_direct
 from latentlab.kinetics.trajectories import Trajectories
 

@@ -20,6 +20,9 @@ inverse-variance weighted mean log ratio
 (``s_i`` the reference's relative error of observable i), and the root of ``f`` is the calibrated
 friction: the least-squares gamma in log space.
 
+The observables and ``f`` are :mod:`latentlab.kinetics.targets`; the root search on ``ln gamma`` is
+:mod:`latentlab.kinetics.root_search`; this module runs the simulations, checks and records.
+
 **Search.**  Each evaluation of ``f`` is a short simulation of ``n_walkers`` walkers started from
 the same points with the same seed (common random numbers: the difference between two frictions is
 then much less noisy than either value).  The root is bracketed on ``ln gamma`` in steps of a factor
@@ -78,25 +81,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from latentlab.kinetics.analysis import KineticsResult, _jsonable, analyze, lag_frames
-from latentlab.kinetics.basins import BasinSet, resolve_basins
+from latentlab.kinetics.root_search import MIN_WIDTH, check_monotonic, find_bracket, root_from_points, search
+from latentlab.kinetics.targets import JACKKNIFE_GROUPS, MIN_TRANSITIONS, Z95, CalibrationTarget, reference_target
 from latentlab.kinetics.trajectories import Trajectories
 from latentlab.units import FRICTION_UNITS
 from latentlab.validation import fail
 
-TARGETS = ("slowest-timescale", "mfpt", "acf")
 BRANCHES = ("overdamped", "underdamped")
-
-#: Reference transitions a first-passage pair needs to be a default calibration observable.
-MIN_TRANSITIONS = 20
-
-#: Bracketing step on ln gamma (a factor 4 in gamma).
-STEP = math.log(4.0)
-
-#: Smallest bracket width on ln gamma worth refining (5 %).
-MIN_WIDTH = 0.05
-
-#: Walker groups of the jackknife.
-JACKKNIFE_GROUPS = 8
 
 #: Default top of the search range, in units of 1 / (w_max dt) (w_max the largest eigenvalue of A): beyond it
 #: the integrator's diffusion no longer depends on gamma (module docstring).
@@ -105,291 +96,9 @@ DT_LIMIT_FACTOR = 4.0
 #: Relative difference counted as agreement in the comparison table (issue 12: within 30 %).
 AGREEMENT = 0.30
 
-_Z95 = 1.959963984540054
-
 
 class CalibrationCancelled(Exception):
     """Raised when the caller's callback asks a calibration to stop (Ctrl-C raises KeyboardInterrupt)."""
-
-
-# ---------------------------------------------------------------------- target
-@dataclass
-class CalibrationTarget:
-    """What is matched: observables of the reference, how to measure them on a model, and their errors.
-
-    Build it with :func:`reference_target`.
-
-    Attributes
-    ----------
-    kind : {"slowest-timescale", "mfpt", "acf"}
-    names : list of str
-        One per observable: ``"t1"`` (implied timescale 1 = slowest), ``"C5->C7eq"``, ``"phi"``.
-    reference_ps : np.ndarray, shape=(n_obs,), ps
-    reference_log_sigma : np.ndarray, shape=(n_obs,)
-        Standard error of ``ln`` of each reference value (relative error).
-    weights : np.ndarray, shape=(n_obs,)
-        Inverse-variance weights of the log ratios, summing to 1.
-    reference : KineticsResult
-        The full analysis of the reference (states, lag, basins, every observable).
-    lag_ps : float or None
-        MSM lag (slowest-timescale).
-    process : int
-        Which implied timescale (0 = slowest).
-    pairs : list of (str, str)
-        First-passage pairs (mfpt).
-    coordinates : list of str
-        Coordinates (acf).
-    """
-
-    kind: str
-    names: list
-    reference_ps: np.ndarray
-    reference_log_sigma: np.ndarray
-    weights: np.ndarray
-    reference: KineticsResult
-    lag_ps: float | None = None
-    process: int = 0
-    pairs: list = field(default_factory=list)
-    coordinates: list = field(default_factory=list)
-
-    @property
-    def dt_ps(self) -> float:
-        return self.reference.trajectories.dt_ps
-
-    @property
-    def basins(self) -> BasinSet | None:
-        return self.reference.basins
-
-    @property
-    def sigma_reference(self) -> float:
-        """Standard error of ``f`` from the reference's errors alone (independent observables)."""
-        return float(math.sqrt(np.sum(self.weights ** 2 * self.reference_log_sigma ** 2)))
-
-    def describe(self) -> dict:
-        out = {"kind": self.kind, "observables": list(self.names), "reference_ps": self.reference_ps.tolist(),
-               "reference_relative_error": self.reference_log_sigma.tolist(), "weights": self.weights.tolist(),
-               "sigma_reference": self.sigma_reference}
-        if self.kind == "slowest-timescale":
-            out.update(lag_ps=self.lag_ps, process=self.process,
-                       reference_interval_ps=self.reference.implied_timescales_interval_ps[self.process].tolist())
-        if self.kind == "mfpt":
-            out["basins"] = self.basins.describe()
-        return _jsonable(out)
-
-    # ------------------------------------------------------------------ measuring a model
-    def prepare(self, trajectories: Trajectories):
-        """Per-trajectory data the observables are computed from (state, basin or coordinate trajectories)."""
-        if self.kind == "slowest-timescale":
-            return self.reference.discretizer.transform(trajectories)
-        if self.kind == "mfpt":
-            names = sorted({b for p in self.pairs for b in p})
-            masks = self.basins.masks(trajectories)
-            return {b: masks[b] for b in names}
-        return trajectories
-
-    def values(self, prepared, index) -> tuple[np.ndarray, np.ndarray]:
-        """Observables of the trajectories ``index``: values ``(n_obs,)`` ps and censoring flags ``(n_obs,)``.
-
-        A first passage never seen is censored: its value is the lower bound ``time from A / 1``; an
-        implied timescale that cannot be estimated is NaN.
-        """
-        from latentlab.kinetics import msm as msm_mod
-        from latentlab.kinetics.acf import acf_analysis
-        from latentlab.kinetics.mfpt import mfpt_direct
-
-        n = len(self.names)
-        censored = np.zeros(n, dtype=bool)
-        if self.kind == "slowest-timescale":
-            dtrajs = [prepared[i] for i in index]
-            k = lag_frames(self.lag_ps, self.dt_ps)
-            fit = msm_mod.fit_msm(dtrajs, k, self.reference.discretizer.n_states, n_samples=0,
-                                  count_mode="sliding-effective")
-            est, _, _ = msm_mod.timescales(fit, self.process + 1, self.dt_ps)
-            return np.array([est[self.process]]), censored
-        if self.kind == "mfpt":
-            sub = {b: [m[i] for i in index] for b, m in prepared.items()}
-            res = mfpt_direct(sub, self.dt_ps, self.pairs, n_bootstrap=0)
-            out = np.empty(n)
-            for j, (a, b) in enumerate(self.pairs):
-                r = res[f"{a}->{b}"]
-                if r["mfpt_ps"] is None:
-                    censored[j] = True
-                    out[j] = max(r["time_from_a_ps"], self.dt_ps)
-                else:
-                    out[j] = r["mfpt_ps"]
-            return out, censored
-        tr = replace(prepared, segments=tuple(prepared.segments[i] for i in index))
-        acf = acf_analysis(tr)
-        return np.array([acf["tau_int_ps"][c] for c in self.coordinates]), censored
-
-    def measure(self, trajectories: Trajectories, groups: int = JACKKNIFE_GROUPS) -> dict:
-        """The observables of a model's trajectories, ``f`` and its jackknife standard error.
-
-        Returns
-        -------
-        dict
-            ``values_ps`` (n_obs,), ``log_sigma`` (n_obs,) (jackknife), ``censored`` (n_obs,),
-            ``f`` (weighted mean log ratio), ``sigma_f`` (jackknife), ``window_not_reached`` (coordinates
-            whose tau_int is a lower bound: the trajectories end before Sokal's window).
-        """
-        prepared = self.prepare(trajectories)
-        n_traj = trajectories.n_trajectories
-        values, censored = self.values(prepared, range(n_traj))
-        logr = np.log(self.reference_ps)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            f = float(np.sum(self.weights * (np.log(values) - logr)))
-        g = int(min(groups, n_traj))
-        log_sigma = np.full(len(values), np.nan)
-        sigma_f = math.nan
-        if g >= 2:
-            labels = np.arange(n_traj) % g
-            deleted = []
-            for k in range(g):
-                v, _ = self.values(prepared, np.nonzero(labels != k)[0])
-                deleted.append(v)
-            d = np.array(deleted)  # (g, n_obs)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                logs = np.log(d)
-                fs = np.sum(self.weights * (logs - logr), axis=1)
-            if np.all(np.isfinite(fs)):
-                sigma_f = float(math.sqrt((g - 1) / g * np.sum((fs - fs.mean()) ** 2)))
-            ok = np.all(np.isfinite(logs), axis=0)
-            log_sigma[ok] = np.sqrt((g - 1) / g * np.sum((logs[:, ok] - logs[:, ok].mean(0)) ** 2, axis=0))
-        short = []
-        if self.kind == "acf":
-            from latentlab.kinetics.acf import acf_analysis
-
-            reached = acf_analysis(trajectories)["tau_int_window_reached"]
-            short = [c for c in self.coordinates if not reached[c]]
-        return {"values_ps": values, "log_sigma": log_sigma, "censored": censored, "f": f, "sigma_f": sigma_f,
-                "window_not_reached": short}
-
-
-def reference_target(reference, target: str = "slowest-timescale", *, basins="auto", pairs=None, coordinates=None,
-                     lag_ps: float | None = None, process: int = 0, n_clusters: int = 50, n_samples: int = 100,
-                     seed: int = 0, analysis: KineticsResult | None = None) -> CalibrationTarget:
-    """Analyse the reference and choose the observables to match.
-
-    Parameters
-    ----------
-    reference : Trajectories
-    target : {"slowest-timescale", "mfpt", "acf"}
-    basins : str or BasinSet
-        Basins of the first passages (``"auto"``: the built-in set that fits the coordinates).
-    pairs : sequence of str or (str, str), optional
-        ``"A->B"`` or ``"A<->B"`` (both directions) for ``target="mfpt"``; default every ordered pair
-        with at least :data:`MIN_TRANSITIONS` reference transitions.
-    coordinates : sequence of str, optional
-        For ``target="acf"``; default every coordinate whose Sokal window the reference reaches.
-    lag_ps : float, optional
-        MSM lag (default: the reference's own choice, :func:`latentlab.kinetics.analyze`).
-    process : int
-        Implied timescale to match (0 = slowest).
-    n_clusters, n_samples, seed :
-        Of the reference's MSM (:func:`latentlab.kinetics.analyze`).
-    analysis : KineticsResult, optional
-        A full analysis of ``reference`` already made (with MSM and basins), reused.
-    """
-    if target not in TARGETS:
-        fail("target", f"got {target!r}", f"use one of {', '.join(TARGETS)}")
-    names = list(reference.names)
-    if target == "acf" and coordinates is not None:  # checked before the (expensive) analysis
-        coordinates = [str(c).strip() for c in coordinates if str(c).strip()]
-        bad = [c for c in coordinates if c not in names]
-        if bad or not coordinates:
-            fail("--coordinates", f"unknown coordinate(s) {bad or coordinates}", f"use some of {', '.join(names)}")
-    if target == "mfpt":
-        bset = resolve_basins(basins, reference)
-        if bset is None:
-            fail("--basins", "no basins for first passages on these coordinates",
-                 "define them, e.g. --basins \"A:phi<-2.1;B:-2.1<phi<0\" (see docs/kinetics.md)")
-        if pairs is not None:
-            _pairs(pairs, bset.names, {})
-    ref = analysis
-    if ref is None:
-        ref = analyze(reference, basins=basins, lag_ps=lag_ps, n_clusters=n_clusters, n_samples=n_samples, seed=seed)
-    if target == "slowest-timescale":
-        its = ref.implied_timescales_ps
-        iv = ref.implied_timescales_interval_ps
-        if not 0 <= int(process) < its.size or not np.isfinite(its[int(process)]):
-            fail("process", f"the reference has no implied timescale number {int(process) + 1} at lag {ref.lag_ps} ps",
-                 "use process 0 (the slowest) or check the reference's kinetics ('latentlab kinetics')")
-        p = int(process)
-        t, (lo, hi) = float(its[p]), iv[p]
-        if not t > ref.lag_ps:
-            fail("--target", f"the reference's implied timescale {p + 1} ({t:.3g} ps) is not longer than its lag "
-                 f"({ref.lag_ps:g} ps, frames every {reference.dt_ps:g} ps): the reference does not resolve it",
-                 "use a reference saved more often (latentlab generate --save-every), or --target mfpt / acf")
-        if np.isfinite(lo) and np.isfinite(hi) and lo > 0 and hi > lo:
-            s = math.log(hi / lo) / (2 * _Z95)
-        else:
-            s = 0.1
-        return CalibrationTarget("slowest-timescale", [f"t{p + 1}"], np.array([t]), np.array([s]), np.ones(1), ref,
-                                 lag_ps=ref.lag_ps, process=p)
-    if target == "mfpt":
-        if ref.basins is None or not ref.mfpt:
-            fail("--basins", "no basins for first passages on these coordinates",
-                 "define them, e.g. --basins \"A:phi<-2.1;B:-2.1<phi<0\" (see docs/kinetics.md)")
-        chosen = _pairs(pairs, ref.basins.names, ref.mfpt)
-        vals, sig = [], []
-        for a, b in chosen:
-            r = ref.mfpt[f"{a}->{b}"]
-            if r["mfpt_ps"] is None or r["stderr_ps"] is None:
-                fail("--pairs", f"the reference has {r['transitions']} {a}->{b} transition(s): too few for a value "
-                     "with an error bar", "choose pairs the reference crosses often (see 'latentlab kinetics')")
-            vals.append(r["mfpt_ps"])
-            sig.append(max(r["stderr_ps"] / r["mfpt_ps"], 1e-3))
-        return _weighted("mfpt", [f"{a}->{b}" for a, b in chosen], vals, sig, ref, pairs=chosen)
-    if coordinates is None:
-        chosen = [c for c in names if ref.acf["tau_int_window_reached"][c]]
-        if not chosen:
-            fail("--coordinates", "the reference reaches Sokal's window for no coordinate (its trajectories are too "
-                 "short for tau_int)", "use a longer reference or --target mfpt / slowest-timescale")
-    else:
-        chosen = coordinates
-    vals = [ref.acf["tau_int_ps"][c] for c in chosen]
-    sig = [max(ref.acf["tau_int_stderr_ps"][c] / ref.acf["tau_int_ps"][c], 1e-3) for c in chosen]
-    return _weighted("acf", chosen, vals, sig, ref, coordinates=chosen)
-
-
-def _weighted(kind, names, vals, sig, ref, **kw) -> CalibrationTarget:
-    sig = np.asarray(sig, dtype=float)
-    w = 1.0 / sig ** 2
-    return CalibrationTarget(kind, list(names), np.asarray(vals, dtype=float), sig, w / w.sum(), ref, **kw)
-
-
-def _pairs(pairs, names, mfpt: dict) -> list:
-    """Ordered basin pairs from ``"A->B"`` / ``"A<->B"`` items (default: pairs with enough transitions in ``mfpt``)."""
-    if pairs is None:
-        out = [tuple(k.split("->")) for k, v in mfpt.items()
-               if v["transitions"] >= MIN_TRANSITIONS and v["stderr_ps"] is not None]
-        if not out:
-            fail("--basins", f"no pair of basins has {MIN_TRANSITIONS} or more reference transitions "
-                 "(" + ", ".join(f"{k}: {v['transitions']}" for k, v in mfpt.items()) + ")",
-                 "use basins the reference moves between, a longer reference, or --target acf")
-        return out
-    if isinstance(pairs, str):
-        pairs = [p for p in pairs.split(",") if p.strip()]
-    out = []
-    for p in pairs:
-        if isinstance(p, (tuple, list)) and len(p) == 2:
-            items = [(str(p[0]), str(p[1]))]
-        else:
-            text = str(p).strip()
-            if "<->" in text:
-                a, b = (s.strip() for s in text.split("<->", 1))
-                items = [(a, b), (b, a)]
-            elif "->" in text:
-                a, b = (s.strip() for s in text.split("->", 1))
-                items = [(a, b)]
-            else:
-                fail("--pairs", f"got {text!r}", "write A->B or A<->B with basin names, e.g. C5<->C7eq")
-        for a, b in items:
-            if a not in names or b not in names or a == b:
-                fail("--pairs", f"{a}->{b} is not a pair of two basins of {names}", "use the names of --basins")
-            if (a, b) not in out:
-                out.append((a, b))
-    return out
 
 
 # ---------------------------------------------------------------------- result
@@ -450,7 +159,7 @@ class CalibrationResult:
         """95 % interval of gamma (log-normal), amu/ps."""
         if self.gamma is None:
             return None
-        s = _Z95 * self.log_gamma_sigma
+        s = Z95 * self.log_gamma_sigma
         return [self.gamma * math.exp(-s), self.gamma * math.exp(s)]
 
     def record(self) -> dict:
@@ -736,7 +445,7 @@ class _Evaluations:
 def _saturation_message(tgt: CalibrationTarget, points: list, dt: float, w_max: float) -> str:
     """Why no root: the observable stays too short up to the friction where the time step saturates."""
     top = max(points, key=lambda q: q["gamma"])
-    return (f"the model's {_label(tgt)} stays shorter than the reference's ({math.exp(top['f']):.3g} x at gamma "
+    return (f"the model's {tgt.label} stays shorter than the reference's ({math.exp(top['f']):.3g} x at gamma "
             f"{top['gamma']:.4g} amu/ps) up to the largest friction a {dt:g}-ps time step resolves "
             f"(gamma w_max dt = {DT_LIMIT_FACTOR:g}, w_max = {w_max:.3g} the largest eigenvalue of A): beyond "
             "it the integrator's timescales saturate.  A smaller --dt reaches larger frictions at proportional "
@@ -868,13 +577,13 @@ def calibrate(model, reference, target: str = "slowest-timescale", *, basins="au
     points, warnings = ev.points, ev.warnings
     y_lo, y_hi = sorted((d * math.log(fr["low"]), d * math.log(fr["high"])))
     message = search(ev, d * math.log(fr["gamma_start"]), (y_lo, y_hi), int(max_evaluations), tgt.sigma_reference,
-                     points=points, label=_label(tgt), to_gamma=lambda y: math.exp(d * y),
+                     points=points, label=tgt.label, to_gamma=lambda y: math.exp(d * y),
                      units=FRICTION_UNITS[model.friction_model])
     message, monotonic, turnover = _search_outcome(message, points, tgt, fr, dt, d, branch, model.friction_model,
                                                    warnings)
     result = CalibrationResult(False, None, None, None, branch, tgt, points, monotonic, turnover, message,
                                settings=settings, warnings=warnings)
-    if _bracket(points) is None:
+    if find_bracket(points) is None:
         result.message = message or "no bracket of the root"
     else:
         _set_root(result, ev)
@@ -891,9 +600,9 @@ def _search_outcome(message: str, points: list, tgt, fr: dict, dt: float, d: flo
     if message.startswith("no root in the friction range") and fr["dt_limited"] and d > 0 \
             and max(points, key=lambda q: q["y"])["f"] < 0:
         message = _saturation_message(tgt, points, dt, fr["w_max"])
-    monotonic, turnover = _monotonic(points, d)
+    monotonic, turnover = check_monotonic(points)
     if not monotonic:
-        warnings.append(f"the {_label(tgt)} is not monotonic in gamma: smallest near gamma {turnover:.4g} "
+        warnings.append(f"the {tgt.label} is not monotonic in gamma: smallest near gamma {turnover:.4g} "
                         f"{FRICTION_UNITS[friction_model]} (Kramers turnover); the {branch} branch was used")
     return message, monotonic, turnover
 
@@ -904,175 +613,6 @@ def _friction_settings(model, fr: dict) -> dict:
             "jackknife_groups": JACKKNIFE_GROUPS, "gamma_dt_limit": fr["gamma_dt_limit"],
             "largest_mass_eigenvalue": fr["w_max"], "dynamics": model.dynamics,
             "friction_model": model.friction_model, "gamma_units": FRICTION_UNITS[model.friction_model]}
-
-
-def search(evaluate, y_start: float, y_range, max_evaluations: int, sigma_reference: float = 0.0, *, points=None,
-           label: str = "observable", to_gamma=math.exp, units: str = "amu/ps") -> str:
-    """Bracket and narrow the root of a noisy increasing function ``f(y)``, ``y = +-ln gamma``.
-
-    ``evaluate(y)`` runs one simulation and appends (or returns) a point ``{"y", "f", "sigma_f", ...}``;
-    ``f`` increases with ``y`` on the wanted branch and tends to +infinity at large ``y`` (the slow end of
-    the branch).  Steps of :data:`STEP` from ``y_start`` find two adjacent points with ``f < 0 <= f``
-    (the largest such pair); safeguarded regula falsi then narrows it until it is no wider than the
-    root's standard error (:func:`_sigma_y`) or :data:`MIN_WIDTH`.  While every point has ``f >= 0`` the
-    search walks towards the smallest ``f`` (down the branch, or up when ``f`` rose towards small ``y``:
-    the start lay beyond the turnover); once the smallest ``f`` lies between larger ones (the Kramers
-    turnover) the points around it are refined to STEP/4, and if ``f`` stays positive there is no root.
-
-    Parameters
-    ----------
-    evaluate : callable, float -> dict
-    y_start : float
-    y_range : (float, float)
-        Smallest and largest y to evaluate.
-    max_evaluations : int
-    sigma_reference : float
-        The reference's error of ``f`` (part of the stopping rule).
-    points : list, optional
-        Filled with the evaluated points (``evaluate``'s return values are appended unless it did so).
-    label : str
-        Name of the observable, for messages.
-    to_gamma : callable
-        ``y -> gamma`` for messages.
-    units : str
-        Units of gamma, for messages.
-
-    Returns
-    -------
-    str
-        Empty when a bracket was found, else why not.
-    """
-    points = [] if points is None else points
-    y_lo, y_hi = float(y_range[0]), float(y_range[1])
-
-    def run(y):
-        n = len(points)
-        p = evaluate(y)
-        if len(points) == n:
-            points.append(p)
-
-    run(y_start)
-    while len(points) < max_evaluations:
-        bracket = _bracket(points)
-        if bracket is not None:
-            a, b = bracket
-            width = b["y"] - a["y"]
-            if width <= max(_sigma_y(a, b, sigma_reference), MIN_WIDTH):
-                return ""
-            y_new = a["y"] - a["f"] * width / (b["f"] - a["f"])
-            run(min(max(y_new, a["y"] + 0.15 * width), b["y"] - 0.15 * width))
-            continue
-        pts = sorted(points, key=lambda q: q["y"])
-        if pts[-1]["f"] < 0:  # too fast everywhere tried: towards the slow end of the branch
-            y_new = pts[-1]["y"] + STEP
-        else:  # every f >= 0 (too slow): towards the smallest f; refine it when it lies between larger ones
-            i = int(np.argmin([q["f"] for q in pts]))
-            if i == 0:  # f falls towards small y: down the branch
-                y_new = pts[0]["y"] - STEP
-            elif i == len(pts) - 1:  # f rose towards small y: past the turnover, its minimum lies above
-                y_new = pts[-1]["y"] + STEP
-            else:
-                y_new = _probe_minimum(pts)
-            if y_new is None:
-                best = min(pts, key=lambda q: q["f"])
-                return (f"no friction makes the model's {label} as short as the reference's: the shortest reached is "
-                        f"{math.exp(best['f']):.3g} x the reference's, at gamma {to_gamma(best['y']):.4g} {units} (the "
-                        "Kramers turnover); the model's barriers or its free-energy surface are too high for this "
-                        "reference")
-        if y_new is not None and not y_lo - 1e-9 <= y_new <= y_hi + 1e-9:
-            # a step past an end of the range: to the end itself, unless it was evaluated already
-            edge = y_hi if y_new > y_hi else y_lo
-            if all(abs(q["y"] - edge) > 1e-9 for q in points):
-                y_new = edge
-        if not y_lo - 1e-9 <= y_new <= y_hi + 1e-9:
-            closest = min(points, key=lambda q: abs(q["f"]))
-            lo, hi = sorted((to_gamma(y_lo), to_gamma(y_hi)))
-            return (f"no root in the friction range [{lo:.4g}, {hi:.4g}] {units}: the model's {label} stays "
-                    + ("shorter" if pts[-1]["f"] < 0 else "longer") + " than the reference's (closest: "
-                    f"{math.exp(closest['f']):.3g} x at gamma {to_gamma(closest['y']):.4g}); widen the range or check "
-                    "the model")
-        run(y_new)
-    return "" if _bracket(points) is not None else (
-        f"no bracket of the root within {max_evaluations} simulations; allow more or start nearer")
-
-
-
-def root_from_points(points, sigma_reference: float = 0.0) -> dict | None:
-    """The root of ``f`` by linear interpolation inside the final bracket (:func:`search`), and its error.
-
-    Returns
-    -------
-    dict or None
-        ``y`` (root), ``sigma_y`` (its standard error, :func:`_sigma_y`), ``slope`` (``df/dy`` of the bracket),
-        ``width``, ``u`` (position of the root in the bracket, 0..1), ``low`` and ``high`` (the two points);
-        None without a bracket.
-    """
-    bracket = _bracket(points)
-    if bracket is None:
-        return None
-    a, b = bracket
-    width = b["y"] - a["y"]
-    u = -a["f"] / (b["f"] - a["f"])
-    return {"y": a["y"] + u * width, "sigma_y": _sigma_y(a, b, sigma_reference), "slope": (b["f"] - a["f"]) / width,
-            "width": width, "u": u, "low": a, "high": b}
-
-
-
-def _label(tgt: CalibrationTarget) -> str:
-    return {"slowest-timescale": "implied timescale " + tgt.names[0], "mfpt": "MFPTs (" + ", ".join(tgt.names) + ")",
-            "acf": "tau_int (" + ", ".join(tgt.names) + ")"}[tgt.kind]
-
-
-def _bracket(points):
-    """Adjacent evaluations (in y) with f < 0 then f >= 0: the largest such pair, or None."""
-    pts = sorted(points, key=lambda q: q["y"])
-    found = [(p, q) for p, q in zip(pts, pts[1:])
-             if np.isfinite(p["f"]) and np.isfinite(q["f"]) and p["f"] < 0 <= q["f"]]
-    return found[-1] if found else None
-
-
-def _noise(p) -> float:
-    s = p["sigma_f"]
-    return float(s) if s is not None and np.isfinite(s) else 0.0
-
-
-def _diff_sigma(p, q) -> float:
-    return math.hypot(_noise(p), _noise(q))
-
-
-def _sigma_y(a, b, sigma_ref: float) -> float:
-    """Standard error of the root on y from the reference's error and the simulation noise, via the bracket slope."""
-    slope = (b["f"] - a["f"]) / (b["y"] - a["y"])
-    u = -a["f"] / (b["f"] - a["f"])
-    s_mod = (1 - u) * _noise(a) + u * _noise(b)
-    return float(math.hypot(sigma_ref, s_mod) / abs(slope)) if slope != 0 else math.inf
-
-
-def _probe_minimum(pts):
-    """A y between the smallest-f evaluation and a neighbour not yet resolved to STEP/4, or None."""
-    i = int(np.argmin([p["f"] for p in pts]))
-    candidates = []
-    for j in (i - 1, i + 1):
-        if 0 <= j < len(pts) and abs(pts[j]["y"] - pts[i]["y"]) > STEP / 4 + 1e-9:
-            candidates.append((pts[j]["f"], 0.5 * (pts[i]["y"] + pts[j]["y"])))
-    if not candidates:
-        return None
-    return min(candidates)[1]
-
-
-def _monotonic(points, d: float):
-    """Whether f is monotonic in gamma beyond noise, and the gamma of an interior minimum of f."""
-    pts = sorted(points, key=lambda q: q["gamma"])
-    ups = downs = False
-    for p, q in zip(pts, pts[1:]):
-        diff = q["f"] - p["f"]
-        tol = 2 * _diff_sigma(p, q)
-        ups |= diff > tol
-        downs |= diff < -tol
-    if ups and downs:
-        i = int(np.argmin([p["f"] for p in pts]))
-        return False, float(pts[i]["gamma"])
-    return True, None
 
 
 # ---------------------------------------------------------------------- afterwards
@@ -1113,11 +653,11 @@ def comparison_table(model: KineticsResult, reference: KineticsResult, target: C
     for i in range(min(n_timescales, its_r.size)):
         r, m = float(its_r[i]), float(its_m[i]) if i < its_m.size else None
         rlo, rhi = (float(v) for v in iv_r[i])
-        re = (rhi - rlo) / (2 * _Z95) if np.isfinite(rlo) and np.isfinite(rhi) else None
+        re = (rhi - rlo) / (2 * Z95) if np.isfinite(rlo) and np.isfinite(rhi) else None
         mlo = mhi = me = None
         if m is not None and i < iv_m.shape[0] and np.all(np.isfinite(iv_m[i])):
             mlo, mhi = (float(v) for v in iv_m[i])
-            me = (mhi - mlo) / (2 * _Z95)
+            me = (mhi - mlo) / (2 * Z95)
         inside = None if m is None or re is None else bool(rlo <= m <= rhi)
         row("slowest-timescale", f"t{i + 1}", r, re, m, me,
             {"reference_interval": [rlo, rhi], "model_interval": None if mlo is None else [mlo, mhi],
