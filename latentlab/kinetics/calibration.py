@@ -3,25 +3,12 @@
 Latent Langevin dynamics (docs/theory.md section 4; Bruce, Aghili, Marinescu, Sabo, "Latent spaces for
 Langevin dynamics") gets the equilibrium distribution from V(Q) and the inertia from A(Q), but the
 friction gamma (amu/ps; friction rates ``gamma`` times the eigenvalues of A) is free: it sets the clock.
-:func:`calibrate` finds the gamma at which one kinetic observable of the model equals the reference's:
-
-* ``"slowest-timescale"``: an implied timescale of an MSM on the reference's states at the reference's
-  lag (default the slowest);
-* ``"mfpt"``: mean first-passage times between named basins (by default every ordered pair with at
-  least :data:`MIN_TRANSITIONS` reference transitions);
-* ``"acf"``: integrated autocorrelation times of coordinates (default all whose Sokal window the
-  reference reaches).
-
-With several observables (two MFPTs, several coordinates) the matched quantity is their
-inverse-variance weighted mean log ratio
-
-    f(gamma) = sum_i w_i ln(m_i(gamma) / r_i) / sum_i w_i,   w_i = 1 / s_i^2
-
-(``s_i`` the reference's relative error of observable i), and the root of ``f`` is the calibrated
-friction: the least-squares gamma in log space.
-
-The observables and ``f`` are :mod:`latentlab.kinetics.targets`; the root search on ``ln gamma`` is
-:mod:`latentlab.kinetics.root_search`; this module runs the simulations, checks and records.
+:func:`calibrate` finds the gamma at which one kinetic observable of the model (an implied timescale,
+mean first-passage times between basins, or integrated autocorrelation times) equals the reference's.
+With several observables the matched quantity ``f(gamma)`` is their inverse-variance weighted mean log
+ratio, and its root is the least-squares gamma in log space.  The observables and ``f`` are
+:mod:`latentlab.kinetics.targets`; the root search on ``ln gamma`` is :mod:`latentlab.kinetics.root_search`;
+this module runs the simulations, checks and records.
 
 **Search.**  Each evaluation of ``f`` is a short simulation of ``n_walkers`` walkers started from
 the same points with the same seed (common random numbers: the difference between two frictions is

@@ -39,10 +39,8 @@ def auto_gamma(mass, Q: torch.Tensor, rate: float = AUTO_FRICTION_RATE, friction
     """Friction ``gamma`` giving the friction rate ``rate`` (1/ps) at the typical A of the points ``Q``.
 
     Atomic friction: ``gamma`` is the rate itself (1/ps; every direction relaxes at it).  Coordinate friction
-    (amu/ps):
-
-    The friction rates of latent Langevin are ``gamma`` times the eigenvalues of A
-    (``dP = -gamma A P dt + ...``), and A's scale differs by orders of magnitude between maps
+    (amu/ps): the friction rates are ``gamma`` times the eigenvalues of A (``dP = -gamma A P dt + ...``),
+    so gamma is ``rate`` over the geometric mean eigenvalue of A at ``Q``.  A's scale differs by orders of magnitude between maps
     (~0.3 nm^2/amu for CA triangles, ~30 rad^2/amu for backbone dihedrals), so one fixed gamma is either
     overdamped or underdamped somewhere.  ``rate = 10/ps`` is near critical damping for typical latent
     vibrations (periods ~ 0.2-1 ps).
