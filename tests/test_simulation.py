@@ -1,5 +1,6 @@
 """Effective-mass models, the Simulation facade and its reporters, SIM files, model files and the simulate CLI."""
 
+import json
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import torch
 from torch.func import jacfwd, vmap
 
 from latentlab.data import load
+from latentlab.kinetics import Trajectories
 from latentlab.dynamics import mean_and_stderr
 from latentlab.maps.mass_model import KernelMass, TriangleMass, build_mass_model, mass_model_from_dict
 from latentlab.model import CGModel
@@ -267,6 +269,25 @@ def test_sim_file_reporter_writes_records_and_diagnostics(three_atom_model, tmp_
     assert meta["mass_model"]["kind"] == "triangle" and "kinetic_temperature_ratio" in meta["diagnostics"]
     assert meta["record_every"] == 10 and meta["diagnostics"]["reseeded_fraction"] == 0.0
     assert data["kinetic_temperature_ratio"].shape == (4,)
+    # the kinetics tools read what the reporter wrote: the training-data record becomes its name
+    assert meta["dataset"]["name"] == "three-atom"
+    tr = Trajectories.from_simulation(out)
+    assert tr.dataset == "three-atom" and tr.names == ["r1", "r2", "cos"] and tr.n_trajectories == 16
+
+
+def test_kinetics_cli_reads_a_sim_file_written_by_simulate(three_atom_model, tmp_path, capsys):
+    """The README's loop ends in ``latentlab kinetics SIM --reference DATA``: the SIM's metadata (with the
+    model's training-data record) must pass through the basin look-up and the analysis."""
+    from latentlab.cli import main
+
+    model, out = str(tmp_path / "m.pt"), str(tmp_path / "sim.npz")
+    three_atom_model.save(model)
+    assert main(["simulate", model, "--walkers", "8", "--steps", "200", "--record-every", "2", "--out", out,
+                 "--json", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["kinetics", out, "--json", "--samples", "5", "--clusters", "4"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["dataset"] == "three-atom" and d["map"] == "triangle:0,1,2"
 
 
 def test_model_files_of_version_0_1_0_still_load_and_give_the_same_v():

@@ -81,10 +81,6 @@ def load_reference(path: str, model):
 
     if os.path.isfile(path) and path.lower().endswith(".npz"):
         tr = Trajectories.from_simulation(path, burn_in=0.0)
-        if isinstance(tr.dataset, dict):  # SIM files of the CGModel era store the training data set's record
-            from dataclasses import replace
-
-            tr = replace(tr, dataset=tr.dataset.get("name"))
         if tr.map_spec and model.map_spec and tr.map_spec != model.map_spec:
             fail("--reference", f"{path} was simulated in the map {tr.map_spec!r} but the model's map is "
                  f"{model.map_spec!r}", "calibrate against a trajectory in the model's coordinates")
