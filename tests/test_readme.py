@@ -1,4 +1,4 @@
-"""The README's Python example runs as written."""
+"""The README's Python example runs as written and prints the right answer."""
 
 import os
 import re
@@ -15,8 +15,12 @@ def python_blocks():
 
 @pytest.mark.parametrize("index", range(len(python_blocks())))
 def test_readme_python_example_runs(index, capsys):
-    exec(compile(python_blocks()[index], f"README.md block {index}", "exec"), {})
+    names = {}
+    exec(compile(python_blocks()[index], f"README.md block {index}", "exec"), names)
     assert capsys.readouterr().out  # the example prints its results
+    if "stderr" in names:  # what it prints is right: the sampled <r1> within 4 standard errors of the exact one
+        exact = names["system"].exact_moments()["mean_r1"]
+        assert abs(names["mean"] - exact) < 4 * names["stderr"], (names["mean"], names["stderr"], exact)
 
 
 def test_readme_quick_start_has_the_two_commands():
