@@ -212,11 +212,15 @@ def run_consistency(payload: dict, ctx: JobContext) -> dict:
 
 def run_calibration(payload: dict, ctx: JobContext) -> dict:
     """The friction at which the model's ``target`` observable matches the data set's (library defaults otherwise)."""
-    from latentlab.kinetics import CalibrationCancelled, Trajectories, calibrate
+    from latentlab.kinetics import CalibrationCancelled, calibrate
+
+    from .live_kinetics import reference_trajectories
 
     ds = load_dataset(payload["source"])
     model = model_from_bytes(payload["model"])
-    reference = Trajectories.from_dataset(ds, cg_map=model.cg_map(ds))
+    reference, why = reference_trajectories(ds, model.cg_map(ds))
+    if reference is None:
+        raise ValueError(why)
     last = [0.0]
 
     def callback(event: dict) -> bool:
