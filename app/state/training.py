@@ -100,10 +100,12 @@ class TrainState(JobState):
         model = model_from_bytes(r["model"])
         stopped = r["stopped"] == "callback"
         n = len(r["history"])
+        refit = sum(h.get("phase") == "refit" for h in r["history"])
+        epochs = f"{n - refit} epochs" + (f" + {refit} refitting on all frames" if refit else "")
         self.param.update(history=list(r["history"]), parity=r["parity"], model=model,
-                          model_label=f"trained ({self.convention}, {n} epochs)",
+                          model_label=f"trained ({self.convention}, {epochs})",
                           status=("stopped" if stopped else "finished") +
-                          f" after {n} epochs; best val loss {r['best_val_loss']:.4g}")
+                          f" after {epochs}; best val loss {r['best_val_loss']:.4g}")
         if not stopped and self.on_trained is not None:
             self.on_trained()
 
