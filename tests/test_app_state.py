@@ -192,7 +192,7 @@ def test_training_adds_history_saves_loads_and_stops_within_a_second(three_atom)
     epochs = [h["epoch"] for h in t.history]
     assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) >= 2  # one entry per epoch, no batch events
     refit = sum(h["phase"] == "refit" for h in t.history)  # the status counts the refit apart from the 2 asked for
-    assert t.status.startswith(f"finished after {len(epochs) - refit} epochs"), t.status
+    assert t.status.startswith(f"finished after {len(epochs) - refit} epoch"), t.status
     assert (f"+ {refit} refitting on all frames" in t.status) == (refit > 0), t.status
     assert t.parity and len(t.parity["target"]) == len(t.parity["predicted"])
     assert t.save() and os.path.exists(t.path) and three_atom.id in t.path

@@ -310,7 +310,7 @@ def test_three_sessions_train_twice_and_simulate_at_once_with_their_own_results(
         button.evaluate("b => b.click()")  # a user's click, without Playwright's actionability waits
     assert time.perf_counter() - t0 < 1.0
     for page, _ in pages[:2]:
-        wait_text(page, re.compile(r"finished after \d+ epochs"), 240)
+        wait_text(page, re.compile(r"finished after \d+ epoch"), 240)
     wait_samples(sim_page, 120)
     sim_page.get_by_role("button", name="Pause").click()
     wait_text(sim_page, re.compile(r"paused.*samples"), 5)

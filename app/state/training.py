@@ -101,7 +101,7 @@ class TrainState(JobState):
         stopped = r["stopped"] == "callback"
         n = len(r["history"])
         refit = sum(h.get("phase") == "refit" for h in r["history"])
-        epochs = f"{n - refit} epochs" + (f" + {refit} refitting on all frames" if refit else "")
+        epochs = f"{n - refit} epoch{'s' * (n - refit != 1)}" + (f" + {refit} refitting on all frames" if refit else "")
         self.param.update(history=list(r["history"]), parity=r["parity"], model=model,
                           model_label=f"trained ({self.convention}, {epochs})",
                           status=("stopped" if stopped else "finished") +
