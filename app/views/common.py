@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import panel as pn
+import param
 from bokeh.plotting import figure
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
@@ -13,6 +14,22 @@ def make_figure(title: str, height: int = 230, width: int = 360, **kw):
     fig = figure(title=title, height=height, width=width, toolbar_location=None, **kw)
     fig.title.text_font_size = "11pt"
     return fig
+
+
+#: Width (px) of a parameter column and of the widgets in it (Panel's widgets default to 300 px, wider than the column).
+PARAM_WIDTH = 260
+
+
+def param_panel(state, parameters: list, inputs=(), floats=(), placeholders=None) -> pn.Param:
+    """The widgets of ``parameters`` of ``state`` in one column, each as wide as the column allows:
+    ``inputs`` as integer boxes, ``floats`` as number boxes (instead of sliders), the others Panel's default;
+    ``placeholders``: what an empty box means, by parameter."""
+    kinds = {**{n: pn.widgets.IntInput for n in inputs}, **{n: pn.widgets.FloatInput for n in floats}}
+    placeholders = placeholders or {}
+    widgets = {n: {"width": PARAM_WIDTH - 10, **({"type": kinds[n]} if n in kinds else {}),
+                   **({"placeholder": placeholders[n]} if n in placeholders else {})}
+               for n in parameters if n in kinds or not isinstance(state.param[n], param.Boolean)}
+    return pn.Param(state, parameters=parameters, show_name=False, width=PARAM_WIDTH, widgets=widgets)
 
 
 def fmt(value, spec: str = ".3g") -> str:

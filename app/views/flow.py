@@ -10,7 +10,7 @@ from bokeh.models import ColumnDataSource
 from latentlab_app.ngl import NGLViewer
 from latentlab_app.state.flow import flow_state
 
-from .common import COLORS, FileControls, alert, fmt, make_figure, show_error
+from .common import COLORS, FileControls, alert, fmt, make_figure, param_panel, show_error
 
 #: Samples drawn as points over the density (the histograms use all of them).
 SCATTER_POINTS = 2000
@@ -23,10 +23,8 @@ class FlowPane(pn.viewable.Viewer):
         super().__init__(**params)
         self.s = session
         f = self.f = flow_state(session)
-        ints = {name: pn.widgets.IntInput for name in ("slow_dims", "initial_steps", "steps", "batch", "seed",
-                                                      "n_samples")}
-        self.params = pn.Param(f, parameters=["system", "slow_dims", "initial_steps", "steps", "batch", "tempering",
-                                              "seed", "n_samples"], show_name=False, width=260, widgets=ints)
+        self.params = param_panel(f, ["system", "slow_dims", "initial_steps", "steps", "batch", "tempering", "seed",
+                                      "n_samples"], inputs=("slow_dims", "initial_steps", "steps", "batch", "seed", "n_samples"))
         self.start = pn.widgets.Button(label="Train flow", color="primary", width=100)
         self.stop = pn.widgets.Button(label="Stop", color="danger", width=80)
         self.draw = pn.widgets.Button(label="Draw samples", width=110)

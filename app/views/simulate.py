@@ -6,7 +6,7 @@ import numpy as np
 import panel as pn
 from bokeh.models import ColumnDataSource
 
-from .common import COLORS, alert, changed_since_drawn, fmt, make_figure, show_error
+from .common import COLORS, alert, changed_since_drawn, fmt, make_figure, param_panel, show_error
 from .kinetics import KineticsPane
 
 
@@ -17,11 +17,10 @@ class SimulatePane(pn.viewable.Viewer):
         super().__init__(**params)
         self.s = session
         sim = session.simulation
-        self.params = pn.Param(sim, parameters=["n_walkers", "dt", "gamma", "dynamics", "friction_model", "temperature",
-                                                "steps_per_record", "after_training"], show_name=False, width=260,
-                               widgets={"n_walkers": pn.widgets.IntInput, "dt": pn.widgets.FloatInput,
-                                        "gamma": pn.widgets.FloatInput, "temperature": pn.widgets.FloatInput,
-                                        "steps_per_record": pn.widgets.IntInput})
+        self.params = param_panel(sim, ["n_walkers", "dt", "gamma", "dynamics", "friction_model", "temperature",
+                                        "steps_per_record", "after_training"],
+                                  inputs=("n_walkers", "steps_per_record"), floats=("dt", "gamma", "temperature"),
+                                  placeholders={"gamma": "the model's, else automatic", "temperature": "the model's"})
         self.start = pn.widgets.Button(label="Simulate", color="primary", width=90)
         self.pause = pn.widgets.Button(label="Pause", color="warning", width=80)
         self.reset = pn.widgets.Button(label="Reset", width=80)

@@ -8,7 +8,7 @@ import numpy as np
 import panel as pn
 from bokeh.models import ColumnDataSource
 
-from .common import COLORS, FileControls, alert, changed_since_drawn, make_figure, show_error
+from .common import COLORS, FileControls, alert, changed_since_drawn, make_figure, param_panel, show_error
 
 
 class TrainPane(pn.viewable.Viewer):
@@ -18,12 +18,9 @@ class TrainPane(pn.viewable.Viewer):
         super().__init__(**params)
         self.s = session
         t = session.train
-        self.params = pn.Param(t, parameters=["width", "depth", "epochs", "lr", "batch_size", "convention", "device",
-                                              "val_fraction", "seed"], show_name=False, width=260,
-                               widgets={"lr": pn.widgets.FloatInput, "width": pn.widgets.IntInput,
-                                        "depth": pn.widgets.IntInput, "epochs": pn.widgets.IntInput,
-                                        "batch_size": pn.widgets.IntInput, "val_fraction": pn.widgets.FloatInput,
-                                        "seed": pn.widgets.IntInput})
+        self.params = param_panel(t, ["width", "depth", "epochs", "lr", "batch_size", "convention", "device",
+                                      "val_fraction", "seed"],
+                                  inputs=("width", "depth", "epochs", "batch_size", "seed"), floats=("lr", "val_fraction"))
         self.cuda = pn.pane.Markdown(f"CUDA: **{'available' if t.cuda else 'not available (CPU only)'}**")
         self.start = pn.widgets.Button(label="Train", color="primary", width=90)
         self.stop = pn.widgets.Button(label="Stop", color="danger", width=90)
