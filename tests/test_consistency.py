@@ -66,6 +66,9 @@ def test_consistency_cli_json_and_plot(tmp_path):
     assert report["verdict"] == "consistent" and report["score"] < 1e-12
     assert set(report) >= {"map", "coordinates", "score", "level_set", "binned", "frames"}
     assert png.stat().st_size > 10000
+    text = subprocess.run([sys.executable, "-m", "latentlab.cli", "consistency", "three-atom", "--frames", "300"],
+                          capture_output=True, text=True, check=True).stdout
+    assert text.startswith("map triangle:0,1,2 (3 coordinates: r1, r2, cos) on three-atom (300 frames): consistent")
 
 
 def test_consistency_cli_reports_bad_map_without_traceback():

@@ -102,7 +102,10 @@ def run(args) -> int:
         print(json.dumps(out, indent=2))
     else:
         ls, bn = report.level_set, report.binned
-        print(f"map {spec} on {args.data} ({ds.n_frames} frames): {report.verdict()} (score {report.score:.3e})")
+        names = list(cg_map.names)
+        shown = ", ".join(names) if len(names) <= 6 else f"{', '.join(names[:3])}, ..., {names[-1]}"
+        print(f"map {spec} ({len(names)} coordinates: {shown}) on {args.data} ({ds.n_frames} frames): "
+              f"{report.verdict()} (score {report.score:.3e})")
         print(f"  level-set spread ({ls['n_frames']} frames x {ls['n_moves']} moves of {ls['step_nm']} nm): "
               f"median {ls['median']:.3e}, p95 {ls['p95']:.3e}, max {ls['max']:.3e}")
         if bn["median"] is not None:
