@@ -275,7 +275,7 @@ def test_sim_file_reporter_writes_records_and_diagnostics(three_atom_model, tmp_
     assert tr.dataset == "three-atom" and tr.names == ["r1", "r2", "cos"] and tr.n_trajectories == 16
 
 
-def test_kinetics_cli_reads_a_sim_file_written_by_simulate(three_atom_model, tmp_path, capsys):
+def test_kinetics_and_compare_cli_read_a_sim_file_written_by_simulate(three_atom_model, tmp_path, capsys):
     """The README's loop ends in ``latentlab kinetics SIM --reference DATA``: the SIM's metadata (with the
     model's training-data record) must pass through the basin look-up and the analysis."""
     from latentlab.cli import main
@@ -288,6 +288,9 @@ def test_kinetics_cli_reads_a_sim_file_written_by_simulate(three_atom_model, tmp
     assert main(["kinetics", out, "--json", "--samples", "5", "--clusters", "4"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["dataset"] == "three-atom" and d["map"] == "triangle:0,1,2"
+    # a reference of another system is refused by name, not by a shape error deep inside the map
+    assert main(["compare", out, "--reference", "chignolin", "--against", "all"]) == 2
+    assert "chignolin has 10 atoms but" in capsys.readouterr().err
 
 
 def test_model_files_of_version_0_1_0_still_load_and_give_the_same_v():

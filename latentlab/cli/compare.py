@@ -69,6 +69,11 @@ def run(args) -> int:
     if cg_map.n_cg != q.shape[1]:
         fail("--reference", f"the map {spec!r} has {cg_map.n_cg} coordinates but SIM has {q.shape[1]}",
              "compare with the data set the model was trained on")
+    if cg_map.n_atoms is not None and cg_map.n_atoms != ds.n_atoms:
+        trained_on = (meta.get("dataset") or {}).get("name") if isinstance(meta.get("dataset"), dict) else meta.get("dataset")
+        fail("--reference", f"{args.reference} has {ds.n_atoms} atoms but {args.sim} was simulated in a map of a "
+             f"{cg_map.n_atoms}-atom system ({spec}" + (f", model trained on {trained_on})" if trained_on else ")"),
+             "compare with a data set of the same system (the one the model was trained on)")
     frames, scoring = scoring_frames(meta.get("training_frames"), ds, args.against)
     ref = cg_map.map_frames(ds.positions[frames]).numpy()
     weights = None if ds.weights is None else ds.weights[frames]
