@@ -239,3 +239,18 @@ def test_ensemble_members_are_trained_on_their_own_losses(three_atom):
     q = model.start_points[:10]
     e = model.potential.double().member_energies(q)
     assert not torch.allclose(e[:, 0] - e[0, 0], e[:, 1] - e[0, 1])
+
+
+def test_training_on_few_frames_says_so_before_it_starts():
+    """A user's short trajectory trains, with a note that V rests on few samples (FEW_FRAMES)."""
+    from latentlab.training.trainer import FEW_FRAMES
+
+    events = []
+    Trainer(ForceMatching(), epochs=1, seed=0, device="cpu", hidden=(8,), support_prior=False,
+            callback=lambda e: events.append(e) or False).fit(load("three-atom", n=200, seed=1))
+    notes = [e["message"] for e in events if e["event"] == "message" and e["message"].startswith("note: only")]
+    assert len(notes) == 1 and "180 training and 20 validation frames" in notes[0], notes
+    events.clear()
+    Trainer(ForceMatching(), epochs=1, seed=0, device="cpu", hidden=(8,), support_prior=False,
+            callback=lambda e: events.append(e) or False).fit(load("three-atom", n=2 * FEW_FRAMES, seed=1))
+    assert not [e for e in events if e["event"] == "message" and e["message"].startswith("note: only")]

@@ -37,6 +37,10 @@ CHECKPOINT_FORMAT = "latentlab-checkpoint"
 CHECKPOINT_VERSION = 2
 
 
+#: Fewer training frames than this (or validation frames than a tenth of it) get a note before training.
+FEW_FRAMES = 1000
+
+
 @dataclass
 class TrainResult:
     """What a :meth:`Trainer.fit` call did (``trainer.result_``).
@@ -293,6 +297,11 @@ class Trainer:
         self.cg_map, self.datasets, self.split = cg_map, datasets, split
         try:
             self.emit({"event": "message", "message": f"preparing {self.objective.kind} on {ds.name or ds.source}"})
+            n_train, n_val = int(split.train.numel()), int(split.validation.numel())
+            if n_train < FEW_FRAMES or n_val < FEW_FRAMES // 10:
+                self.emit({"event": "message", "message": f"note: only {n_train} training and {n_val} validation frames: "
+                           "V is fitted to few samples and early stopping follows a noisy validation loss; a longer "
+                           "trajectory (latentlab generate --ns) gives a better model"})
             self.objective.prepare(self, datasets, cg_map, split)
             self.emit({"event": "message", "message": f"training ({self.objective.kind})"})
         except _Stopped:
