@@ -434,3 +434,24 @@ def test_cli_bad_options_exit_2_with_a_clear_message(tmp_path, capsys, args, mat
     err = capsys.readouterr().err
     assert err.startswith("latentlab kinetics: error: ") and match in err and "Traceback" not in err
     assert "Fix:" in err
+
+
+def test_a_posterior_sample_with_two_unit_eigenvalues_gives_an_infinite_timescale_quietly():
+    """A Bayesian MSM sample whose states split into two non-exchanging sets has an infinite implied
+    timescale: the interval keeps it (no NaN from interpolating inf - inf), and no third-party warning."""
+    import warnings
+
+    from deeptime.markov.msm import MarkovStateModel
+
+    from latentlab.kinetics.msm import MSMFit, timescales
+
+    connected = MarkovStateModel(np.array([[0.9, 0.1, 0.0], [0.1, 0.8, 0.1], [0.0, 0.1, 0.9]]))
+    split = MarkovStateModel(np.array([[0.9, 0.1, 0.0], [0.1, 0.9, 0.0], [0.0, 0.0, 1.0]]),
+                             stationary_distribution=np.array([0.25, 0.25, 0.5]), reversible=True)
+    fit = MSMFit(lag=1, prior=connected, samples=[connected] * 30 + [split] * 10, posterior=None,
+                 active_fraction=1.0, seeded=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est, interval, samples = timescales(fit, 1, 0.5)
+    assert np.isfinite(est[0]) and np.isinf(samples[-1, 0])
+    assert interval[0, 0] == pytest.approx(est[0]) and np.isinf(interval[0, 1])

@@ -263,13 +263,20 @@ def timescales(fit: MSMFit, k: int, dt_ps: float) -> tuple[np.ndarray, np.ndarra
     est[:m] = _ts(fit.prior, m) * dt_ps
     if fit.samples:
         samples[:, :m] = np.array([_ts(s, m) for s in fit.samples]) * dt_ps
-        interval[:m] = np.percentile(samples[:, :m], [2.5, 97.5], axis=0).T
+        # an infinite sample (a second unit eigenvalue) is kept as such: no interpolation across it (inf - inf)
+        method = "linear" if np.isfinite(samples[:, :m]).all() else "inverted_cdf"
+        interval[:m] = np.percentile(samples[:, :m], [2.5, 97.5], axis=0, method=method).T
     return est, interval, samples
 
 
 def _ts(model, m: int) -> np.ndarray:
-    """deeptime's implied timescales ``-tau / ln |lambda|``, in frames."""
-    return np.asarray(model.timescales(m), dtype=np.float64)
+    """deeptime's implied timescales ``-tau / ln |lambda|``, in frames (inf for a second eigenvalue of
+    magnitude one: a posterior sample whose states split into two that never exchange at this lag)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Multiple eigenvalues with magnitude one")
+        return np.asarray(model.timescales(m), dtype=np.float64)
 
 
 def ck_test(fits: list, n_sets: int, dt_ps: float, basin_fractions: np.ndarray | None = None,
