@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from latentlab.maps import (DihedralMap, EncoderMap, LinearMap, PCAMap, TriangleMap, effective_mass, parse_map,
+from latentlab.maps import (EncoderMap, LinearMap, PCAMap, TriangleMap, effective_mass, parse_map,
                             select_atoms)
 from latentlab.testing import ThreeAtomSystem
 

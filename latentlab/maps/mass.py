@@ -8,8 +8,6 @@ per-atom masses ``(n_frames, n_atoms)`` or a full mass matrix
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 
 from latentlab.maps.base import CGMap
