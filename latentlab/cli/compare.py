@@ -41,7 +41,7 @@ def run(args) -> int:
     from latentlab.compare import compare_latent, plot_comparison, scoring_frames
     from latentlab.data import load
     from latentlab.io import atomic_output, output_path
-    from latentlab.simulation import load_simulation
+    from latentlab.simulation import dataset_name, load_simulation
     from latentlab.validation import fail
 
     torch.set_num_threads(1)
@@ -70,7 +70,7 @@ def run(args) -> int:
         fail("--reference", f"the map {spec!r} has {cg_map.n_cg} coordinates but SIM has {q.shape[1]}",
              "compare with the data set the model was trained on")
     if cg_map.n_atoms is not None and cg_map.n_atoms != ds.n_atoms:
-        trained_on = (meta.get("dataset") or {}).get("name") if isinstance(meta.get("dataset"), dict) else meta.get("dataset")
+        trained_on = dataset_name(meta.get("dataset"))
         fail("--reference", f"{args.reference} has {ds.n_atoms} atoms but {args.sim} was simulated in a map of a "
              f"{cg_map.n_atoms}-atom system ({spec}" + (f", model trained on {trained_on})" if trained_on else ")"),
              "compare with a data set of the same system (the one the model was trained on)")

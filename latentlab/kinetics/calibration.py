@@ -219,7 +219,7 @@ def simulate_trajectories(model, gamma: float, start, *, dt: float, record_every
     """
     import torch
 
-    from latentlab.simulation import CallbackReporter, Simulation, TrajectoryReporter
+    from latentlab.simulation import CallbackReporter, Simulation, TrajectoryReporter, dataset_name
 
     rec = TrajectoryReporter(every=record_every, energies=False)
     cancelled = []
@@ -247,8 +247,7 @@ def simulate_trajectories(model, gamma: float, start, *, dt: float, record_every
         if r > 0:
             restarts.append((r, int(walker)))
     meta = {"names": list(model.names), "periodic": list(model.periodic), "units": list(model.units),
-            "map": model.map_spec, "dataset": (model.training.get("dataset") or {}).get("name")
-            if isinstance(model.training.get("dataset"), dict) else model.training.get("dataset")}
+            "map": model.map_spec, "dataset": dataset_name(model.training.get("dataset"))}
     sim_dict = {"Q": Q, "time": (np.arange(Q.shape[0]) + 1 + burn_records) * record_every * dt, "metadata": meta,
                 "restarts": np.asarray(restarts, dtype=int).reshape(-1, 2)}
     tr = Trajectories.from_simulation(sim_dict, burn_in=0.0)

@@ -276,11 +276,10 @@ class Trajectories(LatentCoordinates):
         names = meta.get("names") or [f"q{i}" for i in range(n_cg)]
         periodic = meta.get("periodic") or [False] * n_cg
         units = meta.get("units") or ["rad" if p else "1" for p in periodic]
-        dataset = meta.get("dataset")  # SIM files keep the model's training-data record (name, source, frames, T)
-        if isinstance(dataset, dict):
-            dataset = dataset.get("name") or dataset.get("source")
+        from latentlab.simulation.simfile import dataset_name
+
         out = cls.from_arrays(segs, dt, names=names, periodic=periodic, units=units, source=source,
-                              map_spec=meta.get("map"), dataset=None if dataset is None else str(dataset))
+                              map_spec=meta.get("map"), dataset=dataset_name(meta.get("dataset")))
         if start:
             warnings.append(f"burn-in: first {start} of {n_rec} records dropped")
         return replace(out, warnings=tuple(warnings) + out.warnings)

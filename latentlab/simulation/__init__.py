@@ -9,9 +9,9 @@
 
 from latentlab.simulation.reporters import (CallbackReporter, HistogramReporter, ProgressReporter, SimFileReporter,
                                             TrajectoryReporter)
-from latentlab.simulation.simfile import SIM_FORMAT, load_simulation, save_simulation
+from latentlab.simulation.simfile import SIM_FORMAT, dataset_name, load_simulation, save_simulation
 from latentlab.simulation.simulation import AUTO_FRICTION_RATE, Simulation, auto_gamma, start_points
 
 __all__ = ["Simulation", "auto_gamma", "start_points", "AUTO_FRICTION_RATE", "TrajectoryReporter", "SimFileReporter",
            "ProgressReporter", "HistogramReporter", "CallbackReporter", "save_simulation", "load_simulation",
-           "SIM_FORMAT"]
+           "SIM_FORMAT", "dataset_name"]

@@ -23,6 +23,14 @@ SIM_FORMAT = "latentlab-simulation"
 SIM_FORMAT_VERSION = 1
 
 
+def dataset_name(record) -> str | None:
+    """Name of the training data in a SIM file's or a model's ``dataset`` entry: the record written since
+    0.2 (``{"name", "source", "n_frames", "temperature"}``) or the plain name of older files; None if absent."""
+    if isinstance(record, dict):
+        record = record.get("name") or record.get("source")
+    return None if record is None else str(record)
+
+
 def _json_default(obj):
     if isinstance(obj, (torch.Tensor, np.ndarray)):
         return obj.tolist()
