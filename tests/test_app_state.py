@@ -181,6 +181,17 @@ def test_uploaded_file_is_loaded_or_refused_with_a_message_and_removed_on_close(
     assert not os.path.exists(upload_dir)
 
 
+def test_a_data_set_without_a_default_map_opens_on_the_suggested_one(tmp_path, queue):
+    """A user's peptide file that names no map opens on its phi/psi, not on its first three atoms."""
+    from dataclasses import replace
+
+    from latentlab.data import load
+
+    path = replace(load("alanine-dipeptide-400K").select_frames(range(200)), default_map="", name="mine")
+    s = Session(path.save(str(tmp_path / "mine.h5")), queue=queue)
+    assert not s.data.error and s.map.spec == "dihedrals:phi-psi" and list(s.map.cg_map.names) == ["phi", "psi"]
+
+
 # ---------------------------------------------------------------------------- training and simulation
 @pytest.mark.slow
 def test_training_adds_history_saves_loads_and_stops_within_a_second(three_atom):

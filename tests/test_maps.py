@@ -238,3 +238,21 @@ def test_core_library_never_imports_the_ui():
             "bad = [m for m in sys.modules if m.split('.')[0] in ('panel', 'holoviews', 'bokeh', 'app', 'latentlab_app')]\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_suggested_map_reproduces_the_built_in_defaults_and_falls_back_to_the_first_atoms():
+    """For a system without a default map (a user's file) the suggestion is what the built-in sets use."""
+    from latentlab.data import load
+    from latentlab.maps import suggested_map
+
+    for name in ("alanine-dipeptide", "chignolin", "three-atom"):
+        ds = load(name)
+        assert suggested_map(ds.topology, ds.n_atoms) == ds.default_map, name
+    assert suggested_map(None, 2) == "distances:0-1" and suggested_map(None, 1) == "linear:0"
+    assert suggested_map(None, 5) == "triangle:0,1,2"
+    # a chain without phi/psi but with CAs: first, middle and last CA; a 12-residue chain picks 0, 6, 11
+    top = md.Topology()
+    chain = top.add_chain()
+    for r in range(12):
+        top.add_atom("CA", md.element.carbon, top.add_residue("GLY", chain))
+    assert suggested_map(top) == "triangle:name CA and (resid 0 6 11)"

@@ -34,11 +34,11 @@ class MapState(JobState):
         return self.session.atoms
 
     def use_default(self) -> bool:
-        """The data set's own map (or a triangle of its first three atoms)."""
-        from latentlab.maps import spec_for_atoms
+        """The data set's own map, or the library's suggestion for its system (:func:`latentlab.maps.suggested_map`)."""
+        from latentlab.maps import suggested_map
 
         ds = self.data.dataset
-        ok = self.build(ds.default_map or spec_for_atoms(self.kind, list(range(min(3, ds.n_atoms)))))
+        ok = self.build(ds.default_map or suggested_map(ds.topology, ds.n_atoms))
         if ok:
             try:
                 self.atoms.param.update(picked=[int(a) for a in self.cg_map.atoms], selection="", error="")

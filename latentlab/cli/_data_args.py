@@ -53,7 +53,10 @@ def map_spec(spec, ds, option: str = "--map") -> str:
 
     if spec is None:
         if not ds.default_map:
-            fail(option, f"the data set {ds.name!r} has no default map", f"pass {option} SPEC, e.g. 'distances:0-1'")
+            from latentlab.maps import suggested_map
+
+            fail(option, f"the data set {ds.name!r} has no default map",
+                 f"pass {option} SPEC, e.g. {option} '{suggested_map(ds.topology, ds.n_atoms)}'")
         return ds.default_map
     if not str(spec).strip():
         fail(option, "is empty", f"give a map spec such as 'distances:0-1', or leave {option} out to use the data "

@@ -597,7 +597,10 @@ class Dataset:
 
         spec = spec or self.default_map
         if not spec:
-            fail("map", f"data set {self.name!r} has no default map", "pass a map spec, e.g. --map 'distances:0-1'")
+            from latentlab.maps import suggested_map
+
+            fail("map", f"data set {self.name!r} has no default map",
+                 f"pass a map spec, e.g. --map '{suggested_map(self.topology, self.n_atoms)}'")
         # a PCA map is fitted to the frames; a lazy data set offers an evenly strided 100,000 of them (read only if used)
         positions = self.positions.take(slice(None, None, max(1, self.n_frames // 100000))) if self.lazy else self.positions
         return parse_map(spec, topology=self.topology, n_atoms=self.n_atoms, masses=self.masses, positions=positions)

@@ -11,10 +11,10 @@ from latentlab.maps.learned import EncoderMap, PCAMap
 from latentlab.maps.linear import LinearMap
 from latentlab.maps.mass import effective_mass, inverse_mass_read, masses_from_topology
 from latentlab.maps.mass_model import MassModel, build_mass_model, mass_model_from_dict
-from latentlab.maps.spec import KINDS, map_from_dict, parse_map, select_atoms, spec_for_atoms
+from latentlab.maps.spec import KINDS, map_from_dict, parse_map, select_atoms, spec_for_atoms, suggested_map
 
 __all__ = [
     "CGMap", "Coordinate", "AngleMap", "DihedralMap", "DistanceMap", "TriangleMap", "EncoderMap", "PCAMap",
     "LinearMap", "effective_mass", "inverse_mass_read", "masses_from_topology", "KINDS", "parse_map", "select_atoms",
-    "spec_for_atoms", "map_from_dict", "MassModel", "build_mass_model", "mass_model_from_dict",
+    "spec_for_atoms", "suggested_map", "map_from_dict", "MassModel", "build_mass_model", "mass_model_from_dict",
 ]

@@ -201,6 +201,30 @@ def spec_for_atoms(kind: str, atoms) -> str:
     return f"{kind}:" + ",".join(ids)
 
 
+def suggested_map(topology=None, n_atoms: int | None = None) -> str:
+    """A first map for a system that names none (a spec string, at most 3 coordinates).
+
+    * a single residue's backbone ``phi, psi`` (a dipeptide): ``dihedrals:phi-psi``;
+    * a chain of at least 3 residues with CA atoms: the triangle of the first, middle and last CA
+      (the ``(r1, r2, cos)`` map of Bruce et al. for chignolin);
+    * otherwise the first atoms: a triangle of three, a distance of two, the x of one.
+    """
+    if topology is not None:
+        try:
+            quads, _ = backbone_dihedrals(topology)
+        except ValueError:
+            quads = []
+        if len(quads) == 2:
+            return "dihedrals:phi-psi"
+        residues = sorted({topology.atom(int(i)).residue.index for i in topology.select("name CA")})
+        if len(residues) >= 3:
+            ends = (residues[0], residues[len(residues) // 2], residues[-1])
+            return "triangle:name CA and (resid " + " ".join(str(r) for r in ends) + ")"
+        n_atoms = topology.n_atoms
+    n = int(n_atoms or 0)
+    return "triangle:0,1,2" if n >= 3 else "distances:0-1" if n == 2 else "linear:0"
+
+
 def map_from_dict(d: dict) -> CGMap:
     """Rebuild a map from :meth:`CGMap.to_dict` (as stored in model files)."""
     import torch
