@@ -121,7 +121,7 @@ class _Loop:
         for key in ("edges", "reference", "names"):
             snap.pop(key, None)
         snap["last_Q"] = None if self.hist.last_Q is None else np.array(self.hist.last_Q)
-        snap["problems"] = list(self.problems)
+        snap["problems"] = list(self.sim.notes) + list(self.problems)  # notes (e.g. a temperature V does not hold at) first
         snap["kinetic_temperature_ratio"] = self.sim.kinetic_temperature_ratio()
         self.ctx.emit("snapshot", snap)
         self.last_snapshot = time.monotonic()

@@ -179,6 +179,30 @@ class CGModel(LatentCoordinates):
         at = getattr(self.potential, "at_temperature", None)
         return at(float(temperature)) if at is not None else self.potential
 
+    def temperature_note(self, temperature: float | None) -> str | None:
+        """Why V may not describe the system at ``temperature`` K, or None when it does.
+
+        An exact potential is rebuilt for any temperature.  A temperature-conditioned V holds within the
+        temperatures it was trained on (5 % either side).  Any other V is a free energy at its training
+        temperature and holds there (10 % either side): it includes the entropy of the atoms integrated out
+        at that temperature.
+        """
+        if temperature is None:
+            return None
+        t = float(temperature)
+        if self.temperatures:
+            lo, hi = min(self.temperatures), max(self.temperatures)
+            if 0.95 * lo <= t <= 1.05 * hi:
+                return None
+            return (f"V(Q, T) was trained at {', '.join(f'{x:g}' for x in sorted(self.temperatures))} K; "
+                    f"{t:g} K lies outside that range, so V is extrapolated there")
+        if abs(t / self.temperature - 1.0) <= 0.1 or self.energy_function(t) is not self.potential:  # or rebuilt for t
+            return None
+        return (f"V(Q) was learned at {self.temperature:g} K; at {t:g} K the walkers sample exp(-V/kT) of the "
+                f"{self.temperature:g}-K free-energy surface, which is not the system at {t:g} K (V holds the "
+                f"entropy of the atoms integrated out at {self.temperature:g} K). For another temperature train "
+                "on data at it, or with --objective temperature-matching on several temperatures")
+
     def energy(self, Q: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
         """``V(Q)``, ``(n_walkers,)`` kJ/mol."""
         return self.energy_function(temperature)(Q)

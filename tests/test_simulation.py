@@ -370,3 +370,26 @@ def test_an_unhealthy_run_fails_keeps_its_file_and_compare_refuses_it_unless_tol
     assert main(["compare", out, "--reference", ref, "--ignore-diagnostics", "--json"]) == 0
     result = __import__("json").loads(capsys.readouterr().out)
     assert result["reseeded_fraction"] > 0.01 and result["problems"]
+
+
+def test_a_temperature_v_does_not_hold_at_is_noted_before_the_run(three_atom_model, tmp_path, capsys):
+    """A fixed V is a free energy at its training temperature; a V(Q, T) holds within its trained range."""
+    from dataclasses import replace
+
+    from latentlab.cli import main
+    from latentlab.testing import ThreeAtomSystem
+
+    m = three_atom_model
+    assert m.temperature_note(None) is None and m.temperature_note(m.temperature) is None
+    assert m.temperature_note(1.05 * m.temperature) is None
+    assert "learned at 300 K" in m.temperature_note(3.0) and "temperature-matching" in m.temperature_note(3.0)
+    assert CGModel.exact(ThreeAtomSystem()).temperature_note(3.0) is None  # rebuilt for any temperature
+    conditioned = replace(m, temperatures=[300.0, 350.0, 400.0])
+    assert conditioned.temperature_note(380.0) is None and "outside that range" in conditioned.temperature_note(500.0)
+    assert Simulation(m, n_walkers=4, temperature=600.0, seed=0).notes == [m.temperature_note(600.0)]
+    path, out = str(tmp_path / "m.pt"), str(tmp_path / "s.npz")
+    m.save(path)
+    main(["simulate", path, "--walkers", "4", "--steps", "20", "--temperature", "600", "--out", out, "--json"])
+    captured = capsys.readouterr()
+    assert "note: V(Q) was learned at 300 K" in captured.err
+    assert json.loads(captured.out)["notes"] == [m.temperature_note(600.0)]

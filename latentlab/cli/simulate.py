@@ -73,6 +73,8 @@ def run(args) -> int:
     sim = Simulation(model, n_walkers=args.walkers, dt=args.dt, gamma=gamma, temperature=args.temperature,
                      device=device, seed=args.seed, start=start, metropolis=args.metropolis, dynamics=args.dynamics,
                      friction_model=args.friction_model)
+    for note in sim.notes:
+        print(f"note: {note}", file=sys.stderr)
     sim.reporters.append(SimFileReporter(out, every=args.record_every, metadata={"model": args.model}))
     if not args.no_progress and not args.json and sys.stderr.isatty():
         sim.reporters.append(ProgressReporter(args.steps, every=args.record_every))

@@ -152,6 +152,8 @@ class Simulation:
             device=self.device, dtype=dtype, seed=seed, friction_model=friction_model)
         self.state: LangevinState = self.integrator.init(q0.to(device=self.device, dtype=dtype))
         self.seed = seed
+        #: What the user should know about this run before trusting it (e.g. a temperature V does not hold at).
+        self.notes = [n for n in [model.temperature_note(self.temperature)] if n]
         self.reporters = list(reporters)
         self.interrupted = False
         self.seconds = 0.0
@@ -260,9 +262,16 @@ class Simulation:
         if self.dynamics == "brownian":  # momenta drawn at equilibrium: nothing to check
             return out
         if not abs(ratio - 1.0) <= max_temperature_error + 3.0 * self.kinetic_temperature_error():
-            out.append(f"the kinetic temperature is {ratio:.3f} x the target (allowed +-{max_temperature_error:.0%}): "
-                       f"the time step {self.dt:g} ps is too large for this model. Fix: use --dt {self.dt / 2:.2g} "
-                       "or smaller, or --metropolis")
+            model_t = self.model.temperature if self.model is not None else self.temperature
+            if abs(self.temperature / model_t - 1.0) > 0.1:  # started from frames of the model's temperature
+                out.append(f"the kinetic temperature is {ratio:.3f} x the target (allowed +-{max_temperature_error:.0%}) "
+                           f"at {self.temperature:g} K: the walkers started from the model's {model_t:g}-K frames and "
+                           "have not settled, or the time step is too large. Fix: run longer (or burn in), or use "
+                           f"--dt {self.dt / 2:.2g}")
+            else:
+                out.append(f"the kinetic temperature is {ratio:.3f} x the target (allowed +-{max_temperature_error:.0%}): "
+                           f"the time step {self.dt:g} ps is too large for this model. Fix: use --dt {self.dt / 2:.2g} "
+                           "or smaller, or --metropolis")
         return out
 
     def summary(self) -> dict:
@@ -274,7 +283,8 @@ class Simulation:
                "gamma_requested": self.gamma_requested, "walkers": self.n_walkers,
                "steps_requested": self._steps_requested, "steps_done": self.step_count, "simulated_ps": self.time_ps,
                "metropolis": self.integrator.metropolis, "device": str(self.device), "seed": self.seed,
-               "diagnostics": self.diagnostics(), "interrupted": self.interrupted, "seconds": self.seconds}
+               "diagnostics": self.diagnostics(), "interrupted": self.interrupted, "seconds": self.seconds,
+               "notes": list(self.notes)}
         m = self.model
         if m is None:
             return out
@@ -292,7 +302,7 @@ class Simulation:
         sim.model, sim.integrator, sim.state = model, integrator, state
         sim.temperature = integrator.kT / KB
         sim.device, sim.seed, sim.gamma_requested = integrator.device, None, integrator.gamma
-        sim.reporters, sim.interrupted, sim.seconds = list(reporters), False, 0.0
+        sim.reporters, sim.interrupted, sim.seconds, sim.notes = list(reporters), False, 0.0, []
         sim._stop, sim._kinetic, sim._steps_requested = threading.Event(), array("d"), 0
         return sim
 
