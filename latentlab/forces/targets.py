@@ -30,7 +30,8 @@ def resolve_device(device) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        fail("device", "CUDA was asked for but torch sees no CUDA device", "use device='cpu' or 'auto'")
+        fail("device", "CUDA was asked for but torch sees no CUDA device (a CPU-only torch, or no GPU driver)",
+             "use the cpu device (--device cpu, or device='cpu' in Python), or 'auto' to take a GPU when there is one")
     try:
         return torch.device(name)
     except RuntimeError:
