@@ -254,3 +254,14 @@ def test_training_on_few_frames_says_so_before_it_starts():
     Trainer(ForceMatching(), epochs=1, seed=0, device="cpu", hidden=(8,), support_prior=False,
             callback=lambda e: events.append(e) or False).fit(load("three-atom", n=2 * FEW_FRAMES, seed=1))
     assert not [e for e in events if e["event"] == "message" and e["message"].startswith("note: only")]
+
+
+def test_train_cli_prints_a_note_once_though_each_training_stage_sends_it(capsys):
+    from latentlab.cli.train import _printer
+
+    show = _printer(progress=True)
+    for text in ("preparing force-matching", "note: only 180 training frames", "preparing relative-entropy",
+                 "note: only 180 training frames"):
+        show({"event": "message", "message": text})
+    out = capsys.readouterr().out
+    assert "preparing relative-entropy" in out and out.count("note: only") == 1

@@ -164,10 +164,18 @@ def _report(args, result) -> int:
 
 
 def _printer(progress: bool):
-    """Messages always; one line per epoch when there is no progress bar (logs, pipes)."""
+    """Messages always (a note once, though every training stage sends it); one line per epoch when there is no
+    progress bar (logs, pipes)."""
+    notes = set()
+
     def callback(event):
         if event["event"] == "message":
-            print(event["message"], flush=True)
+            text = event["message"]
+            if text.startswith("note:"):
+                if text in notes:
+                    return
+                notes.add(text)
+            print(text, flush=True)
         elif event["event"] == "epoch" and not progress:
             print(f"epoch {event['epoch']:4d}/{event['epochs']}  train {event['train_loss']:.5g}  "
                   f"val {event['val_loss']:.5g}  lr {event['lr']:.2g}  {event['seconds']:.2f} s", flush=True)
