@@ -220,6 +220,20 @@ def test_training_adds_history_saves_loads_and_stops_within_a_second(three_atom)
 
 
 @pytest.mark.slow
+def test_a_temperature_the_trained_v_does_not_hold_at_is_shown_with_the_run(queue):
+    s = Session("three-atom", queue=queue)
+    s.simulation.after_training = False
+    s.train.epochs = 1
+    assert s.train.start(blocking=True), s.train.error
+    sim = s.simulation
+    sim.param.update(n_walkers=16, temperature=600.0)
+    assert sim.start(), sim.error
+    assert wait_until(lambda: (sim.snapshot() or {}).get("n_samples", 0) > 0, 60), sim.error
+    sim.pause()
+    assert any("learned at 300 K" in p for p in sim.snapshot()["problems"])
+
+
+@pytest.mark.slow
 def test_simulation_fills_histograms_pauses_within_a_second_resumes_and_resets(three_atom):
     s = three_atom
     assert s.train.use_exact()
