@@ -65,10 +65,6 @@ def reference_trajectories(dataset, cg_map):
     """The reference as independent trajectories in Q, or the reason it has none (e.g. no time axis)."""
     from latentlab.kinetics import Trajectories
 
-    if getattr(dataset, "time", None) is None:  # the library's message names an API argument; say what it means here
-        name = getattr(dataset, "name", None) or "the data set"
-        return None, (f"{name} has no time axis (independent configurations, not a trajectory): it has no "
-                      "kinetics to compare with or to calibrate against; use a data set with a time axis")
     try:
         return Trajectories.from_dataset(dataset, cg_map=cg_map), None
     except ValueError as err:

@@ -39,6 +39,7 @@ from time series data", Mach. Learn.: Sci. Technol. 3, 015009 (2022).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,8 +115,6 @@ class Discretizer:
         stride = max(1, int(math.ceil(q.shape[0] / max_fit_frames)))
         out = cls(tuple(trajectories.names), tuple(trajectories.periodic), offset, scale, np.zeros((0, 0)), int(seed))
         x = out.embed(q[::stride])
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # deeptime warns when max_iter ends before its tolerance; centres are fine
             km = dt.clustering.KMeans(n_clusters=n_clusters, max_iter=max_iter, init_strategy="kmeans++",
@@ -272,8 +271,6 @@ def timescales(fit: MSMFit, k: int, dt_ps: float) -> tuple[np.ndarray, np.ndarra
 def _ts(model, m: int) -> np.ndarray:
     """deeptime's implied timescales ``-tau / ln |lambda|``, in frames (inf for a second eigenvalue of
     magnitude one: a posterior sample whose states split into two that never exchange at this lag)."""
-    import warnings
-
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Multiple eigenvalues with magnitude one")
         return np.asarray(model.timescales(m), dtype=np.float64)

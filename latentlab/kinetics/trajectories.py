@@ -181,8 +181,10 @@ class Trajectories(LatentCoordinates):
         warnings = []
         if time is None:
             if dt_ps is None:
-                fail("DATA", f"{dataset.name or dataset.source} has no time axis",
-                     "pass dt_ps (the time between frames, ps)")
+                fail("DATA", f"{dataset.name or dataset.source} has no time axis (independent configurations, not "
+                     "a trajectory): it has no kinetics to measure, compare with or calibrate against",
+                     "use a data set with a time axis; frames of a trajectory stored without times take the frame "
+                     "spacing (dt_ps in Python, --dt in latentlab import)")
             step = _check_dt(dt_ps)
             pieces = [q[sl] for sl in dataset.trajectory_slices()]
         else:
