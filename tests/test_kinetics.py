@@ -381,6 +381,12 @@ def test_compare_strides_the_finer_trajectory_and_shares_states():
     bad = Trajectories.from_arrays(np.zeros((10, 1)), 1.0, names=["x"])
     with pytest.raises(ValueError, match="coordinates"):
         compare(bad, ref)
+    # a model run shorter than one of the reference's frame spacings: named as such, not as a bad stride
+    short = Trajectories.from_arrays(_telegraph_phi(30, 4, 15), 0.1, names=["phi", "psi"], periodic=[True, True])
+    with pytest.raises(ValueError, match=r"model: its longest trajectory spans 2.9 ps, less than one frame spacing "
+                                         r"of the reference \(4 ps\).*Fix: simulate each walker for many"):
+        compare(short, Trajectories.from_arrays(_telegraph_phi(400, 2, 14), 4.0, names=["phi", "psi"],
+                                                periodic=[True, True]))
 
 
 CONTRACT = ("lag_ps", "implied_timescales_ps", "implied_timescales_interval_ps", "tau_int_ps", "mfpt_ps",

@@ -269,8 +269,34 @@ def test_cli_default_objective_refines_force_matching_on_the_grid_for_up_to_thre
     model = CGModel.load(out)
     assert model.kind == "relative-entropy" and model.training["settings"]["estimator"] == "grid"
     assert model.training["started_from"]["kind"] == "force-matching" and summary["epochs_run"] <= 5
+    # the summary names both stages, each with its own epochs (force matching refits on all frames)
+    fm, re_ = summary["stages"]
+    assert (fm["objective"], re_["objective"]) == ("force-matching", "relative-entropy")
+    assert fm["epochs_run"] == 3 + fm["refit_epochs"] and fm["refit_epochs"] >= 1 and re_["epochs_run"] <= 5
+    assert summary["seconds"] >= fm["seconds"] + re_["seconds"] - 1e-9
     eq9 = str(tmp_path / "eq9.pt")  # the eq. 9 V is not what relative entropy fits: force matching alone
     assert main(["train", "three-atom", "--frames", "1500", "--epochs", "2", "--hidden", "16,16", "--convention", "eq9",
                  "--out", eq9, "--no-progress", "--json"]) == 0
     capsys.readouterr()
     assert CGModel.load(eq9).kind == "force-matching"
+
+
+def test_cli_train_text_says_each_stage_the_refit_and_why_validation_stopped(tmp_path, capsys):
+    """``train`` without --json: the refit epochs are labelled, an early stop survives the refit that follows it,
+    and the closing line names both stages of the default objective."""
+    from latentlab.cli import main
+
+    out = str(tmp_path / "auto.pt")
+    # a learning rate this large makes the validation loss stop improving at once: patience 1 ends validation early
+    assert main(["train", "three-atom", "--frames", "1500", "--epochs", "40", "--patience", "1", "--lr", "0.5",
+                 "--hidden", "16,16", "--iterations", "3", "--out", out, "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "refitting on all frames" in text and "(refit)" in text
+    last = text.strip().splitlines()[-1]
+    assert last.startswith(f"wrote {out}: force-matching ") and "(early-stopping), then relative-entropy 3 updates" in last
+    history = CGModel.load(out).training["started_from"]["history"]
+    validated = sum(h["phase"] == "validate" for h in history)
+    refit = sum(h["phase"] == "refit" for h in history)
+    assert validated < 40 and f"force-matching {validated} epochs + {refit} refitting on all frames" in last
+    # the refit epochs count to the epochs this run has, not to the maximum
+    assert f"/{validated + refit}  train" in text and f"/{40 + refit}  train" not in text

@@ -23,7 +23,8 @@ def register(sub) -> None:
     p.add_argument("--holdout", type=float, default=0.0,
                    help="fraction of every trajectory (its end) kept out of training, validation and refit, for "
                         "scoring with 'latentlab compare' (default 0)")
-    p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help=f"maximum epochs (default {DEFAULTS['epochs']})")
+    p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help=f"maximum epochs of force or temperature matching (default {DEFAULTS['epochs']}; the "
+                        "relative-entropy refinement takes --iterations)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto: CUDA when present)")
     p.add_argument("--seed", type=int, default=0, help="seed for weights, validation blocks and shuffling (default 0)")
     p.add_argument("--convention", default="consistent", choices=["consistent", "eq9", "pmf", "seed_eq9"],
@@ -136,29 +137,51 @@ def run(args) -> int:
         start = trainer.fit(ds, cg_map)
         if not relative_entropy:
             return _report(args, trainer.result_)
+        earlier = [trainer.result_]
+    else:
+        earlier = []
     estimator = "grid" if args.objective == "auto" else args.estimator
     trainer = Trainer(RelativeEntropy(estimator=estimator, start=start), epochs=args.iterations, lr=args.re_lr,
                       out=out, **common)
     trainer.fit(ds, cg_map)
-    return _report(args, trainer.result_)
+    return _report(args, trainer.result_, earlier)
 
 
-def _report(args, result) -> int:
+def _stage(result) -> dict:
+    """One training stage in the summary: its objective, epochs (of which refitting on all frames), why it stopped."""
+    refit = sum(1 for h in result.history if h.get("phase") == "refit")
+    return {"objective": result.model.training.get("kind"), "epochs_run": result.epochs_run, "refit_epochs": refit,
+            "stopped": result.stopped, "best_val_loss": result.best_val_loss, "seconds": result.seconds}
+
+
+def _stage_text(stage: dict) -> str:
+    n, refit = stage["epochs_run"] - stage["refit_epochs"], stage["refit_epochs"]
+    unit = "update" if stage["objective"] == "relative-entropy" else "epoch"
+    text = f"{stage['objective']} {n} {unit}{'' if n == 1 else 's'}"
+    if refit:
+        text += f" + {refit} refitting on all frames"
+    return text + f" ({stage['stopped']})"
+
+
+def _report(args, result, earlier=()) -> int:
+    """Print what was written: every stage (force matching, then relative entropy for ``--objective auto``)."""
     if result.path is None and getattr(args, "distributed", False):
         return 0  # not rank 0: rank 0 reports
     model = result.model
     t = model.training
+    stages = [_stage(r) for r in [*earlier, result]]
+    seconds = sum(s["seconds"] for s in stages)
     summary = {"out": result.path, "epochs_run": result.epochs_run, "stopped": result.stopped,
-               "best_val_loss": result.best_val_loss, "seconds": result.seconds, "map": model.map_spec,
+               "best_val_loss": result.best_val_loss, "seconds": seconds, "map": model.map_spec,
                "convention": model.convention, "method": t.get("method"), "method_reason": t.get("method_reason"),
                "mass_model": model.mass.kind, "consistency": model.consistency, "frames": t.get("frames"),
-               "final": result.history[-1] if result.history else None}
+               "final": result.history[-1] if result.history else None, "stages": stages}
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         cons = model.consistency or {}
-        print(f"wrote {result.path}: {result.epochs_run} epochs ({result.stopped}), best validation loss "
-              f"{result.best_val_loss:.5g}, {result.seconds:.1f} s; map {model.map_spec}, A(Q) {model.mass.kind}"
+        print(f"wrote {result.path}: {', then '.join(_stage_text(s) for s in stages)}, best validation loss "
+              f"{result.best_val_loss:.5g}, {seconds:.1f} s; map {model.map_spec}, A(Q) {model.mass.kind}"
               + (f", consistency score {cons['score']:.3g} ({cons.get('verdict')})" if "score" in cons else ""))
     return 0
 
@@ -166,7 +189,7 @@ def _report(args, result) -> int:
 def _printer(progress: bool):
     """Messages always (a note once, though every training stage sends it); one line per epoch when there is no
     progress bar (logs, pipes)."""
-    notes = set()
+    notes, phase = set(), {}
 
     def callback(event):
         if event["event"] == "message":
@@ -177,6 +200,13 @@ def _printer(progress: bool):
                 notes.add(text)
             print(text, flush=True)
         elif event["event"] == "epoch" and not progress:
+            refit = event.get("phase") == "refit"
+            if refit and phase.get("last") != "refit":
+                n = event["epochs"] - event["epoch"] + 1
+                print(f"refitting on all frames (validation blocks included) for {n} epoch{'s' * (n != 1)}, "
+                      "the best count on validation", flush=True)
+            phase["last"] = event.get("phase")
             print(f"epoch {event['epoch']:4d}/{event['epochs']}  train {event['train_loss']:.5g}  "
-                  f"val {event['val_loss']:.5g}  lr {event['lr']:.2g}  {event['seconds']:.2f} s", flush=True)
+                  f"val {event['val_loss']:.5g}  lr {event['lr']:.2g}  {event['seconds']:.2f} s"
+                  + ("  (refit)" if refit else ""), flush=True)
     return callback

@@ -84,7 +84,7 @@ def plot_latent_histograms(ds, spec: str | None = None, out: str = "latent.png",
         for ax in row:
             if not ax.has_data():
                 ax.axis("off")
-    fig.suptitle(f"{ds.name}: {cg_map.spec or spec}  ({ds.n_frames} frames, {ds.temperature:g} K)")
+    fig.suptitle(f"{ds.name}: {cg_map.spec or spec}  ({ds.n_frames} frames, {ds.temperature:g} K)", wrap=True)
     fig.tight_layout()
     fig.savefig(out, dpi=100, format="png")
     plt.close(fig)

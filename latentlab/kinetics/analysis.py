@@ -484,6 +484,15 @@ def _common_spacing(model: Trajectories, reference: Trajectories):
         return model, reference, (f"frame spacings {dm:g} ps (model) and {dr:g} ps (reference) are not multiples of "
                                   "each other: analysed at their own spacing; first passages and tau_int are then not "
                                   "comparable")
+    longest = max(len(seg) for seg in fine.segments)
+    if longest <= k:  # not two frames at the coarser spacing in any trajectory
+        which, other = ("model", "reference") if fine is model else ("reference", "model")
+        fail(which, f"its longest trajectory spans {(longest - 1) * fine.dt_ps:g} ps, less than one frame spacing of "
+             f"the {other} ({coarse.dt_ps:g} ps): nothing to compare at a common spacing",
+             f"simulate each walker for many such spacings (e.g. {100 * coarse.dt_ps:g} ps: latentlab simulate "
+             "--steps), or compare with a reference saved more often" if fine is model else
+             f"record the model more often than every {coarse.dt_ps:g} ps (latentlab simulate --record-every), or "
+             "compare with a longer reference")
     strided = fine.strided(k)  # its warnings say so
     return (strided, reference, "") if fine is model else (model, strided, "")
 

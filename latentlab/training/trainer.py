@@ -445,6 +445,9 @@ class _Loop:
         finally:
             if bar is not None:
                 bar.close()
+        if stopped == "completed" and self.phase == "refit":  # a finished refit reports why validation ended
+            validated = sum(1 for h in self.history if h.get("phase") == "validate")
+            stopped = "early-stopping" if validated < t.epochs else "completed"
         return self.finish(stopped)
 
     def run_phase(self, bar) -> str:
@@ -511,7 +514,9 @@ class _Loop:
                 bar.update(1)
                 bar.set_postfix(phase=self.phase, train=f"{entry['train_loss']:.4g}", val=f"{val:.4g}",
                                 best=f"{self.best_val:.4g}")
-            wants_stop = t.emit({"event": "epoch", "epochs": t.epochs + self.refit_epochs,
+            # the epochs this run will have: the maximum while validating; those validated plus the refit after
+            total = t.epochs + self.refit_epochs if self.phase == "validate" else len(self.history) - 1 - epoch + n_epochs
+            wants_stop = t.emit({"event": "epoch", "epochs": total,
                                  "elapsed": time.perf_counter() - self.t_start, "best_val_loss": self.best_val,
                                  "improved": improved, **entry})
             if t.parallel is not None:
