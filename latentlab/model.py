@@ -69,7 +69,7 @@ def check_input_file(path, argument: str, kinds, wanted: str, command: str) -> s
     return path
 
 
-@dataclass
+@dataclass(repr=False)
 class CGModel(LatentCoordinates):
     """A CG model ready for latent dynamics (see the module docstring).
 
@@ -242,6 +242,15 @@ class CGModel(LatentCoordinates):
                 "stopped": t.get("stopped"), "frames": t.get("frames"),
                 "start_points": 0 if self.start_points is None else int(self.start_points.shape[0]),
                 "versions": self.versions}
+
+    def __repr__(self) -> str:
+        """One line: how it was made, the map and its coordinates, A(Q), temperature, convention, data."""
+        coords = ", ".join(f"{n} ({u})" if u and u != "1" else n for n, u in zip(self.names, self.units))
+        data = (self.training.get("dataset") or {}) if isinstance(self.training.get("dataset"), dict) else {}
+        trained = f", trained on {data['name']}" if data.get("name") else ""
+        friction = "" if self.friction is None else f", friction {self.friction:g} ({self.friction_model}, {self.dynamics})"
+        return (f"CGModel({self.kind}, map {self.map_spec or 'unnamed'}: {coords}; A(Q) {self.mass.kind}, "
+                f"{self.temperature:g} K, {self.convention} V{trained}{friction})")
 
     # ------------------------------------------------------------------ files
     def to_payload(self) -> dict:

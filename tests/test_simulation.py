@@ -336,6 +336,16 @@ def test_exact_model_of_the_three_atom_system_round_trips_and_follows_the_temper
     assert torch.allclose(model.energy(q, temperature=400.0), hot.energy(q))
 
 
+def test_model_and_simulation_print_as_one_readable_line(three_atom_model):
+    """In a notebook, ``model`` and ``sim`` show what they are, not the training history and start points."""
+    text = repr(three_atom_model)
+    assert "\n" not in text and len(text) < 250 and "history" not in text and "tensor" not in text
+    assert text.startswith("CGModel(force-matching, map triangle:0,1,2: r1 (nm), r2 (nm), cos; A(Q) triangle, 300 K")
+    sim = Simulation(three_atom_model, n_walkers=4, seed=0, gamma=50.0)
+    assert repr(sim).startswith("Simulation(4 walkers, langevin with coordinate friction 50 amu/ps, dt ")
+    assert repr(sim).endswith(f"; {text})") and "\n" not in repr(sim)
+
+
 @pytest.mark.slow
 def test_simulate_cli_saves_what_was_done_on_ctrl_c(three_atom_model, tmp_path):
     model_path = str(tmp_path / "m.pt")

@@ -169,6 +169,12 @@ class Simulation:
     kT = property(attrgetter("integrator.kT"), doc="Thermal energy k_B T, kJ/mol.")
     dynamics = property(attrgetter("integrator.dynamics"), doc="'langevin' or 'brownian'.")
 
+    def __repr__(self) -> str:
+        units = "1/ps" if self.integrator.friction_model == "atomic" else "amu/ps"
+        return (f"Simulation({self.n_walkers} walkers, {self.dynamics} with {self.integrator.friction_model} friction "
+                f"{self.gamma:.4g} {units}, dt {self.dt:g} ps, {self.temperature:g} K, step {self.step_count}; "
+                f"{self.model!r})")
+
     @property
     def step_count(self) -> int:
         """Steps done since the walkers started."""
