@@ -18,11 +18,14 @@ friction models (``friction_model``):
   overdamped diffusion tensor is ``kT A(Q) / gamma`` (the atoms' diffusion
   ``kT / (m gamma)`` carried through the map's Jacobian).
 
-One step is the symmetric splitting ``O(h/2) H(h) O(h/2)``:
+One step is ``H(h) O(h)``: the positions of the symmetric splitting ``O(h/2) H(h) O(h/2)`` (two
+consecutive half O steps act at the same Q and compose into one O(h) exactly), with the momenta taken after
+the whole friction step:
 
-* ``O``: the friction/noise part at fixed Q, solved exactly in the eigenbasis
-  ``A = U diag(w) U^T``, with the relaxation rates ``r_i = gamma w_i``
-  (coordinate) or ``gamma`` (atomic):
+* ``O``: the friction/noise part at fixed Q, solved exactly.  For coordinate friction it is a power series
+  in ``B = gamma t A`` (:mod:`latentlab.dynamics.ou_series`: ``exp(-B) P + sqrt(2 kT gamma t) S(B) xi``,
+  summed to 1e-12) while ``gamma t |A|`` is at most 1; otherwise, and for atomic friction, in the eigenbasis
+  ``A = U diag(w) U^T`` with the relaxation rates ``r_i = gamma w_i`` (coordinate) or ``gamma`` (atomic):
   ``P <- U [exp(-r t) U^T P + sqrt(kT (1 - exp(-2 r t)) / w) xi]``.
 * ``H``: the implicit generalized leapfrog (Stormer-Verlet for non-separable
   H, as in Riemannian-manifold HMC): a fixed-point solve for the half-step
@@ -45,9 +48,9 @@ friction rates are ``gamma`` times the eigenvalues of A) or 1/ps (atomic).
 
 Costs per step: one batched evaluation of V and grad V and of A and dA/dQ at
 the new position (re-used by the next step), plus one or two evaluations of A
-alone inside the position fixed point, and one eigen-decomposition of A (in
-closed form for up to 3 coordinates, :mod:`latentlab.dynamics.eigen`) shared by
-the friction half-steps that close this step and open the next.
+alone inside the position fixed point, and the friction step: 6-8 batched
+products with A at the usual frictions, or one eigen-decomposition of A (in
+closed form for up to 3 coordinates, :mod:`latentlab.dynamics.eigen`).
 
 References
 ----------
@@ -65,6 +68,7 @@ from typing import Callable, Sequence
 import torch
 
 from latentlab.conventions import logdet_coefficient
+from latentlab.dynamics import ou_series
 from latentlab.dynamics.eigen import symmetric_eigh
 from latentlab.units import FRICTION_UNITS
 from latentlab.validation import as_tensor, check_finite, check_nonnegative, check_positive, fail
@@ -112,7 +116,7 @@ class LangevinState:
     P : torch.Tensor, shape=(n_walkers, n_cg)
     V, grad_V : (n_walkers,), (n_walkers, n_cg)
     A, dA : (n_walkers, n_cg, n_cg), (n_walkers, n_cg, n_cg, n_cg) with ``dA[w, i, j, k] = dA_ij / dQ_k``
-    eigvals, eigvecs : eigen-decomposition of A (for the friction step)
+    eigvals, eigvecs : eigen-decomposition of A (for the friction step), or None where the step did not need it
     start : (n_walkers, n_cg)
         Where each walker started (used for re-seeding).
     """
@@ -162,8 +166,11 @@ class LangevinState:
         self.grad_V = torch.where(m1, grad_V, self.grad_V)
         self.A = torch.where(m2, A, self.A)
         self.dA = torch.where(accept[:, None, None, None], dA, self.dA)
-        self.eigvals = torch.where(m1, eigvals, self.eigvals)
-        self.eigvecs = torch.where(m2, eigvecs, self.eigvecs)
+        if eigvals is None or self.eigvals is None:  # one side has none: recomputed when a step needs them
+            self.eigvals = self.eigvecs = None
+        else:
+            self.eigvals = torch.where(m1, eigvals, self.eigvals)
+            self.eigvecs = torch.where(m2, eigvecs, self.eigvecs)
 
 
 class LatentLangevin:
@@ -230,8 +237,8 @@ class LatentLangevin:
         self._bounds = bounds
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed if seed is not None else torch.seed() % (2**63))
-        self._ou = None  # (eigenvalues, parameters, OU coefficients) of the last friction step
         self._rotated = None  # (P, U, U^T P) of the last step's energy check
+        self._terms = None  # (A, its version, number of series terms or None) of the last friction decision
 
 
     @classmethod
@@ -331,10 +338,33 @@ class LatentLangevin:
         xi = torch.randn(w.shape, generator=self.generator, device=self.device, dtype=self.dtype)
         return torch.einsum("wij,wj->wi", u, xi * torch.sqrt(self.kT / w))
 
+    def _series_terms(self, a: torch.Tensor) -> int | None:
+        """Terms of the friction step's power series (:mod:`latentlab.dynamics.ou_series`) at ``A = a`` over one
+        step, or None when the eigen-decomposition is used instead (atomic friction, or ``gamma dt |A| > 1``)."""
+        if self.friction_model != "coordinate" or self.gamma == 0.0:
+            return None
+        cached = self._terms
+        if cached is not None and cached[0] is a and cached[1] == a._version:
+            return cached[2]
+        n = ou_series.series_terms(self.gamma * self.dt * ou_series.norm_bound(a))
+        self._terms = (a, a._version, n)
+        return n
+
     def _friction(self, state: LangevinState, t: float) -> None:
-        """Exact OU update of P over time t at fixed Q."""
+        """Exact OU update of P over time t at fixed Q (t = dt: the power series where it converges fast)."""
         if self.gamma == 0.0:
             return
+        n_terms = self._series_terms(state.A) if t == self.dt else None
+        if n_terms is not None:
+            xi = torch.randn(state.P.shape, generator=self.generator, device=self.device,
+                             dtype=torch.float32).to(self.dtype)  # float32 normals: 5x cheaper on a CPU, ample
+            p = ou_series.ou_step(state.A, state.P, xi, self.gamma * t, self.kT, n_terms)
+            kinetic = 0.5 * torch.bmm(p[:, None, :], torch.bmm(state.A, p[:, :, None]))[:, 0, 0]
+            state.P, self._rotated = p, None
+            state.kinetic_cache = (state.P, state.A, (state.P._version, state.A._version), kinetic)
+            return
+        if state.eigvals is None:
+            state.eigvals, state.eigvecs = symmetric_eigh(state.A)
         decay, noise, half_w = self._ou_coefficients(state.eigvals, t)  # (W, N, 1) each
         u = state.eigvecs
         # float32 normals (5x cheaper to draw than float64 on a CPU; 24-bit variates are ample for the noise)
@@ -353,20 +383,10 @@ class LatentLangevin:
 
     def _ou_coefficients(self, w: torch.Tensor, t: float):
         """``exp(-r t)``, ``sqrt(kT (1 - exp(-2 r t)) / w)`` and ``w / 2``, each ``(W, N, 1)``, for the
-        eigenvalues ``w (W, N)`` and the relaxation rates ``r = gamma w`` (coordinate) or ``gamma`` (atomic).
-
-        Kept for the eigenvalues they were computed from: the O half-step closing one step and the one
-        opening the next act at the same Q.
-        """
-        key = (self.gamma, self.kT, t, w._version)
-        cached = self._ou
-        if cached is not None and cached[0] is w and cached[1] == key:
-            return cached[2]
+        eigenvalues ``w (W, N)`` and the relaxation rates ``r = gamma w`` (coordinate) or ``gamma`` (atomic)."""
         w3, rate = w[:, :, None], self.gamma * t
         decay = w3 * rate if self.friction_model == "coordinate" else torch.full_like(w3, rate)  # r t
-        out = (torch.exp(-decay), torch.sqrt(torch.expm1(decay * -2.0).mul_(-self.kT) / w3), 0.5 * w3)
-        self._ou = (w, key, out)
-        return out
+        return torch.exp(-decay), torch.sqrt(torch.expm1(decay * -2.0).mul_(-self.kT) / w3), 0.5 * w3
 
     def _wrap(self, q, exact: bool = True):
         """Periodic coordinates to (-pi, pi] (``exact=False``: [-pi, pi), enough for evaluating A)."""
@@ -496,12 +516,16 @@ class LatentLangevin:
 
     # ------------------------------------------------------------------ the step
     def step(self, state: LangevinState, n_steps: int = 1) -> LangevinState:
-        """Advance all walkers by ``n_steps`` steps of ``O(h/2) H(h) O(h/2)`` in place."""
+        """Advance all walkers by ``n_steps`` steps of ``H(h) O(h)`` in place (see the module docstring)."""
         for _ in range(int(n_steps)):
-            self._friction(state, 0.5 * self.dt)
             h0 = state.hamiltonian()
             q1, p1, v1, gv1, a1, da1, converged = self._hamiltonian_step(state)
-            if a1.shape[-1] <= 3:  # closed-form eigen-decomposition (NaN for a NaN A), then 1/2 P^T A P in its basis
+            if self._series_terms(a1) is not None:  # the friction step needs no eigen-decomposition
+                kinetic = 0.5 * torch.bmm(p1[:, None, :], torch.bmm(a1, p1[:, :, None]))[:, 0, 0]
+                h1, w1, u1 = kinetic + v1, None, None
+                finite = torch.isfinite(h1 + (q1 + p1).abs().amax(1))
+                definite = kinetic >= 0  # (a negative 1/2 P^T A P: A is not positive definite there)
+            elif a1.shape[-1] <= 3:  # closed-form eigen-decomposition (NaN for a NaN A), then 1/2 P^T A P in its basis
                 w1, u1 = symmetric_eigh(a1)
                 pu1 = torch.bmm(u1.transpose(1, 2), p1[:, :, None])  # (W, N, 1), re-used by the friction step
                 h1 = torch.bmm(pu1.transpose(1, 2), (0.5 * w1)[:, :, None] * pu1)[:, 0, 0] + v1
@@ -512,10 +536,13 @@ class LatentLangevin:
                 finite = torch.isfinite(h1 + (q1 + p1).abs().amax(1))
                 try:  # LAPACK may raise on a NaN A: those walkers get the old A
                     w1, u1 = symmetric_eigh(torch.where(finite[:, None, None], a1, state.A))
-                except RuntimeError:  # a non-symmetric or NaN A slipped through
-                    w1, u1 = state.eigvals.clone(), state.eigvecs.clone()
+                except RuntimeError:  # a non-symmetric or NaN A slipped through: every walker is re-seeded
+                    w1 = torch.ones_like(p1)
+                    u1 = torch.eye(p1.shape[1], dtype=p1.dtype, device=p1.device).expand(p1.shape[0], -1, -1).clone()
                     finite &= False
-            healthy = finite & converged & (w1.amin(1) > 0) & ((h1 - h0).abs() <= self.blowup_kT * self.kT)
+            if w1 is not None:
+                definite = w1.amin(1) > 0
+            healthy = finite & definite & converged & ((h1 - h0).abs() <= self.blowup_kT * self.kT)
             accept = healthy
             if self.metropolis:
                 log_u = torch.log(torch.rand(h0.shape, generator=self.generator, device=self.device, dtype=self.dtype))
@@ -533,7 +560,7 @@ class LatentLangevin:
                 state.counters["not_converged"] += int((~converged & finite).sum())
                 if bool(sick.any()):
                     self._reseed(state, sick)
-            self._friction(state, 0.5 * self.dt)
+            self._friction(state, self.dt)
             state.step += 1
             state.counters["steps"] += 1
         return state
@@ -547,7 +574,8 @@ class LatentLangevin:
         v, gv, a, da = self._evaluate(q)
         w, u = symmetric_eigh(a)
         state.Q[idx], state.V[idx], state.grad_V[idx], state.A[idx], state.dA[idx] = q, v, gv, a, da
-        state.eigvals[idx], state.eigvecs[idx] = w, u
+        if state.eigvals is not None:
+            state.eigvals[idx], state.eigvecs[idx] = w, u
         state.P[idx] = self._momenta(w, u)
 
     def diagnostics(self, state: LangevinState) -> dict:
