@@ -1,6 +1,7 @@
 """Effective-mass models, the Simulation facade and its reporters, SIM files, model files and the simulate CLI."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -238,6 +239,24 @@ def test_unhealthy_runs_say_what_is_wrong_and_how_to_fix_it(three_atom_model):
     bad.run(40)
     problems = bad.problems()
     assert problems and all("Fix: use --dt" in p for p in problems)
+
+
+def test_the_kinetic_temperature_is_judged_only_on_what_the_run_can_know(three_atom_model):
+    """A run shorter than the friction's momentum relaxation holds few independent kinetic temperatures: a 10 %
+    deviation of 60 steps of 128 walkers is noise (a false alarm before), the same deviation held for 20,000
+    steps is not."""
+    from array import array
+
+    sim = Simulation(three_atom_model, n_walkers=128, dt=0.002, seed=0)
+    sim.run(60)
+    rng = np.random.default_rng(0)
+    sim._kinetic = array("d", 0.9 + 0.002 * rng.standard_normal(60))  # steady, so its own error estimate is tiny
+    one_value = math.sqrt(2.0 / (3 * 128))  # the equipartition spread of the walker mean
+    assert sim.kinetic_temperature_error() == pytest.approx(one_value, rel=1e-6)  # fewer steps than one renewal
+    assert sim.problems() == []
+    sim._kinetic = array("d", 0.9 + 0.002 * rng.standard_normal(20000))
+    assert sim.kinetic_temperature_error() < 0.02
+    assert any("kinetic temperature is 0.900" in p for p in sim.problems())
 
 
 def test_sim_file_round_trip_and_foreign_files(tmp_path):

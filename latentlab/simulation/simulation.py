@@ -191,12 +191,32 @@ class Simulation:
         return float(np.mean(self._kinetic))
 
     def kinetic_temperature_error(self) -> float:
-        """Standard error of :meth:`kinetic_temperature_ratio` (from its autocorrelation time; inf before 10 steps)."""
-        if len(self._kinetic) < 10:
+        """Standard error of :meth:`kinetic_temperature_ratio` (inf before 10 steps).
+
+        From the series' autocorrelation time, but at least what a run shorter than the friction's slowest
+        momentum relaxation can know: equipartition makes the walker mean of ``P^T A P / (N kT)`` fluctuate by
+        ``sqrt(2 / (N n_walkers))``, and the friction renews it every ``1 / (r dt)`` steps at the slowest rate
+        ``r`` (``gamma`` times the smallest eigenvalue of A, or ``gamma`` for atomic friction), so a run of n
+        steps holds at most ``n r dt`` independent values.  (The autocorrelation estimate of a series not much
+        longer than its correlation time comes out too small: short runs of few walkers were flagged for noise.)
+        """
+        n = len(self._kinetic)
+        if n < 10:
             return math.inf
         from latentlab.dynamics.statistics import mean_and_stderr
 
-        return float(mean_and_stderr(np.asarray(self._kinetic)[:, None])[1])
+        series = float(mean_and_stderr(np.asarray(self._kinetic)[:, None])[1])
+        integ = self.integrator
+        if integ.gamma == 0.0:
+            rate = 0.0
+        elif integ.friction_model == "atomic":
+            rate = integ.gamma
+        else:  # the slowest direction of the typical walker
+            w_min = torch.linalg.eigvalsh(self.state.A.detach().to(torch.float64)).amin(1).median()
+            rate = integ.gamma * max(float(w_min), 0.0)
+        sd = math.sqrt(2.0 / (self.state.Q.shape[1] * self.n_walkers))
+        steps_per_value = 1.0 / (rate * integ.dt) if rate > 0.0 else math.inf
+        return max(series, sd * math.sqrt(min(1.0, steps_per_value / n)))
 
     # ------------------------------------------------------------------ running
     def stop(self) -> None:
