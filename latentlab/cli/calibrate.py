@@ -213,7 +213,7 @@ def print_result(result, args, written) -> None:
     else:
         lo, hi = result.gamma_interval
         print(f"gamma = {result.gamma:.5g} +- {result.gamma_stderr:.2g} {units} (95 %: {lo:.4g} - {hi:.4g}); "
-              f"d ln(observable) / d ln(gamma) = {result.sensitivity:.2f}")
+              f"d ln(observable) / d ln(gamma) = {result.sensitivity:.2f} +- {result.sensitivity_stderr:.2f}")
     chk = result.check
     if chk:
         print(f"== check: independent run at gamma {chk['gamma']:.5g} (seed {chk['seed']}, {chk['n_walkers']} "

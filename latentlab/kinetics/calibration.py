@@ -103,7 +103,12 @@ class CalibrationResult:
         Standard error of ``ln gamma`` (``gamma_stderr = gamma * log_gamma_sigma``).
     sensitivity : float or None
         ``d f / d ln gamma`` at the root (about +1 deep in the overdamped regime for a rate process,
-        negative on the underdamped branch, near 0 at the turnover).
+        negative on the underdamped branch, near 0 at the turnover): the weighted least-squares slope of the
+        evaluations within ``SLOPE_SPAN`` in ``ln gamma`` of the root (the final bracket alone may be a few per
+        cent wide, where the simulation noise swamps the slope).
+    sensitivity_stderr : float or None
+        Its standard error from the evaluations' ``sigma_f`` (taken as independent: an upper bound under the
+        common random numbers the evaluations share).
     branch : str
     target : CalibrationTarget
     evaluations : list of dict
@@ -131,6 +136,7 @@ class CalibrationResult:
     monotonic: bool
     turnover_gamma: float | None
     message: str = ""
+    sensitivity_stderr: float | None = None
     check: dict | None = None
     settings: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
@@ -154,7 +160,8 @@ class CalibrationResult:
         ref = self.target.reference.trajectories
         return _jsonable({
             "gamma": self.gamma, "gamma_stderr": self.gamma_stderr, "gamma_interval_95": self.gamma_interval,
-            "log_gamma_sigma": self.log_gamma_sigma, "sensitivity": self.sensitivity, "branch": self.branch,
+            "log_gamma_sigma": self.log_gamma_sigma, "sensitivity": self.sensitivity,
+            "sensitivity_stderr": self.sensitivity_stderr, "branch": self.branch,
             "target": self.target.describe(), "model_values_ps": self.model_values_ps,
             "reference": {"source": ref.source, "dataset": ref.dataset, "dt_ps": ref.dt_ps, "n_frames": ref.n_frames,
                           "n_trajectories": ref.n_trajectories},
@@ -439,6 +446,29 @@ def _saturation_message(tgt: CalibrationTarget, points: list, dt: float, w_max: 
             "that needs friction rates of thousands per ps lacks the reference's slow process")
 
 
+#: Half-width in ln gamma of the evaluations that give the sensitivity at the root.
+SLOPE_SPAN = 0.5
+
+
+def _local_slope(points: list, root: dict, d: float) -> tuple[float, float]:
+    """``d f / d ln gamma`` at the root and its standard error: the weighted (1/sigma_f^2) least-squares line through
+    the finite evaluations within SLOPE_SPAN of the root in ``y = d ln gamma`` (the bracket's two at least)."""
+    near = [p for p in points if np.isfinite(p["f"]) and abs(p["y"] - root["y"]) <= SLOPE_SPAN]
+    for p in (root["low"], root["high"]):
+        if not any(q is p for q in near):
+            near.append(p)
+    y = np.array([p["y"] for p in near])
+    f = np.array([p["f"] for p in near])
+    sig = np.array([p["sigma_f"] if p["sigma_f"] is not None and np.isfinite(p["sigma_f"]) and p["sigma_f"] > 0
+                    else np.nan for p in near])
+    w = 1.0 / sig**2 if np.isfinite(sig).all() else np.ones_like(y)
+    ybar = np.sum(w * y) / np.sum(w)
+    sxx = np.sum(w * (y - ybar) ** 2)
+    slope = float(np.sum(w * (y - ybar) * f) / sxx)
+    stderr = float(1.0 / math.sqrt(sxx)) if np.isfinite(sig).all() else math.nan
+    return d * slope, stderr
+
+
 def _set_root(result: CalibrationResult, ev: _Evaluations) -> None:
     """Interpolate the calibrated friction between the final bracket's points into ``result`` (with warnings)."""
     root = root_from_points(ev.points, ev.target.sigma_reference)
@@ -451,7 +481,7 @@ def _set_root(result: CalibrationResult, ev: _Evaluations) -> None:
     result.converged = True
     result.gamma = math.exp(ev.d * y_root)
     result.log_gamma_sigma = sy
-    result.sensitivity = ev.d * root["slope"]
+    result.sensitivity, result.sensitivity_stderr = _local_slope(ev.points, root, ev.d)
     result.model_values_ps = np.exp(logs)
     if result.gamma > 0.5 * ev.gamma_dt_limit:
         ev.warnings.append(f"gamma w_max dt = {result.gamma / ev.gamma_dt_limit:.2f} at the calibrated friction: the "
@@ -459,7 +489,8 @@ def _set_root(result: CalibrationResult, ev: _Evaluations) -> None:
                            f"belongs to this dt (simulate with --dt {ev.dt:g}, or calibrate again with a smaller one)")
     if abs(result.sensitivity) < 0.2:
         ev.warnings.append("the observable barely depends on gamma here (d ln / d ln gamma = "
-                           f"{result.sensitivity:.2f}): near the turnover the calibration is weakly determined")
+                           f"{result.sensitivity:.2f} +- {result.sensitivity_stderr:.2f}): near the turnover the calibration is "
+                           "weakly determined")
 
 
 def _check_run(result: CalibrationResult, ev: _Evaluations, check_length_ps, n_samples: int, n_walkers: int) -> dict:
