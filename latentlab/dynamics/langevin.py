@@ -338,23 +338,23 @@ class LatentLangevin:
         xi = torch.randn(w.shape, generator=self.generator, device=self.device, dtype=self.dtype)
         return torch.einsum("wij,wj->wi", u, xi * torch.sqrt(self.kT / w))
 
-    def _series_terms(self, a: torch.Tensor) -> int | None:
-        """Terms of the friction step's power series (:mod:`latentlab.dynamics.ou_series`) at ``A = a`` over one
-        step, or None when the eigen-decomposition is used instead (atomic friction, or ``gamma dt |A| > 1``)."""
+    def _series_terms(self, a: torch.Tensor, t: float) -> int | None:
+        """Terms of the friction step's power series (:mod:`latentlab.dynamics.ou_series`) at ``A = a`` over a time
+        ``t``, or None when the eigen-decomposition is used instead (atomic friction, or ``gamma t |A| > 1``)."""
         if self.friction_model != "coordinate" or self.gamma == 0.0:
             return None
         cached = self._terms
-        if cached is not None and cached[0] is a and cached[1] == a._version:
+        if cached is not None and cached[0] is a and cached[1] == (a._version, t):
             return cached[2]
-        n = ou_series.series_terms(self.gamma * self.dt * ou_series.norm_bound(a))
-        self._terms = (a, a._version, n)
+        n = ou_series.series_terms(self.gamma * t * ou_series.norm_bound(a))
+        self._terms = (a, (a._version, t), n)
         return n
 
     def _friction(self, state: LangevinState, t: float) -> None:
-        """Exact OU update of P over time t at fixed Q (t = dt: the power series where it converges fast)."""
+        """Exact OU update of P over time t at fixed Q (the power series where it converges fast)."""
         if self.gamma == 0.0:
             return
-        n_terms = self._series_terms(state.A) if t == self.dt else None
+        n_terms = self._series_terms(state.A, t)
         if n_terms is not None:
             xi = torch.randn(state.P.shape, generator=self.generator, device=self.device,
                              dtype=torch.float32).to(self.dtype)  # float32 normals: 5x cheaper on a CPU, ample
@@ -520,7 +520,7 @@ class LatentLangevin:
         for _ in range(int(n_steps)):
             h0 = state.hamiltonian()
             q1, p1, v1, gv1, a1, da1, converged = self._hamiltonian_step(state)
-            if self._series_terms(a1) is not None:  # the friction step needs no eigen-decomposition
+            if self._series_terms(a1, self.dt) is not None:  # the friction step needs no eigen-decomposition
                 kinetic = 0.5 * torch.bmm(p1[:, None, :], torch.bmm(a1, p1[:, :, None]))[:, 0, 0]
                 h1, w1, u1 = kinetic + v1, None, None
                 finite = torch.isfinite(h1 + (q1 + p1).abs().amax(1))
