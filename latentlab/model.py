@@ -245,9 +245,11 @@ class CGModel(LatentCoordinates):
 
     def __repr__(self) -> str:
         """One line: how it was made, the map and its coordinates, A(Q), temperature, convention, data."""
+        from latentlab.simulation.simfile import dataset_name
+
         coords = ", ".join(f"{n} ({u})" if u and u != "1" else n for n, u in zip(self.names, self.units))
-        data = (self.training.get("dataset") or {}) if isinstance(self.training.get("dataset"), dict) else {}
-        trained = f", trained on {data['name']}" if data.get("name") else ""
+        data = dataset_name(self.training.get("dataset"))
+        trained = f", trained on {data}" if data else ""
         friction = "" if self.friction is None else f", friction {self.friction:g} ({self.friction_model}, {self.dynamics})"
         return (f"CGModel({self.kind}, map {self.map_spec or 'unnamed'}: {coords}; A(Q) {self.mass.kind}, "
                 f"{self.temperature:g} K, {self.convention} V{trained}{friction})")

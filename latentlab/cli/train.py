@@ -23,7 +23,8 @@ def register(sub) -> None:
     p.add_argument("--holdout", type=float, default=0.0,
                    help="fraction of every trajectory (its end) kept out of training, validation and refit, for "
                         "scoring with 'latentlab compare' (default 0)")
-    p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help=f"maximum epochs of force or temperature matching (default {DEFAULTS['epochs']}; the "
+    p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"],
+                   help=f"maximum epochs of force or temperature matching (default {DEFAULTS['epochs']}; the "
                         "relative-entropy refinement takes --iterations)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto: CUDA when present)")
     p.add_argument("--seed", type=int, default=0, help="seed for weights, validation blocks and shuffling (default 0)")
@@ -189,9 +190,11 @@ def _report(args, result, earlier=()) -> int:
 def _printer(progress: bool):
     """Messages always (a note once, though every training stage sends it); one line per epoch when there is no
     progress bar (logs, pipes)."""
-    notes, phase = set(), {}
+    notes = set()
+    last_phase = None
 
     def callback(event):
+        nonlocal last_phase
         if event["event"] == "message":
             text = event["message"]
             if text.startswith("note:"):
@@ -201,11 +204,11 @@ def _printer(progress: bool):
             print(text, flush=True)
         elif event["event"] == "epoch" and not progress:
             refit = event.get("phase") == "refit"
-            if refit and phase.get("last") != "refit":
+            if refit and last_phase != "refit":
                 n = event["epochs"] - event["epoch"] + 1
                 print(f"refitting on all frames (validation blocks included) for {n} epoch{'s' * (n != 1)}, "
                       "the best count on validation", flush=True)
-            phase["last"] = event.get("phase")
+            last_phase = event.get("phase")
             print(f"epoch {event['epoch']:4d}/{event['epochs']}  train {event['train_loss']:.5g}  "
                   f"val {event['val_loss']:.5g}  lr {event['lr']:.2g}  {event['seconds']:.2f} s"
                   + ("  (refit)" if refit else ""), flush=True)

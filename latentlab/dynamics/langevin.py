@@ -106,6 +106,11 @@ def check_friction_model(name: str) -> str:
     return name
 
 
+def half_quadratic(p: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """``1/2 P^T A P`` per walker, ``(W,)``, for ``p (W, N)`` and ``a (W, N, N)``."""
+    return 0.5 * torch.bmm(p[:, None, :], torch.bmm(a, p[:, :, None]))[:, 0, 0]
+
+
 @dataclass
 class LangevinState:
     """State of a batch of walkers and the quantities cached at its positions.
@@ -147,7 +152,7 @@ class LangevinState:
         c = self.kinetic_cache
         if c is not None and c[0] is self.P and c[1] is self.A and c[2] == (self.P._version, self.A._version):
             return c[3]
-        return 0.5 * torch.bmm(self.P[:, None, :], torch.bmm(self.A, self.P[:, :, None]))[:, 0, 0]
+        return half_quadratic(self.P, self.A)
 
     def hamiltonian(self) -> torch.Tensor:
         """``H = 1/2 P^T A P + V`` per walker, ``(n_walkers,)`` kJ/mol."""
@@ -359,9 +364,8 @@ class LatentLangevin:
             xi = torch.randn(state.P.shape, generator=self.generator, device=self.device,
                              dtype=torch.float32).to(self.dtype)  # float32 normals: 5x cheaper on a CPU, ample
             p = ou_series.ou_step(state.A, state.P, xi, self.gamma * t, self.kT, n_terms)
-            kinetic = 0.5 * torch.bmm(p[:, None, :], torch.bmm(state.A, p[:, :, None]))[:, 0, 0]
             state.P, self._rotated = p, None
-            state.kinetic_cache = (state.P, state.A, (state.P._version, state.A._version), kinetic)
+            state.kinetic_cache = (state.P, state.A, (state.P._version, state.A._version), half_quadratic(p, state.A))
             return
         if state.eigvals is None:
             state.eigvals, state.eigvecs = symmetric_eigh(state.A)
@@ -520,28 +524,26 @@ class LatentLangevin:
         for _ in range(int(n_steps)):
             h0 = state.hamiltonian()
             q1, p1, v1, gv1, a1, da1, converged = self._hamiltonian_step(state)
-            if self._series_terms(a1, self.dt) is not None:  # the friction step needs no eigen-decomposition
-                kinetic = 0.5 * torch.bmm(p1[:, None, :], torch.bmm(a1, p1[:, :, None]))[:, 0, 0]
-                h1, w1, u1 = kinetic + v1, None, None
-                finite = torch.isfinite(h1 + (q1 + p1).abs().amax(1))
-                definite = kinetic >= 0  # (a negative 1/2 P^T A P: A is not positive definite there)
-            elif a1.shape[-1] <= 3:  # closed-form eigen-decomposition (NaN for a NaN A), then 1/2 P^T A P in its basis
+            w1 = u1 = None
+            series = self._series_terms(a1, self.dt) is not None  # the friction step needs no eigen-decomposition
+            if series or a1.shape[-1] > 3:
+                kinetic = half_quadratic(p1, a1)
+            else:  # closed-form eigen-decomposition (NaN for a NaN A), then 1/2 P^T A P in its basis
                 w1, u1 = symmetric_eigh(a1)
                 pu1 = torch.bmm(u1.transpose(1, 2), p1[:, :, None])  # (W, N, 1), re-used by the friction step
-                h1 = torch.bmm(pu1.transpose(1, 2), (0.5 * w1)[:, :, None] * pu1)[:, 0, 0] + v1
+                kinetic = torch.bmm(pu1.transpose(1, 2), (0.5 * w1)[:, :, None] * pu1)[:, 0, 0]
                 self._rotated = (p1, u1, pu1)
-                finite = torch.isfinite(h1 + (q1 + p1).abs().amax(1))  # NaN and inf propagate
-            else:
-                h1 = 0.5 * torch.bmm(p1[:, None, :], torch.bmm(a1, p1[:, :, None]))[:, 0, 0] + v1
-                finite = torch.isfinite(h1 + (q1 + p1).abs().amax(1))
+            h1 = kinetic + v1
+            finite = torch.isfinite(h1 + (q1 + p1).abs().amax(1))  # NaN and inf propagate
+            if not series and a1.shape[-1] > 3:
                 try:  # LAPACK may raise on a NaN A: those walkers get the old A
                     w1, u1 = symmetric_eigh(torch.where(finite[:, None, None], a1, state.A))
                 except RuntimeError:  # a non-symmetric or NaN A slipped through: every walker is re-seeded
                     w1 = torch.ones_like(p1)
                     u1 = torch.eye(p1.shape[1], dtype=p1.dtype, device=p1.device).expand(p1.shape[0], -1, -1).clone()
                     finite &= False
-            if w1 is not None:
-                definite = w1.amin(1) > 0
+            # positive definite: the eigenvalues where they were taken, else a non-negative 1/2 P^T A P
+            definite = kinetic >= 0 if w1 is None else w1.amin(1) > 0
             healthy = finite & definite & converged & ((h1 - h0).abs() <= self.blowup_kT * self.kT)
             accept = healthy
             if self.metropolis:

@@ -489,8 +489,8 @@ def _set_root(result: CalibrationResult, ev: _Evaluations) -> None:
                            f"belongs to this dt (simulate with --dt {ev.dt:g}, or calibrate again with a smaller one)")
     if abs(result.sensitivity) < 0.2:
         ev.warnings.append("the observable barely depends on gamma here (d ln / d ln gamma = "
-                           f"{result.sensitivity:.2f} +- {result.sensitivity_stderr:.2f}): near the turnover the calibration is "
-                           "weakly determined")
+                           f"{result.sensitivity:.2f} +- {result.sensitivity_stderr:.2f}): near the turnover the "
+                           "calibration is weakly determined")
 
 
 def _check_run(result: CalibrationResult, ev: _Evaluations, check_length_ps, n_samples: int, n_walkers: int) -> dict:
