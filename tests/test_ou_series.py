@@ -36,14 +36,18 @@ def test_series_step_is_the_exact_ou_step(n, x_max, singular):
     """Both the decay exp(-B) and the noise's covariance agree with the eigen-decomposition within the series'
     truncation (TOLERANCE per unit vector; 10x for round-off of the ~20 products and of LAPACK)."""
     a, kT, gamma_t = _spd(64, n, x_max, seed=n, singular=singular), 2.494, 1.0
-    terms = ou_series.series_terms(gamma_t * ou_series.norm_bound(a))
+    a_last = a.permute(1, 2, 0)  # the step takes the walkers last
+    terms = ou_series.series_terms(gamma_t * ou_series.norm_bound(a_last))
     assert terms is not None
     decay, cov = _exact(a, gamma_t, kT)
     eye = torch.eye(n, dtype=torch.float64).expand(64, n, n)
     zeros = torch.zeros(64, n, dtype=torch.float64)
     # columns: the step applied to unit momenta without noise, and to unit normals without momentum
-    e_cols = torch.stack([ou_series.ou_step(a, eye[:, :, j], zeros, gamma_t, kT, terms) for j in range(n)], dim=2)
-    s_cols = torch.stack([ou_series.ou_step(a, zeros, eye[:, :, j], gamma_t, kT, terms) for j in range(n)], dim=2)
+    def step(p, xi):
+        return ou_series.ou_step(a_last, p.T, xi.T, gamma_t, kT, terms).T
+
+    e_cols = torch.stack([step(eye[:, :, j], zeros) for j in range(n)], dim=2)
+    s_cols = torch.stack([step(zeros, eye[:, :, j]) for j in range(n)], dim=2)
     tol = 10 * ou_series.TOLERANCE
     assert float((e_cols - decay).abs().max()) < tol
     assert float((s_cols @ s_cols.transpose(1, 2) - cov).abs().max()) < tol * float(cov.abs().max())

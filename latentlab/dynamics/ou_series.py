@@ -10,9 +10,8 @@ symmetric square root, so ``S(B) xi`` has it exactly).  Both functions are power
 ``exp(-x) = sum_k (-x)^k / k!`` and ``S(x) = 1 - x/2 + 5 x^2/24 - ...`` (the square root of
 ``(1 - exp(-2 x)) / (2 x) = sum_k (-2 x)^k / (k + 1)!`` term by term), convergent for ``|x| < pi``.  At the
 sampler's usual frictions ``x = gamma t w`` is a few hundredths, so 6-8 terms give both to 1e-12: one
-batched ``B R + c P`` product per term (Horner's scheme, both series in one pass).  That is about 0.4 ms for
-1024 walkers of 3 coordinates against 0.8 ms for the closed-form eigen-decomposition it replaces, and 3x
-less than LAPACK's at 6 to 18 coordinates.  Beyond ``MAX_X`` the sampler uses the eigen-decomposition.
+batched ``B R + c P`` product per term (Horner's scheme, both series in one pass), with the walkers last.
+Beyond ``MAX_X`` the sampler uses the eigen-decomposition.
 
 Unlike the eigen-decomposition this needs no positive eigenvalue: a singular A (a cosine at +-1) is no
 special case (``S(0) = 1``).
@@ -73,27 +72,30 @@ def series_terms(x: float) -> int | None:
 
 
 def norm_bound(a: torch.Tensor) -> float:
-    """``max_w |A_w|_inf`` (largest absolute row sum) of ``a (W, N, N)``: at least every eigenvalue's size."""
-    return float(a.abs().sum(-1).amax()) if a.numel() else 0.0
+    """``max_w |A_w|_inf`` (largest absolute row sum) of ``a (N, N, W)`` (walkers last): at least every
+    eigenvalue's size."""
+    return float(a.abs().sum(1).amax()) if a.numel() else 0.0
 
 
 def ou_step(a: torch.Tensor, p: torch.Tensor, xi: torch.Tensor, gamma_t: float, kT: float, n_terms: int) -> torch.Tensor:
     """``exp(-B) P + sqrt(2 kT gamma t) S(B) xi`` with ``B = gamma_t A``, summed to ``n_terms`` (:func:`series_terms`).
 
+    The walkers come last (``A[i, j, w]``), the layout in which a batch of small matrix-vector products is a
+    plain vectorised multiply-add over the walkers (2-3x faster on a CPU than ``bmm`` of ``(W, N, N)``).
+
     Parameters
     ----------
-    a : (W, N, N), A(Q) in Q-unit^2/amu;  p, xi : (W, N), momenta and standard normals
+    a : (N, N, W), A(Q) in Q-unit^2/amu;  p, xi : (N, W), momenta and standard normals
     gamma_t : float, gamma (amu/ps) times the time (ps);  kT : float, kJ/mol
 
     Returns
     -------
-    (W, N) momenta after the friction step
+    (N, W) momenta after the friction step
     """
     b = a * gamma_t
     c = math.sqrt(2.0 * kT * gamma_t)
     e, s = EXP_COEFFICIENTS, ROOT_COEFFICIENTS
-    p3, x3 = p[:, :, None], xi[:, :, None]
-    r = torch.add(p3 * e[n_terms], x3, alpha=c * s[n_terms])
+    r = torch.add(p * e[n_terms], xi, alpha=c * s[n_terms])
     for k in range(n_terms - 1, -1, -1):  # Horner: r <- (e_k P + c s_k xi) + B r
-        r = torch.baddbmm(p3, b, r, beta=e[k]).add_(x3, alpha=c * s[k])
-    return r[..., 0]
+        r = (b * r[None]).sum(1).add_(p, alpha=e[k]).add_(xi, alpha=c * s[k])
+    return r
