@@ -24,7 +24,7 @@ the whole friction step:
 
 * ``O``: the friction/noise part at fixed Q, solved exactly.  For coordinate friction it is a power series
   in ``B = gamma t A`` (:mod:`latentlab.dynamics.ou_series`: ``exp(-B) P + sqrt(2 kT gamma t) S(B) xi``,
-  summed to 1e-12) while ``gamma t |A|`` is at most 1; otherwise, and for atomic friction, in the eigenbasis
+  summed to 1e-10) while ``gamma t |A|`` is at most 1; otherwise, and for atomic friction, in the eigenbasis
   ``A = U diag(w) U^T`` with the relaxation rates ``r_i = gamma w_i`` (coordinate) or ``gamma`` (atomic):
   ``P <- U [exp(-r t) U^T P + sqrt(kT (1 - exp(-2 r t)) / w) xi]``.
 * ``H``: the implicit generalized leapfrog (Stormer-Verlet for non-separable
@@ -524,8 +524,9 @@ class LatentLangevin:
         x = c * p_size * (0.5 * h)  # >= |X| (max-row-sum norm) per walker
         scale = p_size.add_(1.0)  # errors are relative to 1 + |P|
         r = residual.abs().amax(0).div_(scale)
-        # the Newton error per walker without the 1/(1 - |X|)^3 (applied below with the largest |X|)
-        newton = (0.25 * h) * c * r * r * scale
+        # the Newton error relative to 1 + |P|, h/4 c (1 + |P|) |delta|^2 / (1 - |X|) with |delta| <= |R| / (1 - |X|),
+        # per walker but for the 1 / (1 - |X|)^3 (taken with the largest |X|)
+        newton = (0.25 * h) * c * scale * r * r
         x_max, r_max, newton_max = torch.stack([x, r, newton]).amax(1).tolist()
         if x_max < 0.5 and newton_max <= 0.5 * tol * (1.0 - x_max) ** 3:
             floor = 0.5 * tol * (1.0 - x_max)  # Neumann terms: |X|^m |R| / (1 - |X|) <= tol / 2
@@ -557,11 +558,13 @@ class LatentLangevin:
         q1 = torch.add(torch.add(half_drift, a0p, alpha=0.5 * h), matvec(dadq, p_half), alpha=0.5 * h * h)
         ph = p_half.T.contiguous()[:, :, None]  # (W, N, 1), for the A(Q) the mass model returns
         bounded = self._bounded
+        wrap = self._any_periodic and not getattr(self.effective_mass, "periodic_safe", False)
 
         def drift(q, idx=None):
             qa = self._reflect(q.T, flips=False)[0] if bounded else q.T
+            qa = self._wrap(qa, exact=False) if wrap else qa
             c, p = (half_drift, ph) if idx is None else (half_drift[:, idx], ph[idx])
-            return torch.add(c, torch.bmm(self.effective_mass(self._wrap(qa, exact=False)), p)[..., 0].T, alpha=0.5 * h)
+            return torch.add(c, torch.bmm(self.effective_mass(qa), p)[..., 0].T, alpha=0.5 * h)
 
         def rate(idx=None):
             # a-priori contraction rate of the drift map: h/2 |dA/dQ . P_half| (max-row-sum norm) at Q, times 3

@@ -42,6 +42,9 @@ class MassModel:
     kind = "base"
     #: Consistency of the map the model was made for (:func:`latentlab.consistency.check_consistency`), or None.
     consistency: dict | None = None
+    #: True where A(Q) takes periodic coordinates outside (-pi, pi] as they are (the four models below do: tables
+    #: and kernels wrap them, the others have none), so the sampler need not wrap them before each evaluation.
+    periodic_safe = False
 
     def __call__(self, Q: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -99,6 +102,7 @@ class TriangleMass(MassModel):
     """
 
     kind = "triangle"
+    periodic_safe = True
 
     def __init__(self, inverse_masses):
         self.inverse_masses = as_tensor(inverse_masses, "inverse_masses", dtype=torch.float64).flatten()
@@ -187,6 +191,7 @@ class ConstantMass(MassModel):
     """Constant A (linear maps with constant masses), ``(N, N)`` in Q-unit^2/amu."""
 
     kind = "constant"
+    periodic_safe = True
 
     def __init__(self, matrix):
         self.matrix = as_tensor(matrix, "matrix", dtype=torch.float64)
@@ -220,6 +225,7 @@ class KernelMass(MassModel):
     """
 
     kind = "kernel"
+    periodic_safe = True
 
     def __init__(self, centres, values, counts, bandwidth, periodic):
         self.centres = as_tensor(centres, "centres", dtype=torch.float64)
@@ -301,6 +307,7 @@ class GridMass(MassModel):
     """A tabulated A(Q): a :class:`latentlab.interpolation.GridInterpolant` of ``(N, N)`` positive-definite matrices."""
 
     kind = "grid"
+    periodic_safe = True
 
     def __init__(self, table):
         from latentlab.interpolation import GridInterpolant
