@@ -5,7 +5,7 @@ trained with the default settings (or read from ``--models DIR`` when it is ther
 in one run, at each walker count:
 
 * ``step``: one step of the real path (``Simulation.step``: friction, implicit leapfrog with its
-  fixed-point iterations, V + grad V, A + dA/dQ, eigen-decomposition, bookkeeping), as ``latentlab
+  fixed-point iterations, V + grad V, A + dA/dQ, friction series, bookkeeping), as ``latentlab
   simulate`` runs it;
 * ``floor``: one batched evaluation of the same model's V and grad V plus A(Q) and dA/dQ at the walkers'
   positions (the work any integrator of this H must do once per step);

@@ -28,9 +28,10 @@ the whole friction step:
   ``A = U diag(w) U^T`` with the relaxation rates ``r_i = gamma w_i`` (coordinate) or ``gamma`` (atomic):
   ``P <- U [exp(-r t) U^T P + sqrt(kT (1 - exp(-2 r t)) / w) xi]``.
 * ``H``: the implicit generalized leapfrog (Stormer-Verlet for non-separable
-  H, as in Riemannian-manifold HMC): a fixed-point solve for the half-step
-  momentum, a fixed-point solve for the new position, an explicit half kick.
-  It is symplectic and time-reversible when the fixed points converge.
+  H, as in Riemannian-manifold HMC): an implicit half kick (quadratic in the
+  momentum: one iterate and one Newton step, :meth:`LatentLangevin._half_kick`),
+  a fixed-point solve for the new position, an explicit half kick.  It is
+  symplectic and time-reversible when the solves converge.
 * optional Metropolis test of each H step (generalised HMC): accept with
   ``min(1, exp(-(H1 - H0)/kT))``, otherwise restore Q and flip P; then the
   chain samples ``exp(-H/kT)`` exactly for any step size.
@@ -47,10 +48,12 @@ kJ/mol, ``kT`` in kJ/mol.  ``gamma``: amu/ps (coordinate friction; the
 friction rates are ``gamma`` times the eigenvalues of A) or 1/ps (atomic).
 
 Costs per step: one batched evaluation of V and grad V and of A and dA/dQ at
-the new position (re-used by the next step), plus one or two evaluations of A
-alone inside the position fixed point, and the friction step: 6-8 batched
-products with A at the usual frictions, or one eigen-decomposition of A (in
-closed form for up to 3 coordinates, :mod:`latentlab.dynamics.eigen`).
+the new position (re-used by the next step), plus one evaluation of A alone
+inside the position fixed point (and a second for the few walkers not yet
+converged), and the friction step: 5-7 products with A at the usual frictions,
+or one eigen-decomposition of A (in closed form for up to 3 coordinates,
+:mod:`latentlab.dynamics.eigen`).  The step's arithmetic on the walkers' small
+matrices keeps the walkers on the last axis (see :func:`walkers_last`).
 
 References
 ----------
