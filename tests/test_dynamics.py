@@ -94,6 +94,33 @@ def test_hamiltonian_step_is_time_reversible():
     torch.testing.assert_close(-state.P, p0, rtol=0, atol=1e-6 * float(p0.abs().max()))
 
 
+@pytest.mark.parametrize("hot, tolerance", [(1.0, 1e-8), (3.0, 1e-8), (1.0, 1e-12)])
+def test_half_kick_solves_its_implicit_equation(hot, tolerance):
+    """P' = P - h/2 grad V - h/4 grad_Q (P'^T A P') to the tolerance: by the Newton step for most walkers (some
+    1e-12), by fixed-point iteration for those whose Newton bound fails (near cos = +-1 A is steep; hot walkers;
+    a tolerance below the bound), whose error is estimated and flagged converged within 10x of it."""
+    from latentlab.dynamics.langevin import quadratic_gradient
+    from latentlab.testing import ThreeAtomSystem
+
+    system = ThreeAtomSystem()
+    sampler = LatentLangevin.from_pmf(system.pmf, system.effective_mass, system.kT, dt=0.004, gamma=1.0, seed=3,
+                                      bounds=system.cg_map().bounds, tolerance=tolerance)
+    state = sampler.init(system.sample_cg(256, seed=5))
+    state.P = state.P * hot
+    _, da = state.walkers_last()
+    p0 = state.P.T.contiguous()
+    base = p0 - 0.5 * sampler.dt * state.grad_V.T
+    p, converged = sampler._half_kick(p0, base, da)
+    exact = p.clone()
+    for _ in range(300):  # the fixed point to round-off (contraction rate below 0.2 here)
+        exact = base - 0.25 * sampler.dt * quadratic_gradient(exact, da)
+    error = (p - exact).abs().amax(0) / (1.0 + exact.abs().amax(0))
+    assert bool(converged.all())
+    assert float(error.max()) <= 10 * tolerance
+    assert float(error.median()) <= 1e-2 * max(tolerance, 1e-10)  # the Newton step's walkers: far below
+    assert float((p - p0).abs().max()) > 1e-3  # the kick did move the momenta
+
+
 def test_energy_drift_at_zero_friction_is_small_and_second_order():
     from latentlab.testing import ThreeAtomSystem
 

@@ -389,6 +389,27 @@ def test_non_finite_coordinates_give_nan_not_an_index_error():
     assert bool(torch.isnan(v).all())
 
 
+@pytest.mark.parametrize("f, bounds, periodic, extrapolation, value_shape", [
+    (periodic_2d, [None, None], [True, True], "linear", ()),
+    (mixed_2d, [None, (-1.0, 2.0)], [True, False], "linear", ()),
+    (bounded_1d, [(-1.0, 1.3)], [False], "constant", ()),
+    (spd_3x3, [(-1.0, 1.0), (0.0, 2.0), (-0.5, 0.5)], [False, False, False], "constant", (3, 3)),
+])
+def test_values_only_lookup_equals_the_lookup_with_derivatives(f, bounds, periodic, extrapolation, value_shape):
+    """The sampler's values-only path (fewer operations) gives the values of the full lookup, inside the box,
+    outside it (both continuations), across the periodic seam and for NaN coordinates."""
+    table = GridInterpolant.from_function(f, bounds, periodic, 12, extrapolation=extrapolation,
+                                          positive_definite=value_shape == (3, 3))
+    box = [b if b is not None else (-PI, PI) for b in bounds]
+    wide = [(lo - 0.7 * (hi - lo), hi + 0.7 * (hi - lo)) for lo, hi in box]  # a third of the points outside
+    q = uniform_points(500, wide, seed=4)
+    q[0, 0] = float("nan")
+    full, _ = table.value_and_jacobian(q)
+    values = table(q)  # not tracked by autograd: the values-only path
+    assert bool(torch.isnan(values[0]).all()) and bool(torch.isnan(full[0]).all())
+    torch.testing.assert_close(values[1:], full[1:], rtol=1e-12, atol=1e-12)
+
+
 # ---------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("kwargs, message", [
     (dict(bounds=[(1.0, 0.0)], periodic=[False]), "give finite lo < hi"),

@@ -77,6 +77,8 @@ from latentlab.units import FRICTION_UNITS
 from latentlab.validation import as_tensor, check_finite, check_nonnegative, check_positive, fail
 
 Potential = Callable[[torch.Tensor], torch.Tensor]  # (W, N) -> (W,)
+#: The half kick's Newton step is taken where ``|X| = h/2 |dA/dQ . P|`` is below this (2-14 Neumann terms).
+X_LIMIT = 0.25
 MassFunction = Callable[[torch.Tensor], torch.Tensor]  # (W, N) -> (W, N, N)
 
 
@@ -511,7 +513,9 @@ class LatentLangevin:
         delta)``, so P2 is within ``h/4 c |delta|^2 / (1 - |X|)`` of the solution (``c = max_k sum_ij |dA_ij/dQ_k|``,
         ``|X| <= h/2 c |P1|``, a few hundredths): some 1e-12, where fixed-point iteration needs three iterates for
         1e-8.  ``delta`` is summed as the Neumann series ``sum_m (-X)^m R`` to within the tolerance (2-4 terms).
-        Where the bounds do not hold (a steep A, huge momenta) the walkers are solved by fixed-point iteration.
+        The bounds are checked first over all walkers at once (one synchronisation); where they do not hold, per
+        walker, and the walkers whose own bound fails (a steep A, huge momenta, ``|X| >= X_LIMIT``) are solved
+        by fixed-point iteration from ``p0``.
         """
         h, tol = self.dt, self.tolerance
         n, w = p0.shape
@@ -531,18 +535,32 @@ class LatentLangevin:
         # per walker but for the 1 / (1 - |X|)^3 (taken with the largest |X|)
         newton = (0.25 * h) * c * scale * r * r
         x_max, r_max, newton_max = torch.stack([x, r, newton]).amax(1).tolist()
-        if x_max < 0.5 and newton_max <= 0.5 * tol * (1.0 - x_max) ** 3:
-            floor = 0.5 * tol * (1.0 - x_max)  # Neumann terms: |X|^m |R| / (1 - |X|) <= tol / 2
-            terms = 1 if r_max <= floor else math.ceil(math.log(floor / r_max) / math.log(x_max))
-            if terms <= 8:
-                xt = (da.view(n, n, n, w) * p1[:, None, None]).sum(0).mul_(-0.5 * h)  # -X^T: [l, k] = -X_kl
-                term = delta = residual
-                for _ in range(terms - 1):
-                    term = (xt * term[:, None]).sum(0)  # (-X) term
-                    delta = delta + term
-                return p1 - delta, torch.ones(w, dtype=torch.bool, device=p0.device)
-        p, error = self._solve(kick, p1, tol, before=p0)  # the bounds did not hold: iterate
-        return p, error <= 10 * tol
+        bad = None
+        if not (x_max < X_LIMIT and newton_max <= 0.5 * tol * (1.0 - x_max) ** 3):
+            # per walker: the Newton step where its own bound holds, fixed-point iteration for the others
+            # (a walker near a singular A, say, must not hold the others back)
+            ok = (x < X_LIMIT) & (newton <= (0.5 * tol) * (1.0 - x.clamp(max=X_LIMIT)) ** 3)
+            x_max, r_max = torch.stack([torch.where(ok, x, 0.0), torch.where(ok, r, 0.0)]).amax(1).tolist()
+            bad = torch.nonzero(~ok).flatten()
+        floor = 0.5 * tol * (1.0 - x_max)  # Neumann terms: |X|^m |R| / (1 - |X|) <= tol / 2
+        terms = 1 if r_max <= floor or x_max <= 0.0 else math.ceil(math.log(floor / r_max) / math.log(x_max))
+        xt = (da.view(n, n, n, w) * p1[:, None, None]).sum(0).mul_(-0.5 * h)  # -X^T: [l, k] = -X_kl
+        term = delta = residual
+        for _ in range(terms - 1):
+            term = (xt * term[:, None]).sum(0)  # (-X) term
+            delta = delta + term
+        p = p1 - delta
+        converged = torch.ones(w, dtype=torch.bool, device=p0.device)
+        if bad is not None and bad.numel():
+            start = p0[:, bad]
+
+            def kick_bad(q, idx=None):
+                return kick(q, bad if idx is None else bad[idx])
+
+            p_bad, error = self._solve(kick_bad, kick_bad(start), tol, before=start)
+            p[:, bad] = p_bad
+            converged[bad] = error <= 10 * tol
+        return p, converged
 
     def _hamiltonian_step(self, state: LangevinState):
         """One implicit generalized-leapfrog step from the state; returns the new ``Q (W, N)``, ``P (N, W)``
