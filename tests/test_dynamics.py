@@ -69,6 +69,31 @@ def test_gaussian_with_constant_mass_samples_exact_covariance(device):
     assert abs(sim.diagnostics()["kinetic_temperature_ratio"] - 1) < 0.01
 
 
+@pytest.mark.parametrize("friction_model, gamma, series", [("coordinate", 2.0, True), ("coordinate", 20.0, False),
+                                                             ("atomic", 4.0, False)])
+def test_every_friction_path_samples_a_four_dimensional_gaussian(friction_model, gamma, series):
+    """The three friction steps (power series; eigenbasis by LAPACK for 4 coordinates where gamma dt |A| > 1;
+    atomic friction) with the walkers-last step all give the exact covariance kT K^-1 and equipartition."""
+    gen = torch.Generator().manual_seed(2)
+    b = torch.randn(4, 4, generator=gen, dtype=torch.float64)
+    k = b @ b.T + 10.0 * torch.eye(4, dtype=torch.float64)
+    u = torch.linalg.qr(torch.randn(4, 4, generator=gen, dtype=torch.float64))[0]
+    a = u @ torch.diag(torch.tensor([0.5, 2.0, 5.0, 20.0], dtype=torch.float64)) @ u.T
+    sampler = gaussian_sampler(a, k, dt=0.01, gamma=gamma, seed=4, friction_model=friction_model)
+    a_last = a[:, :, None].expand(4, 4, 2)
+    assert (sampler._series_terms(a_last, sampler.dt) is not None) == series  # the path this case is meant to take
+    state = sampler.init(torch.zeros(4), n_walkers=1000)
+    sampler.step(state, 300)
+    rec, sim = run(sampler, state, 600, record_every=2)
+    q = rec["Q"]
+    cov_exact = 2.5 * torch.linalg.inv(k)
+    for i, j in [(0, 0), (1, 1), (2, 3), (3, 3)]:
+        m, se, _ = mean_and_stderr(q[..., i] * q[..., j])
+        assert abs(m - float(cov_exact[i, j])) < 4 * se, (i, j, m, float(cov_exact[i, j]), se)
+    assert abs(float(rec["kinetic"].mean()) / (4 * sampler.kT) - 1) < 0.01  # <P^T A P> = N kT
+    assert sim.diagnostics()["reseeded"] == 0
+
+
 def test_hamiltonian_step_is_time_reversible():
     from latentlab.testing import ThreeAtomSystem
 
