@@ -314,7 +314,10 @@ def _values(tables: dict, Q: torch.Tensor) -> torch.Tensor:
         w = torch.addcmul(both[..., :4], both[..., 4:], (torch.tanh(g) if tables["constant"] else g)[..., None])
     else:
         w = torch.linalg.vander(t, N=4) @ tables["basis_w"]  # (W, D, 4)
-    idx = torch.add(tables["offsets_f"], (cell @ tables["stride_f"])[:, None]).long()  # (W, 4^(D-1)), exact in float64
+    if tables["stride_f"] is not None:  # the row index as one product (exact: every index is below 2^mantissa)
+        idx = torch.add(tables["offsets_f"], (cell @ tables["stride_f"])[:, None]).long()  # (W, 4^(D-1))
+    else:
+        idx = (cell.long() * tables["stride"]).sum(-1, keepdim=True) + tables["offsets"]
     x = tables["rows"].index_select(0, idx.view(-1))  # (W 4^(D-1), 4 C)
     for d in range(n_dim - 1):  # the leading coordinates: (W, 4, rest) -> (W, 1, rest / 4)
         x = torch.bmm(w[:, d:d + 1], x.view(n_walkers, 4, -1))
@@ -529,6 +532,7 @@ class GridInterpolant(torch.nn.Module):
             basis = torch.tensor(_BASIS[self.method], dtype=torch.float64) * _BASIS_SCALE[self.method]  # (4, 4)
             dbasis = torch.zeros(4, 4, dtype=torch.float64)
             dbasis[:, :3] = basis[:, 1:] * torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+            exact_index = rows[..., 0, 0].numel() <= 2.0 / torch.finfo(dt).eps  # 2^24 in float32, 2^53 in float64
             self._cache[key] = {
                 "rows": rows.to(dtype=dt, device=dev).reshape(-1, 4 * self.coefficients.shape[-1]),
                 "lo": lo.to(dtype=dt, device=dev), "inv_h": (torch.where(per, n, n - 1) / width).to(dtype=dt, device=dev),
@@ -539,10 +543,12 @@ class GridInterpolant(torch.nn.Module):
                 "basis_w": basis.T.contiguous().to(dtype=dt, device=dev),  # (4 powers, 4): the weights alone
                 "constant": self.extrapolation == "constant",
                 "stride": stride.to(dev), "offsets": (ks * stride).sum(-1).to(dev),
-                # for _values: -lo / h, the lower cell bound, and the row strides as floats (exact below 2^53)
+                # for _values: -lo / h, the lower cell bound, and the row strides as floats where every row index
+                # is an exact float of this dtype (below 2^24 rows in float32, always in float64)
                 "shift": (-lo * torch.where(per, n, n - 1) / width).to(dtype=dt, device=dev),
                 "zero": torch.zeros(d, dtype=dt, device=dev),
-                "stride_f": stride.to(dtype=dt, device=dev), "offsets_f": (ks * stride).sum(-1).to(dtype=dt, device=dev)}
+                "stride_f": stride.to(dtype=dt, device=dev) if exact_index else None,
+                "offsets_f": (ks * stride).sum(-1).to(dtype=dt, device=dev)}
             if self.positive_definite:  # packed (ln L_ii, L_ij) -> L, row-major
                 m = self.value_shape[0]
                 r, c = torch.tril_indices(m, m)
