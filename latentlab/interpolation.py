@@ -235,35 +235,42 @@ def _coefficients(samples: torch.Tensor, periodic: list[bool], method: str) -> t
 
 
 # ---------------------------------------------------------------------------- evaluation core
-def _axis_weights(Q, tables: dict, derivatives: bool = True):
-    """Cell index ``(W, D)``, neighbour weights ``(W, D, 4)`` and their Q-derivatives ``(W, D, 4)`` (None when
-    ``derivatives`` is false and no coordinate is bounded)."""
-    u = (Q - tables["lo"]) * tables["inv_h"]  # (W, D), in grid spacings from lo
+def _cells(Q, tables: dict):
+    """Cell ``(W, D)`` (as floats), the fraction ``t`` of it at ``Q`` (``(W, D)``; outside [0, 1] beyond a bounded
+    box) and the row index of its ``4^(D-1)`` table rows ``(W, 4^(D-1))``.  A NaN Q gets cell 0 and a NaN t."""
+    u = torch.addcmul(tables["shift"], Q, tables["inv_h"])  # (Q - lo) / h, in grid spacings from lo
     if tables["any_periodic"]:
         wrapped = torch.remainder(u, tables["n"])
         u = torch.where(tables["periodic"], wrapped, u) if tables["any_bounded"] else wrapped
-    cell = torch.minimum(torch.floor(u).clamp_(min=0.0), tables["last_cell"]).nan_to_num_(nan=0.0)  # NaN Q -> NaN value
-    t = u - cell
-    tc = t.clamp(0.0, 1.0) if tables["any_bounded"] else t  # inside the box t == tc
-    t2 = tc * tc
-    powers = torch.stack([torch.ones_like(tc), tc, t2, t2 * tc], dim=-1)  # (W, D, 4)
-    if not (derivatives or tables["any_bounded"]):  # values only: the weights alone
-        return cell.long(), powers @ tables["basis_w"], None
+    cell = torch.clamp(torch.floor(u), tables["zero"], tables["last_cell"]).nan_to_num_(nan=0.0)
+    if tables["stride_f"] is not None:  # the row index as one product (exact: every index is below 2^mantissa)
+        idx = torch.add(tables["offsets_f"], (cell @ tables["stride_f"])[:, None]).long()
+    else:
+        idx = (cell.long() * tables["stride"]).sum(-1, keepdim=True) + tables["offsets"]
+    return cell, u - cell, idx
+
+
+def _axis_weights(t, tables: dict, derivatives: bool):
+    """Neighbour weights ``(W, D, 4)`` at the cell fractions ``t (W, D)`` and, with ``derivatives``, their
+    Q-derivatives ``(W, D, 4)`` (else None)."""
+    bounded = tables["any_bounded"]
+    tc = t.clamp(0.0, 1.0) if bounded else t  # inside the box t == tc
+    powers = torch.linalg.vander(tc, N=4)  # (W, D, 4): 1, t, t^2, t^3
+    if not (derivatives or bounded):  # values only: the weights alone
+        return powers @ tables["basis_w"], None
     both = powers @ tables["basis"]  # (W, D, 8): weights w_j(tc), then d w_j / d t
     w, dw = both[..., :4], both[..., 4:]
-    if tables["any_bounded"]:  # continuation outside the box: w(tc) + w'(tc) g(t - tc), C1 at the edge
+    if bounded:  # continuation outside the box: w(tc) + w'(tc) g(t - tc), C1 at the edge
         s = t - tc
-        if tables["constant"]:
-            g = torch.tanh(s)
-            w = w + dw * g[..., None]
+        g = torch.tanh(s) if tables["constant"] else s
+        w = torch.addcmul(w, dw, g[..., None])
+        if derivatives and tables["constant"]:
             dw = dw * (1.0 - g * g)[..., None]
-        else:
-            w = w + dw * s[..., None]
-    return cell.long(), w, dw * tables["inv_h"][:, None]
+    return w, (dw * tables["inv_h"][:, None] if derivatives else None)
 
 
-def _evaluate(tables: dict, Q: torch.Tensor, derivatives: bool):
-    """Raw table values ``(W, C)`` and, if asked, their Q-derivatives ``(W, C, D)``.
+def _evaluate(tables: dict, Q: torch.Tensor):
+    """Raw table values ``(W, C)`` and their Q-derivatives ``(W, C, D)``.
 
     The table rows hold the 4 consecutive coefficients along the last coordinate (``(C, 4)`` each),
     so one walker gathers ``4^(D-1)`` rows; the coordinates are then contracted one at a time
@@ -274,50 +281,32 @@ def _evaluate(tables: dict, Q: torch.Tensor, derivatives: bool):
     n_walkers, n_dim = Q.shape
     n_channels = tables["rows"].shape[1] // 4
     if n_walkers == 0:
-        return Q.new_zeros(0, n_channels), (Q.new_zeros(0, n_channels, n_dim) if derivatives else None)
-    cell, w, dw = _axis_weights(Q, tables, derivatives)
-    idx = (cell * tables["stride"]).sum(-1, keepdim=True) + tables["offsets"]  # (W, 4^(D-1))
+        return Q.new_zeros(0, n_channels), Q.new_zeros(0, n_channels, n_dim)
+    _, t, idx = _cells(Q, tables)
+    w, dw = _axis_weights(t, tables, derivatives=True)
     x = tables["rows"].index_select(0, idx.reshape(-1))  # (W 4^(D-1), 4 C)
-    K = torch.stack([w, dw], dim=-1) if derivatives else w[..., None]  # (W, D, 4, k)
-    k = K.shape[-1]
-    for d in range(n_dim - 1):  # x: (W k^d, 4, rest) -> (W k^d, k, rest / 4)
-        Kd = K[:, d].transpose(1, 2)  # (W, k, 4)
-        if d and k > 1:
-            Kd = Kd.repeat_interleave(k**d, dim=0)
-        x = torch.bmm(Kd, x.reshape(n_walkers * k**d, 4, -1))
-    x = torch.bmm(x.reshape(n_walkers, -1, 4), K[:, -1])  # (W, k^(D-1) C, k)
-    x = x.reshape(n_walkers, k ** (n_dim - 1), n_channels, k)
-    if not derivatives:
-        return x[:, 0, :, 0], None
+    K = torch.stack([w, dw], dim=-1)  # (W, D, 4, 2)
+    for d in range(n_dim - 1):  # x: (W 2^d, 4, rest) -> (W 2^d, 2, rest / 4)
+        Kd = K[:, d].transpose(1, 2)  # (W, 2, 4)
+        if d:
+            Kd = Kd.repeat_interleave(2**d, dim=0)
+        x = torch.bmm(Kd, x.reshape(n_walkers * 2**d, 4, -1))
+    x = torch.bmm(x.reshape(n_walkers, -1, 4), K[:, -1])  # (W, 2^(D-1) C, 2)
+    x = x.reshape(n_walkers, 2 ** (n_dim - 1), n_channels, 2)
     cols = [x[:, 2 ** (n_dim - 2 - d), :, 0] for d in range(n_dim - 1)] + [x[:, 0, :, 1]]
     return x[:, 0, :, 0], torch.stack(cols, dim=-1)
 
 
 def _values(tables: dict, Q: torch.Tensor) -> torch.Tensor:
-    """Raw table values ``(W, C)`` at ``Q (W, D)``: :func:`_evaluate` without derivatives, in as few batched
-    operations as it takes (each costs microseconds of dispatch whatever its size: at a thousand walkers
-    that is most of a lookup's time, so this path issues about half of :func:`_evaluate`'s)."""
+    """Raw table values ``(W, C)`` at ``Q (W, D)``: :func:`_evaluate` without derivatives (one weight column,
+    about half its batched operations; each costs microseconds of dispatch whatever its size, which at a
+    thousand walkers is most of a lookup's time)."""
     n_walkers, n_dim = Q.shape
     n_channels = tables["rows"].shape[1] // 4
     if n_walkers == 0:
         return Q.new_zeros(0, n_channels)
-    u = torch.addcmul(tables["shift"], Q, tables["inv_h"])  # (Q - lo) / h, in grid spacings from lo
-    if tables["any_periodic"]:
-        wrapped = torch.remainder(u, tables["n"])
-        u = torch.where(tables["periodic"], wrapped, u) if tables["any_bounded"] else wrapped
-    cell = torch.clamp(torch.floor(u), tables["zero"], tables["last_cell"]).nan_to_num_(nan=0.0)  # NaN Q -> NaN value
-    t = u - cell
-    if tables["any_bounded"]:  # continuation outside the box, as in _axis_weights
-        tc = t.clamp(0.0, 1.0)
-        both = torch.linalg.vander(tc, N=4) @ tables["basis"]  # (W, D, 8): weights, then their t-derivatives
-        g = t - tc
-        w = torch.addcmul(both[..., :4], both[..., 4:], (torch.tanh(g) if tables["constant"] else g)[..., None])
-    else:
-        w = torch.linalg.vander(t, N=4) @ tables["basis_w"]  # (W, D, 4)
-    if tables["stride_f"] is not None:  # the row index as one product (exact: every index is below 2^mantissa)
-        idx = torch.add(tables["offsets_f"], (cell @ tables["stride_f"])[:, None]).long()  # (W, 4^(D-1))
-    else:
-        idx = (cell.long() * tables["stride"]).sum(-1, keepdim=True) + tables["offsets"]
+    _, t, idx = _cells(Q, tables)
+    w, _ = _axis_weights(t, tables, derivatives=False)  # (W, D, 4)
     x = tables["rows"].index_select(0, idx.view(-1))  # (W 4^(D-1), 4 C)
     for d in range(n_dim - 1):  # the leading coordinates: (W, 4, rest) -> (W, 1, rest / 4)
         x = torch.bmm(w[:, d:d + 1], x.view(n_walkers, 4, -1))
@@ -333,7 +322,7 @@ class _TableFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, Q, tables):
-        value, jac = _evaluate(tables, Q, derivatives=True)
+        value, jac = _evaluate(tables, Q)
         ctx.save_for_backward(Q)
         ctx.tables, ctx.jac = tables, jac  # (W, C, D)
         return value.clone()  # not a view of jac's storage (forward AD refuses views as outputs)
@@ -343,7 +332,7 @@ class _TableFunction(torch.autograd.Function):
         jac = ctx.jac
         if torch.is_grad_enabled():  # create_graph: the derivative as a differentiable function of Q
             (Q,) = ctx.saved_tensors
-            _, jac = _evaluate(ctx.tables, Q, derivatives=True)
+            _, jac = _evaluate(ctx.tables, Q)
         return torch.einsum("wc,wcd->wd", grad_value, jac), None
 
     @staticmethod
@@ -535,7 +524,7 @@ class GridInterpolant(torch.nn.Module):
             exact_index = rows[..., 0, 0].numel() <= 2.0 / torch.finfo(dt).eps  # 2^24 in float32, 2^53 in float64
             self._cache[key] = {
                 "rows": rows.to(dtype=dt, device=dev).reshape(-1, 4 * self.coefficients.shape[-1]),
-                "lo": lo.to(dtype=dt, device=dev), "inv_h": (torch.where(per, n, n - 1) / width).to(dtype=dt, device=dev),
+                "inv_h": (torch.where(per, n, n - 1) / width).to(dtype=dt, device=dev),
                 "n": n.to(dtype=dt, device=dev), "periodic": per.to(dev),
                 "last_cell": torch.where(per, n - 1, n - 2).to(dtype=dt, device=dev),
                 "any_periodic": any(self.periodic), "any_bounded": not all(self.periodic),
@@ -543,7 +532,7 @@ class GridInterpolant(torch.nn.Module):
                 "basis_w": basis.T.contiguous().to(dtype=dt, device=dev),  # (4 powers, 4): the weights alone
                 "constant": self.extrapolation == "constant",
                 "stride": stride.to(dev), "offsets": (ks * stride).sum(-1).to(dev),
-                # for _values: -lo / h, the lower cell bound, and the row strides as floats where every row index
+                # for _cells: -lo / h, the lower cell bound, and the row strides as floats where every row index
                 # is an exact float of this dtype (below 2^24 rows in float32, always in float64)
                 "shift": (-lo * torch.where(per, n, n - 1) / width).to(dtype=dt, device=dev),
                 "zero": torch.zeros(d, dtype=dt, device=dev),
@@ -593,7 +582,7 @@ class GridInterpolant(torch.nn.Module):
         Q = self._check(Q)
         tables = self._tables(Q)
         with torch.no_grad():
-            raw, draw = _evaluate(tables, Q.detach(), derivatives=True)  # (W, C), (W, C, D)
+            raw, draw = _evaluate(tables, Q.detach())  # (W, C), (W, C, D)
             w = Q.shape[0]
             if not self.positive_definite:
                 return raw.reshape((w,) + self.value_shape), draw.reshape((w,) + self.value_shape + (self.n_dim,))
@@ -626,7 +615,7 @@ class GridInterpolant(torch.nn.Module):
         Q = self._check(Q)
         tables = self._tables(Q)
         with torch.no_grad():
-            raw, draw = _evaluate(tables, Q.detach(), derivatives=True)  # (W, C), (W, C, D)
+            raw, draw = _evaluate(tables, Q.detach())  # (W, C), (W, C, D)
             diag = tables["diag"]
             return 2.0 * raw[:, diag].sum(-1), 2.0 * draw[:, diag].sum(1)
 

@@ -90,7 +90,8 @@ def test_every_friction_path_samples_a_four_dimensional_gaussian(friction_model,
     for i, j in [(0, 0), (1, 1), (2, 3), (3, 3)]:
         m, se, _ = mean_and_stderr(q[..., i] * q[..., j])
         assert abs(m - float(cov_exact[i, j])) < 4 * se, (i, j, m, float(cov_exact[i, j]), se)
-    assert abs(float(rec["kinetic"].mean()) / (4 * sampler.kT) - 1) < 0.01  # <P^T A P> = N kT
+    m, se, _ = mean_and_stderr(rec["kinetic"] / (4 * sampler.kT))  # <P^T A P> = N kT
+    assert abs(m - 1) < 4 * se, (m, se)
     assert sim.diagnostics()["reseeded"] == 0
 
 
@@ -119,12 +120,50 @@ def test_hamiltonian_step_is_time_reversible():
     torch.testing.assert_close(-state.P, p0, rtol=0, atol=1e-6 * float(p0.abs().max()))
 
 
-@pytest.mark.parametrize("hot, tolerance", [(1.0, 1e-8), (3.0, 1e-8), (1.0, 1e-12)])
-def test_half_kick_solves_its_implicit_equation(hot, tolerance):
-    """P' = P - h/2 grad V - h/4 grad_Q (P'^T A P') to the tolerance: by the Newton step for most walkers (some
-    1e-12), by fixed-point iteration for those whose Newton bound fails (near cos = +-1 A is steep; hot walkers;
-    a tolerance below the bound), whose error is estimated and flagged converged within 10x of it."""
+def _kick_error(sampler, state):
+    """The half kick from ``state`` and its error against the exact solution (fixed point to round-off),
+    relative to 1 + |P| as the tolerance: ``(P (N, W), converged (W,), error (W,))``."""
     from latentlab.dynamics.langevin import quadratic_gradient
+
+    _, da = state.walkers_last()
+    p0 = state.P.T.contiguous()
+    base = p0 - 0.5 * sampler.dt * state.grad_V.T
+    p, converged = sampler._half_kick(p0, base, da)
+    exact = p.clone()
+    for _ in range(300):  # contraction rate below 0.2 in both systems below
+        exact = base - 0.25 * sampler.dt * quadratic_gradient(exact, da)
+    assert float((p - p0).abs().max()) > 1e-3  # the kick did move the momenta
+    return p, converged, (p - exact).abs().amax(0) / (1.0 + exact.abs().amax(0))
+
+
+def test_half_kick_newton_step_is_within_its_bound():
+    """A smooth A(Q): every walker takes the Newton step (no fixed-point iteration at all), and its bounds
+    (Newton error and Neumann truncation, tol/2 each) hold against the exact solution."""
+    def mass(q):  # symmetric positive definite, varying on the scale of the walkers' spread
+        d = torch.exp(0.4 * torch.sin(q))
+        a = torch.diag_embed(d)
+        off = 0.2 * torch.cos(q[:, 0] - q[:, 1]) * torch.sqrt(d[:, 0] * d[:, 1])
+        a[:, 0, 1] = a[:, 1, 0] = off
+        return a
+
+    sampler = LatentLangevin(lambda q: 5.0 * (1.0 - torch.cos(q)).sum(1), mass, kT=2.5, dt=0.01, gamma=1.0, seed=2,
+                             periodic=[True, True])
+    state = sampler.init(torch.rand(512, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 6 - 3)
+
+    def no_iteration(*args, **kwargs):
+        raise AssertionError("the Newton step's bound failed for some walker")
+
+    sampler._solve = no_iteration
+    _, converged, error = _kick_error(sampler, state)
+    assert bool(converged.all())
+    assert float(error.max()) <= sampler.tolerance
+
+
+@pytest.mark.parametrize("hot, tolerance", [(1.0, 1e-8), (3.0, 1e-8), (1.0, 1e-12)])
+def test_half_kick_falls_back_to_iteration_where_the_newton_bound_fails(hot, tolerance):
+    """Three atoms: near cos = +-1 A is steep, and hot walkers or a tolerance below the Newton error (some
+    1e-12) send more walkers to fixed-point iteration; every walker is then within the 10x of the tolerance
+    that counts as converged (the iteration stops on an estimated error)."""
     from latentlab.testing import ThreeAtomSystem
 
     system = ThreeAtomSystem()
@@ -132,18 +171,13 @@ def test_half_kick_solves_its_implicit_equation(hot, tolerance):
                                       bounds=system.cg_map().bounds, tolerance=tolerance)
     state = sampler.init(system.sample_cg(256, seed=5))
     state.P = state.P * hot
-    _, da = state.walkers_last()
-    p0 = state.P.T.contiguous()
-    base = p0 - 0.5 * sampler.dt * state.grad_V.T
-    p, converged = sampler._half_kick(p0, base, da)
-    exact = p.clone()
-    for _ in range(300):  # the fixed point to round-off (contraction rate below 0.2 here)
-        exact = base - 0.25 * sampler.dt * quadratic_gradient(exact, da)
-    error = (p - exact).abs().amax(0) / (1.0 + exact.abs().amax(0))
+    iterated = []
+    solve = sampler._solve
+    sampler._solve = lambda update, x, *a, **k: (iterated.append(x.shape[1]), solve(update, x, *a, **k))[1]
+    _, converged, error = _kick_error(sampler, state)
+    assert iterated and 0 < iterated[0] <= 256  # some walkers, not necessarily all, iterated
     assert bool(converged.all())
     assert float(error.max()) <= 10 * tolerance
-    assert float(error.median()) <= 1e-2 * max(tolerance, 1e-10)  # the Newton step's walkers: far below
-    assert float((p - p0).abs().max()) > 1e-3  # the kick did move the momenta
 
 
 def test_energy_drift_at_zero_friction_is_small_and_second_order():

@@ -77,9 +77,10 @@ from latentlab.units import FRICTION_UNITS
 from latentlab.validation import as_tensor, check_finite, check_nonnegative, check_positive, fail
 
 Potential = Callable[[torch.Tensor], torch.Tensor]  # (W, N) -> (W,)
+MassFunction = Callable[[torch.Tensor], torch.Tensor]  # (W, N) -> (W, N, N)
+
 #: The half kick's Newton step is taken where ``|X| = h/2 |dA/dQ . P|`` is below this (2-14 Neumann terms).
 X_LIMIT = 0.25
-MassFunction = Callable[[torch.Tensor], torch.Tensor]  # (W, N) -> (W, N, N)
 
 
 def latent_potential(pmf: Potential, effective_mass: MassFunction, kT: float, convention: str = "consistent") -> Potential:
