@@ -255,9 +255,11 @@ def _axis_weights(t, tables: dict, derivatives: bool):
     Q-derivatives ``(W, D, 4)`` (else None)."""
     bounded = tables["any_bounded"]
     tc = t.clamp(0.0, 1.0) if bounded else t  # inside the box t == tc
+    if not (derivatives or bounded):  # values only: the weights alone, by Horner's scheme (3 multiply-adds)
+        b3, b2, b1, b0 = tables["horner"]  # (4,) each: the weights' coefficients of t^3, t^2, t, 1
+        t1 = t[..., None]
+        return torch.addcmul(b0, torch.addcmul(b1, torch.addcmul(b2, b3, t1), t1), t1), None
     powers = torch.linalg.vander(tc, N=4)  # (W, D, 4): 1, t, t^2, t^3
-    if not (derivatives or bounded):  # values only: the weights alone
-        return powers @ tables["basis_w"], None
     both = powers @ tables["basis"]  # (W, D, 8): weights w_j(tc), then d w_j / d t
     w, dw = both[..., :4], both[..., 4:]
     if bounded:  # continuation outside the box: w(tc) + w'(tc) g(t - tc), C1 at the edge
@@ -529,7 +531,7 @@ class GridInterpolant(torch.nn.Module):
                 "last_cell": torch.where(per, n - 1, n - 2).to(dtype=dt, device=dev),
                 "any_periodic": any(self.periodic), "any_bounded": not all(self.periodic),
                 "basis": torch.cat([basis.T, dbasis.T], dim=1).to(dtype=dt, device=dev),  # (4 powers, 8)
-                "basis_w": basis.T.contiguous().to(dtype=dt, device=dev),  # (4 powers, 4): the weights alone
+                "horner": tuple(basis[:, p].to(dtype=dt, device=dev) for p in (3, 2, 1, 0)),  # the weights alone
                 "constant": self.extrapolation == "constant",
                 "stride": stride.to(dev), "offsets": (ks * stride).sum(-1).to(dev),
                 # for _cells: -lo / h, the lower cell bound, and the row strides as floats where every row index
@@ -543,7 +545,13 @@ class GridInterpolant(torch.nn.Module):
                 r, c = torch.tril_indices(m, m)
                 unpack = torch.zeros(r.numel(), m * m, dtype=dt)
                 unpack[torch.arange(r.numel()), r * m + c] = 1.0
-                self._cache[key].update({"unpack": unpack.to(dev), "diag": (r == c).to(dev)})
+                # L L^T from the products of packed entries: (L L^T)_ij = sum_k L_ik L_jk, (C C, N N)
+                gram = torch.zeros(r.numel(), r.numel(), m, m, dtype=dt)
+                same_column = c[:, None] == c[None, :]
+                gram[same_column.nonzero(as_tuple=True) + (r[:, None].expand(-1, r.numel())[same_column],
+                                                           r[None, :].expand(r.numel(), -1)[same_column])] = 1.0
+                self._cache[key].update({"unpack": unpack.to(dev), "diag": (r == c).to(dev),
+                                         "gram": gram.reshape(r.numel() ** 2, m * m).to(dev)})
         return self._cache[key]
 
     def _check(self, Q) -> torch.Tensor:
@@ -562,8 +570,7 @@ class GridInterpolant(torch.nn.Module):
         else:
             raw = _values(tables, Q)
         if self.positive_definite:
-            L = self._factor(raw, tables)
-            return _gram(L)
+            return _gram(self._entries(raw, tables), tables, self.value_shape[0])
         return raw.reshape((Q.shape[0],) + self.value_shape)
 
     def value_and_jacobian(self, Q: torch.Tensor):
@@ -589,13 +596,14 @@ class GridInterpolant(torch.nn.Module):
             n = self.value_shape[0]
             diag = tables["diag"]
             e = raw.exp()  # L_ii on the diagonal channels (the others are never selected)
-            L = (torch.where(diag, e, raw) @ tables["unpack"]).reshape(w, n, n)  # (W, N, N), as _factor
+            entries = torch.where(diag, e, raw)  # as _entries
+            L = (entries @ tables["unpack"]).reshape(w, n, n)  # (W, N, N)
             # d L_ii = L_ii d(ln L_ii); off the diagonal the packed derivative itself
             dpacked = torch.where(diag[:, None], e[:, :, None] * draw, draw)  # (W, C, D)
             dL = (dpacked.transpose(1, 2).reshape(-1, dpacked.shape[1]) @ tables["unpack"]).reshape(w, self.n_dim, n, n)
             dLLt = torch.bmm(dL.reshape(w, -1, n), L.transpose(1, 2)).reshape(w, self.n_dim, n, n)  # dL_d L^T
             dA = dLLt + dLLt.transpose(-1, -2)
-            return _gram(L), dA.permute(0, 2, 3, 1)
+            return _gram(entries, tables, n), dA.permute(0, 2, 3, 1)
 
     def value_and_grad(self, Q: torch.Tensor):
         """Value ``(n_walkers,)`` and gradient ``(n_walkers, n_dim)`` of a scalar table (not tracked by autograd)."""
@@ -636,14 +644,13 @@ class GridInterpolant(torch.nn.Module):
             out = fwAD.unpack_dual(self(fwAD.make_dual(Q, tangent)))
         return out.primal, out.tangent
 
-    def _factor(self, raw: torch.Tensor, tables: dict) -> torch.Tensor:
-        """Lower-triangular ``L (W, N, N)`` from packed channels ``(W, C)``: ``exp`` of the diagonal ones."""
-        n = self.value_shape[0]
+    @staticmethod
+    def _entries(raw: torch.Tensor, tables: dict) -> torch.Tensor:
+        """The packed entries of the lower-triangular L ``(W, C)`` from the channels ``(W, C)``: ``exp`` of the
+        diagonal ones."""
         if raw.requires_grad or _is_dual(raw):  # exp of the diagonal channels only: no inf, hence no NaN gradient
-            entries = torch.where(tables["diag"], _exp_diagonal(raw, tables["diag"]), raw)
-        else:  # values only: an inf from a large off-diagonal channel is never selected
-            entries = torch.where(tables["diag"], raw.exp(), raw)
-        return (entries @ tables["unpack"]).reshape(raw.shape[0], n, n)
+            return torch.where(tables["diag"], _exp_diagonal(raw, tables["diag"]), raw)
+        return torch.where(tables["diag"], raw.exp(), raw)  # an inf of an off-diagonal channel is never selected
 
     def extra_repr(self) -> str:
         kinds = ["periodic" if p else "bounded" for p in self.periodic]
@@ -656,9 +663,11 @@ def _exp_diagonal(raw: torch.Tensor, diag: torch.Tensor) -> torch.Tensor:
     return torch.exp(torch.where(diag, raw, torch.zeros_like(raw)))
 
 
-def _gram(L: torch.Tensor) -> torch.Tensor:
-    """``L L^T`` for a batch of matrices ``(W, N, N)``."""
-    return torch.bmm(L, L.transpose(1, 2))
+def _gram(entries: torch.Tensor, tables: dict, n: int) -> torch.Tensor:
+    """``L L^T (W, N, N)`` from the packed entries of L ``(W, C)``: their products ``(W, C C)`` times the table's
+    ``gram`` map (a plain matrix product; ``bmm`` of a batch of 2x2 or 3x3 matrices costs 2-3x more on a CPU)."""
+    w, c = entries.shape
+    return ((entries[:, :, None] * entries[:, None, :]).reshape(w, c * c) @ tables["gram"]).reshape(w, n, n)
 
 
 def _cholesky_channels(v: torch.Tensor, value_shape: tuple) -> torch.Tensor:

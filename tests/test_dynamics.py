@@ -128,11 +128,15 @@ def _kick_error(sampler, state):
     _, da = state.walkers_last()
     p0 = state.P.T.contiguous()
     base = p0 - 0.5 * sampler.dt * state.grad_V.T
-    p, converged = sampler._half_kick(p0, base, da)
+    p, converged, minus_jac = sampler._half_kick(p0, base, da)
     exact = p.clone()
     for _ in range(300):  # contraction rate below 0.2 in both systems below
         exact = base - 0.25 * sampler.dt * quadratic_gradient(exact, da)
     assert float((p - p0).abs().max()) > 1e-3  # the kick did move the momenta
+    # the position map's Jacobian h/2 sum_j dA_ij/dQ_k P_j, which the kick hands on for the drift's rate
+    n, w = p.shape
+    jac = 0.5 * sampler.dt * (da.view(n, n, n, w) * exact[None, :, None]).sum(1)
+    assert float((minus_jac + jac).abs().max()) <= 0.01 * float(jac.abs().max())
     return p, converged, (p - exact).abs().amax(0) / (1.0 + exact.abs().amax(0))
 
 

@@ -187,7 +187,7 @@ class Simulation:
     def kinetic_temperature_ratio(self, instantaneous: bool = False) -> float:
         """``<P^T A P> / (N kT)`` (1 at equipartition): the running mean over the run, or the current value."""
         if instantaneous or not self._kinetic:
-            return float((2.0 * self.state.kinetic_energy()).mean()) / (self.state.Q.shape[1] * self.kT)
+            return 2.0 * float(self.state.kinetic_energy().mean()) / (self.state.Q.shape[1] * self.kT)
         return float(np.mean(self._kinetic))
 
     def kinetic_temperature_error(self) -> float:
