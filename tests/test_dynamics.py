@@ -129,6 +129,8 @@ def _kick_error(sampler, state):
     p0 = state.P.T.contiguous()
     base = p0 - 0.5 * sampler.dt * state.grad_V.T
     p, converged, minus_jac = sampler._half_kick(p0, base, da)
+    if converged is None:  # every walker
+        converged = torch.ones(p.shape[1], dtype=torch.bool)
     exact = p.clone()
     for _ in range(300):  # contraction rate below 0.2 in both systems below
         exact = base - 0.25 * sampler.dt * quadratic_gradient(exact, da)

@@ -509,7 +509,8 @@ class LatentLangevin:
 
     def _half_kick(self, p0: torch.Tensor, base: torch.Tensor, da: torch.Tensor):
         """Solve the implicit half kick ``P = base - h/4 grad_Q (P^T A P)`` (walkers last: ``p0``, ``base`` (N, W),
-        ``da`` (N N, N, W)); returns ``P``, which walkers converged to the tolerance (``(W,)`` bool) and ``-X^T``
+        ``da`` (N N, N, W)); returns ``P``, which walkers converged to the tolerance (``(W,)`` bool, or None when
+        all of them did) and ``-X^T``
         (``(N, N, W)``, below), which is minus the position map's Jacobian ``h/2 sum_j dA_ij/dQ_k P_j`` at Q.
 
         The equation is quadratic in P: ``R(P) = P - base + h/4 D(P, P) = 0`` with ``D(P, P)_k = sum_ij dA_ij/dQ_k
@@ -533,17 +534,20 @@ class LatentLangevin:
         residual = torch.add(p1 - base, quadratic_gradient(p1, da), alpha=0.25 * h)  # R(P1), (N, W)
         c = da.abs().sum(0).amax(0)  # (W,)
         p_size = p1.abs().amax(0)
-        x = c * p_size * (0.5 * h)  # >= |X| (max-row-sum norm) per walker
+        x = c * p_size  # >= |X| (max-row-sum norm) per walker, times 2 / h
         scale = p_size.add_(1.0)  # errors are relative to 1 + |P|
-        r = residual.abs().amax(0).div_(scale)
+        residual_size = residual.abs().amax(0)
+        r = residual_size / scale
         # the Newton error relative to 1 + |P|, h/4 c (1 + |P|) |delta|^2 / (1 - |X|) with |delta| <= |R| / (1 - |X|),
-        # per walker but for the 1 / (1 - |X|)^3 (taken with the largest |X|)
-        newton = (0.25 * h) * c * scale * r * r
+        # per walker but for the 1 / (1 - |X|)^3 (taken with the largest |X|); here times 4 / h
+        newton = (residual_size * residual_size).mul_(c).div_(scale)
         x_max, r_max, newton_max = torch.stack([x, r, newton]).amax(1).tolist()
+        x_max, newton_max = 0.5 * h * x_max, 0.25 * h * newton_max
         bad = None
         if not (x_max < X_LIMIT and newton_max <= 0.5 * tol * (1.0 - x_max) ** 3):
             # per walker: the Newton step where its own bound holds, fixed-point iteration for the others
             # (a walker near a singular A, say, must not hold the others back)
+            x, newton = x * (0.5 * h), newton * (0.25 * h)
             ok = (x < X_LIMIT) & (newton <= (0.5 * tol) * (1.0 - x.clamp(max=X_LIMIT)) ** 3)
             x_max, r_max = torch.stack([torch.where(ok, x, 0.0), torch.where(ok, r, 0.0)]).amax(1).tolist()
             bad = torch.nonzero(~ok).flatten()
@@ -555,8 +559,9 @@ class LatentLangevin:
             term = (xt * term[:, None]).sum(0)  # (-X) term
             delta = delta + term
         p = p1 - delta
-        converged = torch.ones(w, dtype=torch.bool, device=p0.device)
+        converged = None  # all of them
         if bad is not None and bad.numel():
+            converged = torch.ones(w, dtype=torch.bool, device=p0.device)
             start = p0[:, bad]
 
             def kick_bad(q, idx=None):
@@ -598,7 +603,7 @@ class LatentLangevin:
         # between Q and Q1 (the observed rates of trained models are at most ~1.1x of the norm at Q)
         rate = minus_jac.abs().sum(1).amax(0).mul_(3.0)
         q1, error = self._solve(drift, q1, tol, rate=rate)
-        converged &= error <= 10 * tol
+        converged = error <= 10 * tol if converged is None else converged & (error <= 10 * tol)
         q1 = q1.T.contiguous()
         if bounded:
             q1, flip = self._reflect(q1)
