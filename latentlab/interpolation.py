@@ -244,7 +244,7 @@ def _cells(Q, tables: dict):
         u = torch.where(tables["periodic"], wrapped, u) if tables["any_bounded"] else wrapped
     cell = torch.clamp(torch.floor(u), tables["zero"], tables["last_cell"]).nan_to_num_(nan=0.0)
     if tables["stride_f"] is not None:  # the row index as one product (exact: every index is below 2^mantissa)
-        idx = torch.add(tables["offsets_f"], (cell @ tables["stride_f"])[:, None]).long()
+        idx = torch.addmm(tables["offsets_f"], cell, tables["stride_f"]).long()
     else:
         idx = (cell.long() * tables["stride"]).sum(-1, keepdim=True) + tables["offsets"]
     return cell, u - cell, idx
@@ -534,11 +534,12 @@ class GridInterpolant(torch.nn.Module):
                 "horner": tuple(basis[:, p].to(dtype=dt, device=dev) for p in (3, 2, 1, 0)),  # the weights alone
                 "constant": self.extrapolation == "constant",
                 "stride": stride.to(dev), "offsets": (ks * stride).sum(-1).to(dev),
-                # for _cells: -lo / h, the lower cell bound, and the row strides as floats where every row index
-                # is an exact float of this dtype (below 2^24 rows in float32, always in float64)
+                # for _cells: -lo / h, the lower cell bound, and the row strides as floats (one column per row a
+                # walker gathers) where every row index is an exact float of this dtype (below 2^24 rows in float32,
+                # always in float64)
                 "shift": (-lo * torch.where(per, n, n - 1) / width).to(dtype=dt, device=dev),
                 "zero": torch.zeros(d, dtype=dt, device=dev),
-                "stride_f": stride.to(dtype=dt, device=dev) if exact_index else None,
+                "stride_f": stride[:, None].expand(d, ks.shape[0]).to(dtype=dt, device=dev) if exact_index else None,
                 "offsets_f": (ks * stride).sum(-1).to(dtype=dt, device=dev)}
             if self.positive_definite:  # packed (ln L_ii, L_ij) -> L, row-major
                 m = self.value_shape[0]

@@ -596,7 +596,8 @@ class LatentLangevin:
             qa = self._reflect(q.T, flips=False)[0] if bounded else q.T
             qa = self._wrap(qa, exact=False) if wrap else qa
             c, p = (half_drift, ph) if idx is None else (half_drift[:, idx], ph[idx])
-            return torch.add(c, torch.bmm(self.effective_mass(qa), p)[..., 0].T, alpha=0.5 * h)
+            # c + h/2 A(q) P in one product, walkers first; returned as its (N, W) view
+            return torch.baddbmm(c.T[:, :, None], self.effective_mass(qa), p, alpha=0.5 * h)[..., 0].T
 
         # a-priori contraction rate of the drift map: its Jacobian's max-row-sum norm at Q (from the kick, at its
         # first iterate P1: within 0.2 % of the norm at P_half in trained models), times 3 for the change of dA
