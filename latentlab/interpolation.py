@@ -548,9 +548,10 @@ class GridInterpolant(torch.nn.Module):
                 unpack[torch.arange(r.numel()), r * m + c] = 1.0
                 # L L^T from the products of packed entries: (L L^T)_ij = sum_k L_ik L_jk, (C C, N N)
                 gram = torch.zeros(r.numel(), r.numel(), m, m, dtype=dt)
-                same_column = c[:, None] == c[None, :]
-                gram[same_column.nonzero(as_tuple=True) + (r[:, None].expand(-1, r.numel())[same_column],
-                                                           r[None, :].expand(r.numel(), -1)[same_column])] = 1.0
+                for a in range(r.numel()):
+                    for b in range(r.numel()):
+                        if c[a] == c[b]:  # entries a = (i, k) and b = (j, k) share the column k
+                            gram[a, b, r[a], r[b]] = 1.0
                 self._cache[key].update({"unpack": unpack.to(dev), "diag": (r == c).to(dev),
                                          "gram": gram.reshape(r.numel() ** 2, m * m).to(dev)})
         return self._cache[key]

@@ -510,8 +510,8 @@ class LatentLangevin:
     def _half_kick(self, p0: torch.Tensor, base: torch.Tensor, da: torch.Tensor):
         """Solve the implicit half kick ``P = base - h/4 grad_Q (P^T A P)`` (walkers last: ``p0``, ``base`` (N, W),
         ``da`` (N N, N, W)); returns ``P``, which walkers converged to the tolerance (``(W,)`` bool, or None when
-        all of them did) and ``-X^T``
-        (``(N, N, W)``, below), which is minus the position map's Jacobian ``h/2 sum_j dA_ij/dQ_k P_j`` at Q.
+        all of them did) and ``-X^T`` (``(N, N, W)``, below): minus the position map's Jacobian
+        ``h/2 sum_j dA_ij/dQ_k P_j`` at Q.
 
         The equation is quadratic in P: ``R(P) = P - base + h/4 D(P, P) = 0`` with ``D(P, P)_k = sum_ij dA_ij/dQ_k
         P_i P_j``.  After one fixed-point iterate ``P1`` from ``p0``, one Newton step ``P2 = P1 - delta``,
