@@ -130,6 +130,11 @@ def matvec(a: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return (a * p[None]).sum(1)
 
 
+def half_quadratic_last(p: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """``1/2 P^T A P`` per walker, ``(W,)``, for ``p (N, W)`` and ``a (N, N, W)`` (walkers last)."""
+    return 0.5 * (matvec(a, p) * p).sum(0)
+
+
 def quadratic_gradient(p: torch.Tensor, da: torch.Tensor) -> torch.Tensor:
     """``grad_Q (P^T A P)_k = sum_ij dA_ij/dQ_k P_i P_j``, ``(N, W)``, for ``p (N, W)`` and ``da (N N, N, W)``."""
     n, w = p.shape
@@ -410,7 +415,7 @@ class LatentLangevin:
             xi = torch.randn(state.P.shape, generator=self.generator, device=self.device, dtype=torch.float32)
             p = ou_series.ou_step(a_last, state.P.T, xi.to(self.dtype).T, self.gamma * t, self.kT, n_terms)  # (N, W)
             state.P, self._rotated = p.T, None
-            kinetic = 0.5 * (matvec(a_last, p) * p).sum(0)
+            kinetic = half_quadratic_last(p, a_last)
             state.kinetic_cache = (state.P, state.A, (state.P._version, state.A._version), kinetic)
             return
         if state.eigvals is None:
@@ -628,7 +633,7 @@ class LatentLangevin:
             w1 = u1 = None
             series = self._series_terms(last[0], self.dt) is not None  # the friction step needs no eigen-decomposition
             if series or a1.shape[-1] > 3:
-                kinetic = 0.5 * (matvec(last[0], p_last) * p_last).sum(0)
+                kinetic = half_quadratic_last(p_last, last[0])
             else:  # closed-form eigen-decomposition (NaN for a NaN A), then 1/2 P^T A P in its basis
                 w1, u1 = symmetric_eigh(a1)
                 pu1 = torch.bmm(u1.transpose(1, 2), p1[:, :, None])  # (W, N, 1), re-used by the friction step
