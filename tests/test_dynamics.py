@@ -95,6 +95,30 @@ def test_every_friction_path_samples_a_four_dimensional_gaussian(friction_model,
     assert sim.diagnostics()["reseeded"] == 0
 
 
+@pytest.mark.parametrize("n_cg, kw", [(2, dict(gamma=2.0)), (2, dict(gamma=50.0)), (2, dict(gamma=0.0)),
+                                       (2, dict(gamma=2.0, metropolis=True)), (2, dict(gamma=2.0, friction_model="atomic")),
+                                       (1, dict(gamma=2.0, periodic=[True]))])
+def test_the_state_keeps_ordinary_tensors(n_cg, kw):
+    """The step's solves and friction series run on temporaries in inference mode; what the state keeps must be
+    ordinary tensors on every path (series or eigenbasis friction, none, Metropolis, one periodic coordinate): a
+    user modifies them in place and differentiates through them, and the step's caches read their versions."""
+    a = torch.tensor([[0.2, 0.05], [0.05, 0.1]])[:n_cg, :n_cg]
+    k = torch.tensor([[40.0, 10.0], [10.0, 20.0]])[:n_cg, :n_cg]
+    sampler = gaussian_sampler(a, k, dt=0.01, seed=3, **kw)
+    state = sampler.init(torch.full((n_cg,), 0.1), n_walkers=32)
+    sampler.step(state, 3)
+    for name in ("Q", "P", "V", "grad_V", "A", "dA", "start"):
+        assert not getattr(state, name).is_inference(), name
+    state.P.mul_(-1.0)  # in place, outside inference mode: the kinetic-energy cache must see it
+    assert torch.allclose(state.kinetic_energy(), 0.5 * torch.einsum("wi,wij,wj->w", state.P, state.A, state.P))
+    q = state.Q.requires_grad_(True)
+    (q**2).sum().backward()
+    assert torch.equal(q.grad, 2 * q.detach())
+    state.Q = q.detach()
+    sampler.step(state, 2)
+    assert bool(torch.isfinite(state.Q).all()) and not state.Q.is_inference()
+
+
 def test_hamiltonian_step_is_time_reversible():
     from latentlab.testing import ThreeAtomSystem
 
