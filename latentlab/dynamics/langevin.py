@@ -647,6 +647,9 @@ class LatentLangevin:
             p1 = p_last.T  # (W, N), a view of the walkers-last momenta
             w1 = u1 = None
             series = self._series_terms(last[0], self.dt) is not None  # the friction step needs no eigen-decomposition
+            if series and not self.metropolis:
+                self._take_and_check_after_friction(state, h0, q1, p1, v1, gv1, a1, da1, last, converged)
+                continue
             if series or a1.shape[-1] > 3:
                 kinetic = half_quadratic_last(p_last, last[0])
             else:  # closed-form eigen-decomposition (NaN for a NaN A), then 1/2 P^T A P in its basis
@@ -692,6 +695,25 @@ class LatentLangevin:
             state.counters["steps"] += 1
         return state
 
+    def _take_and_check_after_friction(self, state: LangevinState, h0, q1, p1, v1, gv1, a1, da1, last, converged):
+        """The rest of a step without Metropolis whose friction step is the power series: every walker moves, the
+        friction step follows, and the energy check compares H after it with H after the last one (the friction
+        step's kinetic energy is computed anyway, and changes H by a few kT at most, against the ``blowup_kT``
+        a sick walker is caught by).  Walkers that fail it (a non-finite or blown-up state, a non-converged solve,
+        a negative kinetic energy) are then re-seeded with momenta from ``N(0, kT A^-1)``, the friction step's own
+        stationary law."""
+        state.P = p1
+        state.take(None, q1, v1, gv1, a1, da1, None, None, last)
+        self._friction(state, self.dt)
+        kinetic = state.kinetic_energy()
+        h1 = kinetic + v1  # NaN or inf for a NaN or inf in Q1, P, V or A
+        healthy = ((h1 - h0).abs() <= self.blowup_kT * self.kT) & (kinetic >= 0) & converged
+        if not bool(healthy.all()):
+            state.counters["not_converged"] += int((~converged & torch.isfinite(h1)).sum())
+            self._reseed(state, ~healthy)
+        state.step += 1
+        state.counters["steps"] += 1
+
     def _reseed(self, state: LangevinState, sick: torch.Tensor) -> None:
         """Restart sick walkers at their start point with fresh momenta, and count them."""
         idx = torch.nonzero(sick).flatten()
@@ -700,10 +722,13 @@ class LatentLangevin:
         q = state.start[idx]
         v, gv, a, da = self._evaluate(q)
         w, u = symmetric_eigh(a)
-        state.Q[idx], state.V[idx], state.grad_V[idx], state.A[idx], state.dA[idx] = q, v, gv, a, da
+        # out of place: the state may hold what the model returned, e.g. a constant A expanded over the walkers
+        at = (idx,)
+        state.Q, state.V, state.grad_V = state.Q.index_put(at, q), state.V.index_put(at, v), state.grad_V.index_put(at, gv)
+        state.A, state.dA = state.A.index_put(at, a), state.dA.index_put(at, da)
         if state.eigvals is not None:
-            state.eigvals[idx], state.eigvecs[idx] = w, u
-        state.P[idx] = self._momenta(w, u)
+            state.eigvals, state.eigvecs = state.eigvals.index_put(at, w), state.eigvecs.index_put(at, u)
+        state.P = state.P.index_put(at, self._momenta(w, u))
 
     def diagnostics(self, state: LangevinState) -> dict:
         """Counters of a state: steps, re-seeded walker-steps (and their fraction), non-converged solves,
