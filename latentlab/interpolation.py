@@ -310,8 +310,12 @@ def _values(tables: dict, Q: torch.Tensor) -> torch.Tensor:
     _, t, idx = _cells(Q, tables)
     w, _ = _axis_weights(t, tables, derivatives=False)  # (W, D, 4)
     x = tables["rows"].index_select(0, idx.view(-1))  # (W 4^(D-1), 4 C)
-    for d in range(n_dim - 1):  # the leading coordinates: (W, 4, rest) -> (W, 1, rest / 4)
-        x = torch.bmm(w[:, d:d + 1], x.view(n_walkers, 4, -1))
+    for d in range(n_dim - 1):  # the leading coordinates: (W, 4, rest) -> (W, rest / 4), as 4 multiply-adds
+        # (a bmm of a thousand 1 x 4 by 4 x rest products costs 2-3x more on a CPU)
+        x4, wd = x.view(n_walkers, 4, -1), w[:, d, :, None]  # (W, 4, rest), (W, 4, 1)
+        x = x4[:, 0] * wd[:, 0]
+        for k in range(1, 4):
+            x = torch.addcmul(x, x4[:, k], wd[:, k])
     return torch.bmm(x.view(n_walkers, n_channels, 4), w[:, n_dim - 1, :, None]).view(n_walkers, n_channels)
 
 
