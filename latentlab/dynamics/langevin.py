@@ -399,7 +399,8 @@ class LatentLangevin:
         cached = self._terms
         if cached is not None and cached[0] is a and cached[1] == (a._version, t):
             return cached[2]
-        n = ou_series.series_terms(self.gamma * t * ou_series.norm_bound(a))
+        with torch.inference_mode():
+            n = ou_series.series_terms(self.gamma * t * ou_series.norm_bound(a))
         self._terms = (a, (a._version, t), n)
         return n
 
@@ -591,13 +592,13 @@ class LatentLangevin:
         # autograd's bookkeeping (version counters, view tracking), about 3 % of the step
         with torch.inference_mode():
             q1, p_half, converged = self._implicit_half_steps(state, a0, da0)
+            if self._bounded:
+                q1, flip = self._reflect(q1)
+                if bool(flip.any()):
+                    p_half = torch.where(flip.T, -p_half, p_half)
+                    state.counters["reflections"] += int(flip.any(1).sum())
+            q1 = self._wrap(q1)
         q1 = q1.clone(memory_format=torch.contiguous_format)  # (W, N), an ordinary tensor (the state keeps it)
-        if self._bounded:
-            q1, flip = self._reflect(q1)
-            if bool(flip.any()):
-                p_half = torch.where(flip.T, -p_half, p_half)
-                state.counters["reflections"] += int(flip.any(1).sum())
-        q1 = self._wrap(q1)
         # (3) explicit half kick at Q1 (the step's one full evaluation)
         v1, gv1, a1, da1 = self._evaluate(q1)
         last = walkers_last(a1), walkers_last(da1).view(n * n, n, w)
@@ -706,8 +707,9 @@ class LatentLangevin:
         state.take(None, q1, v1, gv1, a1, da1, None, None, last)
         self._friction(state, self.dt)
         kinetic = state.kinetic_energy()
-        h1 = kinetic + v1  # NaN or inf for a NaN or inf in Q1, P, V or A
-        healthy = ((h1 - h0).abs() <= self.blowup_kT * self.kT) & (kinetic >= 0) & converged
+        with torch.inference_mode():  # temporaries only
+            h1 = kinetic + v1  # NaN or inf for a NaN or inf in Q1, P, V or A
+            healthy = ((h1 - h0).abs() <= self.blowup_kT * self.kT) & (kinetic >= 0) & converged
         if not bool(healthy.all()):
             state.counters["not_converged"] += int((~converged & torch.isfinite(h1)).sum())
             self._reseed(state, ~healthy)
