@@ -445,3 +445,32 @@ def test_bad_samples_inputs_and_files_are_clear_value_errors():
         GridInterpolant.from_dict({"kind": "kernel"})
     with pytest.raises(ValueError, match="format version 99"):
         GridInterpolant.from_dict({**table.to_dict(), "version": 99})
+
+
+def test_kept_cells_give_the_table_near_the_points_they_were_found_at():
+    """``value_and_cells`` keeps each walker's cell; A and dA/dQ at a nearby point evaluated on it are the table's to
+    round-off (also across a cell edge, where the cell's cubic is continued); other than a periodic B-spline refuses."""
+
+    def spd_periodic(q):
+        return spd_3x3(torch.sin(q))
+
+    box = [(-math.pi, math.pi)] * 3
+    table = GridInterpolant.from_function(spd_periodic, box, [True] * 3, 16, positive_definite=True)
+    q = torch.rand(300, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 6.2 - 3.1
+    q[:100] = torch.round(q[:100] / (2 * math.pi / 16)) * (2 * math.pi / 16) + 1e-9  # just past a grid line
+    a, cells = table.value_and_cells(q)
+    torch.testing.assert_close(a, table(q), rtol=1e-14, atol=1e-14)
+    # moves of ~1e-6 of a cell (0.39 wide), half of the first 100 across a cell edge: there the continued cubic
+    # differs from the table by |4th difference of the coefficients| s^3 / 6, its derivative by that s^2 / 2 / h
+    q2 = q + 1e-7 * torch.randn(q.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    (a_kept, da_kept), (a_fresh, da_fresh) = table.value_and_jacobian(q2, cells), table.value_and_jacobian(q2)
+    torch.testing.assert_close(a_kept, a_fresh, rtol=1e-13, atol=1e-13 * float(a_fresh.abs().max()))
+    torch.testing.assert_close(da_kept, da_fresh, rtol=1e-10, atol=1e-10 * float(da_fresh.abs().max()))
+    far = table.value_and_jacobian(q + 0.2, cells)[0]  # half a cell: the continuation is no longer the table
+    assert float((far - table(q + 0.2)).abs().max()) > 1e-6
+    for other in (GridInterpolant.from_function(spd_periodic, box, [True] * 3, 8, positive_definite=True,
+                                                method="catmull-rom"),
+                  GridInterpolant.from_function(spd_3x3, [(-1, 1)] * 3, [False] * 3, 8, positive_definite=True)):
+        assert not other.keeps_cells
+        with pytest.raises(ValueError, match="plain lookups"):
+            other.value_and_cells(q)

@@ -435,3 +435,30 @@ def test_a_temperature_v_does_not_hold_at_is_noted_before_the_run(three_atom_mod
     captured = capsys.readouterr()
     assert "note: V(Q) was learned at 300 K" in captured.err
     assert json.loads(captured.out)["notes"] == [m.temperature_note(600.0)]
+
+
+def test_the_step_takes_a_tabulated_a_on_the_cells_its_position_solve_found():
+    """With a tabulated A the step keeps each walker's table cell from the position solve and takes A and dA/dQ
+    at the new position on it (no second cell search): the same as a fresh lookup to round-off, also for the
+    walkers that iterated more than once and for positions wrapped across the periodic boundary."""
+    from latentlab.dynamics import LatentLangevin
+    from latentlab.maps.mass_model import tabulate_mass
+
+    grid = tabulate_mass(_kernel(periodic=(True, True)), n_points=64)
+
+    def potential(q):
+        return 2.5 * (1.0 - torch.cos(q)).sum(1)
+
+    sampler = LatentLangevin(potential, grid, kT=2.5, dt=0.015, gamma=2.0, periodic=[True, True], seed=0)
+    start = torch.rand(512, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 6.2 - 3.1
+    state = sampler.init(start)
+    wrapped = 0
+    for _ in range(25):
+        before = state.Q.clone()
+        sampler.step(state, 1)
+        wrapped += int(((state.Q - before).abs() > math.pi).any(1).sum())
+        a, da = grid.value_and_derivative(state.Q)
+        torch.testing.assert_close(state.A, a, rtol=1e-12, atol=1e-12 * float(a.abs().max()))
+        torch.testing.assert_close(state.dA, da, rtol=1e-10, atol=1e-11 * float(da.abs().max()))
+    assert wrapped > 0
+    assert sampler.diagnostics(state)["reseeded"] == 0

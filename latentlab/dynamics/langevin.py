@@ -367,11 +367,13 @@ class LatentLangevin:
             return MassModel.value_and_derivative(self.effective_mass, q)
         return both(q)
 
-    def _evaluate(self, q: torch.Tensor):
+    def _evaluate(self, q: torch.Tensor, near=None):
         """V, grad V, A, dA/dQ at ``q (W, N)``: the one expensive evaluation per step.
 
         A potential with ``energy_and_gradient(Q) -> (V, grad V)`` (the library's potentials) supplies both;
-        any other callable V is differentiated by autograd.
+        any other callable V is differentiated by autograd.  ``near``: ``(q unwrapped, cells)``, the table cells
+        of a tabulated A found by the position solve (:class:`latentlab.interpolation.TableCells`), so that A and
+        dA/dQ at q are taken without finding the cells again.
         """
         both = getattr(self.potential, "energy_and_gradient", None)
         if both is not None:
@@ -383,7 +385,7 @@ class LatentLangevin:
                 gv = torch.autograd.grad(v.sum(), qr)[0] if v.requires_grad else torch.zeros_like(qr)  # flat V
         if v.shape != (q.shape[0],):
             fail("potential", f"returned shape {tuple(v.shape)}, expected ({q.shape[0]},)", "return one energy per walker")
-        a, da = self.mass_and_derivative(q)
+        a, da = self.mass_and_derivative(q) if near is None else self.effective_mass.value_and_derivative(*near)
         return v.detach(), gv.detach(), a.detach(), da.detach()
 
     def _momenta(self, w, u):
@@ -591,7 +593,8 @@ class LatentLangevin:
         # the two implicit solves make temporaries only, about 150 small operations: in inference mode each skips
         # autograd's bookkeeping (version counters, view tracking), about 3 % of the step
         with torch.inference_mode():
-            q1, p_half, converged = self._implicit_half_steps(state, a0, da0)
+            q1, p_half, converged, cells = self._implicit_half_steps(state, a0, da0)
+            near = None if cells is None else (q1, cells)  # Q1 unwrapped, a continuous move from the cells' points
             if self._bounded:
                 q1, flip = self._reflect(q1)
                 if bool(flip.any()):
@@ -600,7 +603,7 @@ class LatentLangevin:
             q1 = self._wrap(q1)
         q1 = q1.clone(memory_format=torch.contiguous_format)  # (W, N), an ordinary tensor (the state keeps it)
         # (3) explicit half kick at Q1 (the step's one full evaluation)
-        v1, gv1, a1, da1 = self._evaluate(q1)
+        v1, gv1, a1, da1 = self._evaluate(q1, near)
         last = walkers_last(a1), walkers_last(da1).view(n * n, n, w)
         p1 = torch.add(torch.add(p_half, gv1.T, alpha=-0.5 * h), quadratic_gradient(p_half, last[1]), alpha=-0.25 * h)
         return q1, p1, v1, gv1, a1, da1, last, converged
@@ -623,13 +626,25 @@ class LatentLangevin:
         ph = p_half.T.contiguous()[:, :, None]  # (W, N, 1), for the A(Q) the mass model returns
         bounded = self._bounded
         wrap = self._any_periodic and not getattr(self.effective_mass, "periodic_safe", False)
+        # a tabulated A keeps each walker's table cell at its latest iterate, for A and dA/dQ at Q1 (within 1e-5 of
+        # a cell of it) without finding the cells again; not where walls reflect Q1 or A needs wrapped points
+        with_cells = None if bounded or wrap else getattr(self.effective_mass, "value_and_cells", None)
+        kept = []
 
         def drift(q, idx=None):
             qa = self._reflect(q.T, flips=False)[0] if bounded else q.T
             qa = self._wrap(qa, exact=False) if wrap else qa
             c, p = (half_drift, ph) if idx is None else (half_drift[:, idx], ph[idx])
+            if with_cells is None:
+                a = self.effective_mass(qa)
+            else:
+                a, cells = with_cells(qa)
+                if idx is None:
+                    kept[:] = [cells]
+                elif kept[0] is not None:
+                    kept[0].update(idx, cells)
             # c + h/2 A(q) P in one product, walkers first; returned as its (N, W) view
-            return torch.baddbmm(c.T[:, :, None], self.effective_mass(qa), p, alpha=0.5 * h)[..., 0].T
+            return torch.baddbmm(c.T[:, :, None], a, p, alpha=0.5 * h)[..., 0].T
 
         # a-priori contraction rate of the drift map: its Jacobian's max-row-sum norm at Q (from the kick, at its
         # first iterate P1: within 0.2 % of the norm at P_half in trained models), times 3 for the change of dA
@@ -637,7 +652,7 @@ class LatentLangevin:
         rate = minus_jac.abs().sum(1).amax(0).mul_(3.0)
         q1, error = self._solve(drift, q1, tol, rate=rate)
         converged = error <= 10 * tol if converged is None else converged & (error <= 10 * tol)
-        return q1.T, p_half, converged
+        return q1.T, p_half, converged, (kept[0] if kept else None)
 
     # ------------------------------------------------------------------ the step
     def step(self, state: LangevinState, n_steps: int = 1) -> LangevinState:

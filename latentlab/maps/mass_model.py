@@ -319,8 +319,15 @@ class GridMass(MassModel):
     def __call__(self, Q):
         return self.table(Q)
 
-    def value_and_derivative(self, Q):
-        return self.table.value_and_jacobian(Q)
+    def value_and_derivative(self, Q, cells=None):
+        return self.table.value_and_jacobian(Q, cells)
+
+    def value_and_cells(self, Q):
+        """A(Q) and the walkers' table cells (:class:`latentlab.interpolation.TableCells`), for A and dA/dQ at
+        points near Q (a fixed point's iterates, then its solution) without finding the cells again."""
+        if not self.table.keeps_cells:  # see GridInterpolant.keeps_cells: plain lookups
+            return self.table(Q), None
+        return self.table.value_and_cells(Q)
 
     def to_dict(self):
         return {"kind": self.kind, "table": self.table.to_dict(), "consistency": self.consistency}
