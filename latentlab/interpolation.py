@@ -290,6 +290,14 @@ def _evaluate(tables: dict, Q: torch.Tensor, cells: "TableCells | None" = None):
         x = tables["rows"].index_select(0, idx.reshape(-1))  # (W 4^(D-1), 4 C)
     else:
         t, x = cells.fractions(Q, tables), cells.rows
+        left = (t - 0.5).abs().amax(1) > tables["cell_slack"]  # (W,): walkers further than the slack out of their cell
+        if bool(left.any()):  # their own cells (the continued cubic's derivative would be off by more than 1e-12)
+            i = torch.nonzero(left).flatten()
+            _, t_i, idx = _cells(Q[i], tables)
+            r = x.shape[0] // n_walkers
+            t = t.index_put((i,), t_i)
+            x = x.view(n_walkers, r, -1).index_put((i,), tables["rows"].index_select(0, idx.view(-1)).view(-1, r, x.shape[1]))
+            x = x.view(n_walkers * r, -1)
     w, dw = _axis_weights(t, tables, derivatives=True)
     K = torch.stack([w, dw], dim=-1)  # (W, D, 4, 2)
     for d in range(n_dim - 1):  # x: (W 2^d, 4, rest) -> (W 2^d, 2, rest / 4)
@@ -336,24 +344,27 @@ class TableCells:
 
     At ``Q'`` the fraction is ``t + (Q' - Q) / h`` (the coordinates periodic and not wrapped: Q' is a continuous move
     from Q): exactly the table while Q' stays in the cell.  A point that has left it by ``s`` cells gets the cell's
-    cubic continued, within ``|4th difference of the coefficients| s^3 / 6`` of the table (C2 B-splines).  The
-    sampler's position solve ends within 2e-4 of a cell of its last iterate (alanine dipeptide's model, 300 steps
-    of 1024 walkers; the walkers that left their cell did so by at most 2e-5 of a cell): 1e-17 of the table.
+    cubic continued, within ``M s^3 / 6`` of the table and ``M s^2 / 2 / h`` in its derivative (C2 B-splines; M the
+    largest 4th difference of the coefficients).  :meth:`values` (a fixed point's iterates) uses it as it is: the
+    sampler's iterates stay within 2e-4 of a cell of the first (alanine dipeptide's model, 300 steps of 1024
+    walkers), 1e-17 of the table.  ``GridInterpolant.value_and_jacobian(Q, cells)`` (A and dA/dQ at the solution)
+    evaluates a walker that is further out of its cell than the derivative's error of 1e-12 allows on its own cell.
     """
 
-    def __init__(self, Q: torch.Tensor, t: torch.Tensor, rows: torch.Tensor):
-        self.Q, self.t, self.rows = Q, t, rows
+    def __init__(self, table: "GridInterpolant", tables: dict, Q: torch.Tensor, t: torch.Tensor, rows: torch.Tensor):
+        self._table, self._tables, self.Q, self.t, self.rows = table, tables, Q, t, rows
 
     def fractions(self, Q: torch.Tensor, tables: dict) -> torch.Tensor:
         """Cell fractions ``(W, D)`` of the points ``Q (W, D)`` in the kept cells."""
         return torch.addcmul(self.t, Q - self.Q, tables["inv_h"])
 
-    def update(self, idx: torch.Tensor, other: "TableCells") -> None:
-        """Take the walkers ``idx`` (a long tensor) from ``other`` (the cells of those walkers, in that order)."""
-        w, r = self.Q.shape[0], self.rows.shape[0] // self.Q.shape[0]  # r rows per walker
-        self.Q = self.Q.index_copy(0, idx, other.Q)
-        self.t = self.t.index_copy(0, idx, other.t)
-        self.rows = self.rows.view(w, r, -1).index_copy(0, idx, other.rows.view(idx.numel(), r, -1)).view(w * r, -1)
+    def values(self, Q: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """The table's values ``(len(idx),) + value_shape`` at ``Q (len(idx), D)``, points near those of the walkers
+        ``idx`` (a long tensor), on their kept cells."""
+        w = self.Q.shape[0]
+        t = torch.addcmul(self.t[idx], Q - self.Q[idx], self._tables["inv_h"])
+        rows = self.rows.view(w, self.rows.shape[0] // w, -1)[idx].view(-1, self.rows.shape[1])
+        return self._table._finish(_contract(self._tables, t, rows), self._tables)
 
 
 class _TableFunction(torch.autograd.Function):
@@ -565,6 +576,13 @@ class GridInterpolant(torch.nn.Module):
             dbasis = torch.zeros(4, 4, dtype=torch.float64)
             dbasis[:, :3] = basis[:, 1:] * torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
             exact_index = rows[..., 0, 0].numel() <= 2.0 / torch.finfo(dt).eps  # 2^24 in float32, 2^53 in float64
+            # TableCells: a cell's cubic continued s cells beyond it differs from the table by M s^3 / 6 and in its
+            # derivative by M s^2 / 2 / h (M: the largest 4th difference of the coefficients); the slack keeps the
+            # latter below 1e-12 (a walker further out is evaluated on its own cell)
+            c64 = self.coefficients.detach().to(torch.float64)
+            fourth = max(float(c64.diff(n=4, dim=k).abs().amax()) if c64.shape[k] > 4 else 0.0 for k in range(d))
+            growth = fourth * float((torch.where(per, n, n - 1) / width).amax()) / 2.0
+            slack = 0.5 + (math.sqrt(1e-12 / growth) if growth > 0 else math.inf)
             self._cache[key] = {
                 "rows": rows.to(dtype=dt, device=dev).reshape(-1, 4 * self.coefficients.shape[-1]),
                 "inv_h": (torch.where(per, n, n - 1) / width).to(dtype=dt, device=dev),
@@ -581,7 +599,7 @@ class GridInterpolant(torch.nn.Module):
                 "shift": (-lo * torch.where(per, n, n - 1) / width).to(dtype=dt, device=dev),
                 "zero": torch.zeros(d, dtype=dt, device=dev),
                 "stride_f": stride[:, None].expand(d, ks.shape[0]).to(dtype=dt, device=dev) if exact_index else None,
-                "offsets_f": (ks * stride).sum(-1).to(dtype=dt, device=dev)}
+                "offsets_f": (ks * stride).sum(-1).to(dtype=dt, device=dev), "cell_slack": slack}
             if self.positive_definite:  # packed (ln L_ii, L_ij) -> L, row-major
                 m = self.value_shape[0]
                 r, c = torch.tril_indices(m, m)
@@ -639,7 +657,7 @@ class GridInterpolant(torch.nn.Module):
         with torch.no_grad():
             Q = Q.detach()
             _, t, idx = _cells(Q, tables)
-            cells = TableCells(Q, t, tables["rows"].index_select(0, idx.view(-1)))
+            cells = TableCells(self, tables, Q, t, tables["rows"].index_select(0, idx.view(-1)))
             return self._finish(_contract(tables, t, cells.rows), tables), cells
 
     def value_and_jacobian(self, Q: torch.Tensor, cells: TableCells | None = None):

@@ -626,8 +626,9 @@ class LatentLangevin:
         ph = p_half.T.contiguous()[:, :, None]  # (W, N, 1), for the A(Q) the mass model returns
         bounded = self._bounded
         wrap = self._any_periodic and not getattr(self.effective_mass, "periodic_safe", False)
-        # a tabulated A keeps each walker's table cell at its latest iterate, for A and dA/dQ at Q1 (within 1e-5 of
-        # a cell of it) without finding the cells again; not where walls reflect Q1 or A needs wrapped points
+        # a tabulated A keeps each walker's table cell from the first iterate, for A at the further iterates and A,
+        # dA/dQ at Q1 (within 2e-4 of a cell of it) without finding the cells again; not where walls reflect Q1 or
+        # A needs wrapped points
         with_cells = None if bounded or wrap else getattr(self.effective_mass, "value_and_cells", None)
         kept = []
 
@@ -637,12 +638,11 @@ class LatentLangevin:
             c, p = (half_drift, ph) if idx is None else (half_drift[:, idx], ph[idx])
             if with_cells is None:
                 a = self.effective_mass(qa)
+            elif idx is not None and kept and kept[0] is not None:
+                a = kept[0].values(qa, idx)
             else:
                 a, cells = with_cells(qa)
-                if idx is None:
-                    kept[:] = [cells]
-                elif kept[0] is not None:
-                    kept[0].update(idx, cells)
+                kept[:] = [cells] if idx is None else []
             # c + h/2 A(q) P in one product, walkers first; returned as its (N, W) view
             return torch.baddbmm(c.T[:, :, None], a, p, alpha=0.5 * h)[..., 0].T
 
