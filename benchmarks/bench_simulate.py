@@ -12,9 +12,10 @@ in one run, at each walker count:
 * ``mlp``: a bare 3x128 SiLU MLP's forward + gradient at the same walker count (so that an expensive
   prior cannot hide in the floor).
 
-The three are called in turn (round-robin) for 3 s, so that all see the same background load; medians of
-wall time (what a user waits) and of this thread's CPU time (``cpu_*``: without the time other processes
-held the core, the steadier ratio on a shared machine) are reported.
+The three are called in turn (round-robin, each after each of the others equally often) for 3 s, so that all
+see the same background load; medians of wall time (what a user waits) and of this thread's CPU time
+(``cpu_*``: without the time other processes held the core, the steadier ratio on a shared machine) are
+reported.
 
 Usage::
 
@@ -46,18 +47,24 @@ def interleaved(fns, min_time: float = 3.0, max_reps: int = 1000) -> list[tuple[
     """Median wall and CPU (this thread's) seconds per call of each function, called in turn for ``min_time``.
 
     Round-robin calls put the step, its floor and the bare MLP under the same background load, so their
-    ratios hold on a shared machine; the CPU time leaves out the time other processes held the core.
+    ratios hold on a shared machine; the CPU time leaves out the time other processes held the core.  The
+    order alternates between ``0, 1, 2, ...`` and ``0, ..., 2, 1`` from round to round, so that each function
+    runs after each of the others equally often: what ran just before moves a call's time by a few per cent
+    (in one fixed order the step always ran after the bare MLP, which evicts the caches, and the floor always
+    after the step, which had just warmed the same model's weights and tables: step / floor 2-3 % higher).
     """
     for fn in fns:
         fn()
     wall, cpu = [[] for _ in fns], [[] for _ in fns]
-    start = time.perf_counter()
+    orders = [list(range(len(fns))), [0] + list(range(len(fns) - 1, 0, -1))]
+    start, rounds = time.perf_counter(), 0
     while time.perf_counter() - start < min_time and len(wall[0]) < max_reps:
-        for fn, w, c in zip(fns, wall, cpu):
+        for i in orders[rounds % 2]:
             t, tc = time.perf_counter(), time.thread_time()
-            fn()
-            c.append(time.thread_time() - tc)
-            w.append(time.perf_counter() - t)
+            fns[i]()
+            cpu[i].append(time.thread_time() - tc)
+            wall[i].append(time.perf_counter() - t)
+        rounds += 1
     return [(sorted(w)[len(w) // 2], sorted(c)[len(c) // 2]) for w, c in zip(wall, cpu)]
 
 

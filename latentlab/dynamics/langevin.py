@@ -52,8 +52,13 @@ the new position (re-used by the next step), plus one evaluation of A alone
 inside the position fixed point (and a second for the few walkers not yet
 converged), and the friction step: 5-7 products with A at the usual frictions,
 or one eigen-decomposition of A (in closed form for up to 3 coordinates,
-:mod:`latentlab.dynamics.eigen`).  The step's arithmetic on the walkers' small
-matrices keeps the walkers on the last axis (see :func:`walkers_last`).
+:mod:`latentlab.dynamics.eigen`).  A tabulated A (a periodic B-spline table)
+keeps each walker's table cell from the position solve's first lookup: the
+further iterates and A, dA/dQ at the new position are taken on it, without
+finding and gathering cells again (:class:`latentlab.interpolation.TableCells`).
+The step's arithmetic on the walkers' small matrices keeps the walkers on the
+last axis (see :func:`walkers_last`); the two implicit solves and the friction
+series, about 200 small operations on temporaries, run in inference mode.
 
 References
 ----------
@@ -627,8 +632,8 @@ class LatentLangevin:
         bounded = self._bounded
         wrap = self._any_periodic and not getattr(self.effective_mass, "periodic_safe", False)
         # a tabulated A keeps each walker's table cell from the first iterate, for A at the further iterates and A,
-        # dA/dQ at Q1 (within 2e-4 of a cell of it) without finding the cells again; not where walls reflect Q1 or
-        # A needs wrapped points
+        # dA/dQ at Q1 (within 0.01 of a cell of it) without finding the cells again (TableCells); not where walls
+        # reflect Q1 or A needs wrapped points
         with_cells = None if bounded or wrap else getattr(self.effective_mass, "value_and_cells", None)
         kept = []
 
