@@ -615,8 +615,8 @@ class LatentLangevin:
 
     def _implicit_half_steps(self, state: LangevinState, a0: torch.Tensor, da0: torch.Tensor):
         """The implicit half kick and the implicit drift from the state (``a0 (N, N, W)``, ``da0 (N N, N, W)``: A and
-        dA at Q, walkers last); returns ``Q1 (W, N)`` before walls and wrapping (a view), ``P_half (N, W)`` and which
-        walkers converged ``(W,)``."""
+        dA at Q, walkers last); returns ``Q1 (W, N)`` before walls and wrapping (a view), ``P_half (N, W)``, which
+        walkers converged ``(W,)`` and, for a tabulated A, the walkers' table cells near Q1 (else None)."""
         h, tol = self.dt, self.tolerance
         w, n = state.Q.shape
         p0 = state.P.T.contiguous()  # (N, W): no copy when P came from the friction step
@@ -641,13 +641,13 @@ class LatentLangevin:
             qa = self._reflect(q.T, flips=False)[0] if bounded else q.T
             qa = self._wrap(qa, exact=False) if wrap else qa
             c, p = (half_drift, ph) if idx is None else (half_drift[:, idx], ph[idx])
-            if with_cells is None:
-                a = self.effective_mass(qa)
-            elif idx is not None and kept and kept[0] is not None:
+            if with_cells is not None and idx is None:  # every walker: its cell is found and kept
+                a, cells = with_cells(qa)
+                kept[:] = [cells]
+            elif with_cells is not None and kept[0] is not None:  # a few walkers' further iterates, on their cells
                 a = kept[0].values(qa, idx)
             else:
-                a, cells = with_cells(qa)
-                kept[:] = [cells] if idx is None else []
+                a = self.effective_mass(qa)
             # c + h/2 A(q) P in one product, walkers first; returned as its (N, W) view
             return torch.baddbmm(c.T[:, :, None], a, p, alpha=0.5 * h)[..., 0].T
 
