@@ -289,9 +289,9 @@ def _evaluate(tables: dict, Q: torch.Tensor, cells: "TableCells | None" = None):
         _, t, idx = _cells(Q, tables)
         x = tables["rows"].index_select(0, idx.reshape(-1))  # (W 4^(D-1), 4 C)
     else:
-        t, x = cells.fractions(Q, tables), cells.rows
+        t, x = cells.fractions(Q), cells.rows
         left = (t - 0.5).abs().amax(1) > tables["cell_slack"]  # (W,): walkers further than the slack out of their cell
-        if bool(left.any()):  # their own cells (the continued cubic's derivative would be off by more than 1e-12)
+        if bool(left.any()):  # their own cells (the continued cubic's derivative could be off by more than allowed)
             i = torch.nonzero(left).flatten()
             _, t_i, idx = _cells(Q[i], tables)
             r = x.shape[0] // n_walkers
@@ -349,24 +349,27 @@ class TableCells:
     sampler's iterates stay within 0.01 of a cell of the first (alanine dipeptide's model, 300 steps of 1024
     walkers; M = 0.006), so an iterate's A is within 1e-9 of the table even past a cell edge, which moves the
     solution by about 1e-11, a thousandth of its tolerance.  ``GridInterpolant.value_and_jacobian(Q, cells)``
-    (A and dA/dQ at the solution) evaluates a walker further out of its cell than a derivative error of 1e-12
-    allows on its own cell (18 of 307,200 walker-steps there).
+    (A and dA/dQ at the solution) evaluates a walker further out of its cell than a derivative error of
+    ``DERIVATIVE_ERROR`` allows on its own cell (18 of 307,200 walker-steps there).
     """
+
+    #: Largest difference between the derivative of a continued cell and the table's, in the raw channels per Q unit.
+    DERIVATIVE_ERROR = 1e-12
 
     def __init__(self, table: "GridInterpolant", tables: dict, Q: torch.Tensor, t: torch.Tensor, rows: torch.Tensor):
         self._table, self._tables, self.Q, self.t, self.rows = table, tables, Q, t, rows
 
-    def fractions(self, Q: torch.Tensor, tables: dict) -> torch.Tensor:
-        """Cell fractions ``(W, D)`` of the points ``Q (W, D)`` in the kept cells."""
-        return torch.addcmul(self.t, Q - self.Q, tables["inv_h"])
+    def fractions(self, Q: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """Cell fractions ``(W, D)`` of the points ``Q (W, D)`` in the kept cells (of the walkers ``idx``, if given)."""
+        t, q0 = (self.t, self.Q) if idx is None else (self.t[idx], self.Q[idx])
+        return torch.addcmul(t, Q - q0, self._tables["inv_h"])
 
     def values(self, Q: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """The table's values ``(len(idx),) + value_shape`` at ``Q (len(idx), D)``, points near those of the walkers
         ``idx`` (a long tensor), on their kept cells."""
         w = self.Q.shape[0]
-        t = torch.addcmul(self.t[idx], Q - self.Q[idx], self._tables["inv_h"])
         rows = self.rows.view(w, self.rows.shape[0] // w, -1)[idx].view(-1, self.rows.shape[1])
-        return self._table._finish(_contract(self._tables, t, rows), self._tables)
+        return self._table._finish(_contract(self._tables, self.fractions(Q, idx), rows), self._tables)
 
 
 class _TableFunction(torch.autograd.Function):
@@ -578,13 +581,7 @@ class GridInterpolant(torch.nn.Module):
             dbasis = torch.zeros(4, 4, dtype=torch.float64)
             dbasis[:, :3] = basis[:, 1:] * torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
             exact_index = rows[..., 0, 0].numel() <= 2.0 / torch.finfo(dt).eps  # 2^24 in float32, 2^53 in float64
-            # TableCells: a cell's cubic continued s cells beyond it differs from the table by M s^3 / 6 and in its
-            # derivative by M s^2 / 2 / h (M: the largest 4th difference of the coefficients); the slack keeps the
-            # latter below 1e-12 (a walker further out is evaluated on its own cell)
-            c64 = self.coefficients.detach().to(torch.float64)
-            fourth = max(float(c64.diff(n=4, dim=k).abs().amax()) if c64.shape[k] > 4 else 0.0 for k in range(d))
-            growth = fourth * float((torch.where(per, n, n - 1) / width).amax()) / 2.0
-            slack = 0.5 + (math.sqrt(1e-12 / growth) if growth > 0 else math.inf)
+            slack = self._cell_slack() if self.keeps_cells else None
             self._cache[key] = {
                 "rows": rows.to(dtype=dt, device=dev).reshape(-1, 4 * self.coefficients.shape[-1]),
                 "inv_h": (torch.where(per, n, n - 1) / width).to(dtype=dt, device=dev),
@@ -639,6 +636,16 @@ class GridInterpolant(torch.nn.Module):
         if self.positive_definite:
             return _gram(self._entries(raw, tables), tables, self.value_shape[0])
         return raw.reshape((raw.shape[0],) + self.value_shape)
+
+    def _cell_slack(self) -> float:
+        """Largest ``|t - 1/2|`` of a walker evaluated on a kept cell (:class:`TableCells`): its cubic continued s
+        cells beyond it differs from the table by ``M s^3 / 6`` and in its derivative by ``M s^2 / (2 h)`` (M: the
+        largest 4th difference of the coefficients), kept below ``TableCells.DERIVATIVE_ERROR``."""
+        c = self.coefficients.detach().to(torch.float64)
+        fourth = max(float(c.diff(n=4, dim=k).abs().amax()) if c.shape[k] > 4 else 0.0 for k in range(self.n_dim))
+        inv_h = max(n / (b[1] - b[0]) for n, b in zip(self.n_points, self.bounds))  # periodic: n cells
+        growth = fourth * inv_h / 2.0
+        return 0.5 + (math.sqrt(TableCells.DERIVATIVE_ERROR / growth) if growth > 0 else math.inf)
 
     @property
     def keeps_cells(self) -> bool:

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.autograd.forward_ad as fwAD
 
-from latentlab.interpolation import DEFAULT_POINTS, GridInterpolant, grid_points
+from latentlab.interpolation import DEFAULT_POINTS, GridInterpolant, TableCells, grid_points
 
 from conftest import DEVICES
 
@@ -466,7 +466,10 @@ def test_kept_cells_give_the_table_near_the_points_they_were_found_at():
     q2 = q + 1e-7 * torch.randn(q.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     (a_kept, da_kept), (a_fresh, da_fresh) = table.value_and_jacobian(q2, cells), table.value_and_jacobian(q2)
     torch.testing.assert_close(a_kept, a_fresh, rtol=1e-13, atol=1e-13 * float(a_fresh.abs().max()))
-    torch.testing.assert_close(da_kept, da_fresh, rtol=1e-10, atol=1e-10 * float(da_fresh.abs().max()))
+    # within the slack the channels' derivative error is at most DERIVATIVE_ERROR: in dA = dL L^T + L dL^T at most
+    # 2 N max |A_ii| times it
+    bound = 2 * 3 * TableCells.DERIVATIVE_ERROR * float(a_fresh.diagonal(dim1=1, dim2=2).max())
+    torch.testing.assert_close(da_kept, da_fresh, rtol=1e-13, atol=bound + 1e-13 * float(da_fresh.abs().max()))
     # half a cell away most walkers have left their cells: those are evaluated on their own, so still the table
     torch.testing.assert_close(table.value_and_jacobian(q + 0.2, cells)[0], table(q + 0.2), rtol=1e-13, atol=1e-13)
     for other in (GridInterpolant.from_function(spd_periodic, box, [True] * 3, 8, positive_definite=True,
